@@ -1,0 +1,5 @@
+import sys
+
+from evaluation.engine_sim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""HTTP face of the engine simulator: the OpenAI routes vLLM serves, plus /metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from evaluation.engine_sim.engine import SimEngine, SimRequestError
+from evaluation.engine_sim.scheduler import QueueFullError
+from evaluation.engine_sim.settings import SimSettings
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except ValueError as exc:
+        raise SimRequestError(400, f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise SimRequestError(400, "request body must be a JSON object")
+    return body
+
+
+def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async def frames() -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    return frames()
+
+
+def create_app(settings: SimSettings) -> FastAPI:
+    """Build one simulated engine serving ``settings.model``."""
+    engine = SimEngine(settings)
+    app = FastAPI(title="semcache engine simulator", version="0.1.0")
+    app.state.engine = engine
+
+    @app.exception_handler(SimRequestError)
+    async def _refused(_: Request, exc: SimRequestError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(QueueFullError)
+    async def _full(_: Request, exc: QueueFullError) -> JSONResponse:
+        err = SimRequestError(503, str(exc), type_="ServiceUnavailableError")
+        return JSONResponse(err.body(), status_code=503)
+
+    async def _answer(endpoint: str, request: Request) -> Response:
+        body = await _json_body(request)
+        plan = engine.plan(endpoint, body)
+        if body.get("stream"):
+            # Admission happens inside the stream; refuse up front when the queue is full.
+            if engine.scheduler.running >= settings.max_batch and engine.scheduler.waiting >= settings.max_waiting:
+                raise QueueFullError(f"engine queue full ({settings.max_waiting} waiting)")
+            return StreamingResponse(_sse(engine.stream(plan)), media_type="text/event-stream")
+        return JSONResponse(await engine.complete(plan))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await _answer("chat", request)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await _answer("completions", request)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{
+            "id": settings.model, "object": "model", "created": int(time.time()),
+            "owned_by": "semcache-engine-sim", "max_model_len": settings.max_model_len,
+        }]}
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
