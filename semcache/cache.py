@@ -1,0 +1,387 @@
+"""The semantic cache: decide hit or miss under a category policy; store answers.
+
+Hybrid architecture: the vectors live in an in-memory
+:class:`~semcache.index.PartitionedIndex` next to a small per-entry metadata
+record (tenant, category, TTL, query text for the guards), so a whole lookup
+decision is made in memory; documents (the responses) live in the ``Store``
+and are fetched only for a hit. On :meth:`SemanticCache.start` the index is
+rebuilt from the store; with a shared store (Redis) the cache also follows the
+store's change events so entries added by other processes become visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from semcache import admission, guards
+from semcache.categories import Classifier
+from semcache.clock import Clock, SystemClock
+from semcache.entry import CacheEntry
+from semcache.errors import CacheUnavailableError, SemcacheError
+from semcache.catalog import EntryCatalog, EntryMeta
+from semcache.index import HNSWParams
+from semcache.keys import CacheRequest, normalize, partition_id, text_digest
+from semcache.policy import PolicySet
+from semcache.protocols import Embedder, Store
+from semcache.results import KeyContext, LookupResult, StoreResult
+from semcache.stats import CacheStats
+
+log = logging.getLogger("semcache.cache")
+SHARED_TENANT = "*shared*"
+
+
+class SemanticCache:
+    """Lookup, store and invalidation over an index, a store and an embedder."""
+
+    def __init__(
+        self,
+        *,
+        policies: PolicySet,
+        store: Store,
+        embedder: Embedder,
+        clock: Clock | None = None,
+        hnsw: HNSWParams | None = None,
+        candidates: int = 4,
+        promote_at: int = 2048,
+        purge_interval_s: float = 30.0,
+    ):
+        self.store = store
+        self.embedder = embedder
+        self.clock = clock or SystemClock()
+        self.stats = CacheStats()
+        self.candidates = candidates
+        self.purge_interval_s = purge_interval_s
+        self.catalog = EntryCatalog(embedder.dim, hnsw=hnsw, promote_at=promote_at)
+        self.index = self.catalog.index
+        self._policies = policies
+        self._classifier = Classifier(policies)
+        self._tasks: list[asyncio.Task] = []
+
+    # ----------------------------------------------------------- lifecycle
+    @property
+    def policies(self) -> PolicySet:
+        return self._policies
+
+    async def start(self) -> None:
+        """Build prototypes, rebuild the index from the store, start upkeep tasks."""
+        self._classifier = await self._build_classifier(self._policies)
+        follow_from = None
+        if hasattr(self.store, "changes"):
+            follow_from = await self.store.last_event_id()
+        now = self.clock.now()
+        stale = []
+        async for entry in self.store.scan():
+            if entry.expired(now) or not self._current(entry.category, entry.policy_version):
+                stale.append(entry.id)
+            else:
+                self._remember(entry)
+        if stale:
+            await self.store.delete(stale)
+        log.info("semcache index rebuilt: %d entries (%d stale dropped)", len(self.catalog), len(stale))
+        if follow_from is not None:
+            self._tasks.append(asyncio.create_task(self._follow(follow_from), name="semcache-follow"))
+        if self.purge_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._purge_loop(), name="semcache-purge"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.store.close()
+
+    async def _build_classifier(self, policies: PolicySet) -> Classifier:
+        prototypes = {}
+        for policy in policies:
+            if policy.match.examples:
+                prototypes[policy.name] = await self.embedder.embed(policy.match.examples)
+        return Classifier(policies, prototypes)
+
+    def _current(self, category: str, version: str) -> bool:
+        policy = self._policies.get(category)
+        return policy is not None and policy.version == version
+
+    async def reload_policies(self, policies: PolicySet) -> int:
+        """Swap in a validated policy set atomically; drop entries it invalidates.
+
+        Entries of removed categories or of categories whose ``version``
+        changed can never be hit again, so they are deleted. Returns how many.
+        """
+        classifier = await self._build_classifier(policies)
+        self._policies, self._classifier = policies, classifier
+        stale = [m.id for m in self.catalog if not self._current(m.category, m.policy_version)]
+        return await self._remove(stale, reason="invalidations")
+
+    # -------------------------------------------------------------- lookup
+    async def lookup(self, request: CacheRequest, *, search: bool = True) -> LookupResult:
+        """Decide hit, miss or bypass for ``request``.
+
+        ``search=False`` (``Cache-Control: no-cache``) skips the search but
+        prepares the key so the answer can still be stored. Raises
+        :class:`RequestError` for malformed bodies and
+        :class:`CacheUnavailableError` when a component fails.
+        """
+        started = time.perf_counter()
+        try:
+            result = await self._lookup(request, search)
+        except SemcacheError:
+            raise
+        except Exception as exc:  # a bug or library failure must not fail the request
+            log.exception("semcache lookup failed")
+            raise CacheUnavailableError(f"lookup failed: {exc}") from exc
+        threshold = result.threshold
+        self.stats.record_lookup(result.category, result.status, time.perf_counter() - started,
+                                 result.similarity, threshold)
+        return result
+
+    async def _embed_one(self, text: str) -> np.ndarray:
+        return (await self.embedder.embed([text]))[0]
+
+    async def _lookup(self, request: CacheRequest, search: bool) -> LookupResult:
+        norm = normalize(request.endpoint, request.body)
+        classifier, policies = self._classifier, self._policies
+        decision = classifier.by_rules(request, norm)
+        vector = None
+        if decision is None:
+            vector = await self._embed_one(norm.text)
+            decision = classifier.by_prototype(vector)
+        policy = policies[decision.name]
+        base = dict(category=decision.name, category_reason=decision.reason)
+        if norm.uncacheable:
+            return LookupResult("bypass", reason=f"not cacheable: {norm.uncacheable}", stage="request", **base)
+        if not policy.cacheable:
+            return LookupResult("bypass", reason=f"category {policy.name} is not cacheable", stage="policy", **base)
+        tenant, namespace = request.tenant, request.namespace or ""
+        if policy.shared_namespace:
+            tenant, namespace = SHARED_TENANT, policy.shared_namespace
+        partition = partition_id(
+            tenant=tenant, namespace=namespace, embedder=self.embedder.identity, category=policy.name,
+            policy_version=policy.version, endpoint=request.endpoint, norm=norm, ignore_params=policy.ignore_params,
+        )
+        ctx = KeyContext(norm, policy, tenant, namespace, partition, text_digest(norm.text), vector)
+        base.update(threshold=policy.threshold, context=ctx)
+        if not search:
+            return LookupResult("miss", reason="lookup skipped (no-cache)", stage="request", **base)
+        now = self.clock.now()
+
+        # Exact repeat: no embedding or graph search needed.
+        exact_id = self.catalog.exact(partition, ctx.text_digest)
+        if exact_id is not None:
+            meta = self.catalog.get(exact_id)
+            if meta is not None and not meta.expired(now):
+                entry = await self._fetch_for_hit(meta, policy, now)
+                if entry is not None:
+                    return LookupResult("hit", reason="exact repeat", similarity=1.0, entry=entry,
+                                        stage="exact", **base)
+
+        if ctx.vector is None:
+            ctx.vector = await self._embed_one(norm.text)
+        if self.index.is_graph(partition):
+            found = await asyncio.to_thread(self.index.search, partition, ctx.vector, self.candidates)
+        else:
+            found = self.index.search(partition, ctx.vector, self.candidates)
+        best_sim, reason, stage = None, "no candidate in this context", "similarity"
+        for cand_id, sim in found:
+            meta = self.catalog.get(cand_id)
+            if meta is None or meta.expired(now):
+                continue
+            if best_sim is None:
+                best_sim = sim
+            if sim < policy.threshold:
+                if reason.startswith("no candidate"):
+                    reason = f"similarity {sim:.3f} < threshold {policy.threshold:.2f} ({policy.name})"
+                break
+            verdict = guards.check(policy.guards, norm.text, meta.query)
+            if not verdict.passed:
+                self.stats[policy.name].guard_rejections[verdict.guard] += 1
+                reason, stage = verdict.reason + f" at similarity {sim:.3f}", "guard"
+                continue
+            entry = await self._fetch_for_hit(meta, policy, now)
+            if entry is None:
+                continue
+            return LookupResult(
+                "hit", reason=f"similarity {sim:.3f} >= threshold {policy.threshold:.2f} ({policy.name})",
+                similarity=sim, entry=entry, **base,
+            )
+        return LookupResult("miss", reason=reason, similarity=best_sim, stage=stage, **base)
+
+    async def _fetch_for_hit(self, meta: EntryMeta, policy, now: float) -> CacheEntry | None:
+        entry = await self.store.get(meta.id)
+        if entry is None or entry.expired(now):
+            # Gone from the store (expired in Redis, deleted elsewhere): forget it.
+            self._forget(meta.id)
+            return None
+        expires_at = None
+        if policy.refresh_ttl_on_hit and policy.ttl_seconds is not None:
+            expires_at = meta.expires_at = entry.expires_at = now + policy.ttl_seconds
+        entry.hit_count += 1
+        entry.last_hit_at = now
+        await self.store.record_hit(meta.id, now, expires_at)
+        return entry
+
+    # --------------------------------------------------------------- store
+    async def store(
+        self,
+        request: CacheRequest,
+        lookup: LookupResult,
+        *,
+        response: dict[str, Any],
+        chunks: list[dict[str, Any]] | None = None,
+    ) -> StoreResult:
+        """Store ``response`` for the request ``lookup`` was made for, unless refused."""
+        ctx = lookup.context
+        if lookup.status == "bypass" or ctx is None:
+            return StoreResult(False, f"not stored: {lookup.reason}")
+        policy = ctx.policy
+        why = admission.refusal(response, policy)
+        if why is not None:
+            self.stats[policy.name].store_refusals[why] += 1
+            return StoreResult(False, f"not stored: {why}")
+        try:
+            return await self._store(request, ctx, response, chunks)
+        except SemcacheError:
+            raise
+        except Exception as exc:
+            log.exception("semcache store failed")
+            raise CacheUnavailableError(f"store failed: {exc}") from exc
+
+    async def _store(self, request, ctx: KeyContext, response, chunks) -> StoreResult:
+        policy = ctx.policy
+        if not self._current(policy.name, policy.version):
+            return StoreResult(False, "not stored: policy changed since lookup")
+        if ctx.vector is None:
+            ctx.vector = await self._embed_one(ctx.norm.text)
+        now = self.clock.now()
+        prompt_tokens, completion_tokens = admission.usage_tokens(response)
+        entry = CacheEntry(
+            id=uuid.uuid4().hex, tenant=ctx.tenant, namespace=ctx.namespace, partition=ctx.partition,
+            category=policy.name, policy_version=policy.version, model=ctx.norm.model,
+            endpoint=request.endpoint, query=ctx.norm.text, vector=np.asarray(ctx.vector, dtype=np.float32),
+            response=response, chunks=chunks, embedder=self.embedder.identity, created_at=now,
+            expires_at=None if policy.ttl_seconds is None else now + policy.ttl_seconds,
+            last_hit_at=now, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        )
+        await self.store.put(entry)
+        replaced = self.catalog.exact(ctx.partition, ctx.text_digest)
+        if replaced is not None and replaced != entry.id:
+            await self._remove([replaced], reason=None)
+        self._remember(entry)
+        self.stats[policy.name].stores += 1
+        await self._enforce_quota(policy, keep=entry.id)
+        return StoreResult(True, "stored", entry.id)
+
+    def _remember(self, entry: CacheEntry) -> None:
+        policy = self._policies.get(entry.category)
+        self.catalog.add(entry, capacity_hint=policy.quota.max_entries if policy else None)
+
+    def _forget(self, id: str) -> EntryMeta | None:
+        return self.catalog.forget(id)
+
+    async def _remove(self, ids: list[str], *, reason: str | None) -> int:
+        if not ids:
+            return 0
+        await self.store.delete(ids)
+        removed = 0
+        for id in ids:
+            meta = self._forget(id)
+            if meta is not None:
+                removed += 1
+                if reason:
+                    setattr(self.stats[meta.category], reason, getattr(self.stats[meta.category], reason) + 1)
+        return removed
+
+    async def _enforce_quota(self, policy, keep: str) -> None:
+        quota, name = policy.quota, policy.name
+        while True:
+            over_entries = self.catalog.count(name) - quota.max_entries if quota.max_entries else 0
+            over_bytes = quota.max_bytes is not None and self.catalog.bytes(name) > quota.max_bytes
+            if over_entries <= 0 and not over_bytes:
+                return
+            want = max(over_entries, 1)
+            candidates = await self.store.eviction_candidates(name, policy.eviction, want + 1)
+            victims = [c for c in candidates if c != keep][:want]
+            if not victims:
+                return
+            await self._remove(victims, reason="evictions")
+
+    # ------------------------------------------------------- invalidation
+    async def invalidate(
+        self,
+        *,
+        entry_id: str | None = None,
+        tenant: str | None = None,
+        namespace: str | None = None,
+        category: str | None = None,
+        model: str | None = None,
+        policy_version: str | None = None,
+    ) -> int:
+        """Delete every entry matching all given filters; returns how many.
+
+        With no filter at all nothing is deleted (clearing everything must be
+        asked for explicitly, e.g. per category).
+        """
+        filters = dict(id=entry_id, tenant=tenant, namespace=namespace, category=category,
+                       model=model, policy_version=policy_version)
+        filters = {k: v for k, v in filters.items() if v is not None}
+        if not filters:
+            return 0
+        ids = [m.id for m in self.catalog if all(getattr(m, k) == v for k, v in filters.items())]
+        return await self._remove(ids, reason="invalidations")
+
+    async def purge_expired(self) -> int:
+        now = self.clock.now()
+        ids = [m.id for m in self.catalog if m.expires_at is not None and now >= m.expires_at]
+        return await self._remove(ids, reason="expirations")
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.purge_interval_s)
+            try:
+                await self.purge_expired()
+            except SemcacheError as exc:
+                log.warning("semcache purge failed: %s", exc)
+
+    async def _follow(self, after: str) -> None:
+        async for event in self.store.changes(after):
+            try:
+                if event.op == "delete":
+                    for id in event.ids:
+                        self._forget(id)
+                    continue
+                for id in event.ids:
+                    entry = await self.store.get(id)
+                    if entry is not None and self._current(entry.category, entry.policy_version):
+                        self._remember(entry)
+            except SemcacheError as exc:
+                log.warning("semcache sync failed: %s", exc)
+
+    # ---------------------------------------------------------- inspection
+    def stats_snapshot(self) -> dict[str, Any]:
+        snap = self.stats.snapshot()
+        snap["index"] = self.index.stats()
+        snap["entries"] = self.catalog.counts()
+        snap["bytes"] = self.catalog.sizes()
+        snap["embedder"] = self.embedder.identity
+        return snap
+
+    async def list_entries(self, *, tenant: str | None = None, category: str | None = None,
+                           limit: int = 100) -> list[dict[str, Any]]:
+        """Metadata of up to ``limit`` entries (newest first); no vectors, no responses."""
+        metas = [m for m in self.catalog
+                 if (tenant is None or m.tenant == tenant) and (category is None or m.category == category)]
+        metas.sort(key=lambda m: m.created_at, reverse=True)
+        return [
+            {"id": m.id, "tenant": m.tenant, "namespace": m.namespace, "category": m.category,
+             "model": m.model, "policy_version": m.policy_version, "query": m.query,
+             "created_at": m.created_at, "expires_at": m.expires_at, "bytes": m.size}
+            for m in metas[:limit]
+        ]

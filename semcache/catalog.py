@@ -1,0 +1,98 @@
+"""The in-memory side of the cache: per-entry metadata beside the vector index.
+
+Holds, for every entry, what a lookup decision needs without touching the
+store (partition, TTL, query text for the guards, size for byte quotas), the
+exact-repeat map, and per-category counts and bytes for quotas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from semcache.entry import CacheEntry
+from semcache.index import HNSWParams, PartitionedIndex
+from semcache.keys import text_digest
+
+
+@dataclass(slots=True)
+class EntryMeta:
+    """The in-memory part of an entry."""
+
+    id: str
+    tenant: str
+    namespace: str
+    partition: str
+    digest: str
+    category: str
+    model: str
+    policy_version: str
+    query: str
+    created_at: float
+    expires_at: float | None
+    size: int
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+class EntryCatalog:
+    """Metadata, exact-repeat map, counters and the partitioned vector index."""
+
+    def __init__(self, dim: int, *, hnsw: HNSWParams | None = None, promote_at: int = 2048):
+        self.index = PartitionedIndex(dim, hnsw=hnsw, promote_at=promote_at)
+        self._meta: dict[str, EntryMeta] = {}
+        self._exact: dict[tuple[str, str], str] = {}
+        self._count: dict[str, int] = {}
+        self._bytes: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def __iter__(self) -> Iterator[EntryMeta]:
+        return iter(list(self._meta.values()))
+
+    def get(self, id: str) -> EntryMeta | None:
+        return self._meta.get(id)
+
+    def exact(self, partition: str, digest: str) -> str | None:
+        return self._exact.get((partition, digest))
+
+    def count(self, category: str) -> int:
+        return self._count.get(category, 0)
+
+    def bytes(self, category: str) -> int:
+        return self._bytes.get(category, 0)
+
+    def add(self, entry: CacheEntry, capacity_hint: int | None = None) -> EntryMeta:
+        if entry.id in self._meta:
+            self.forget(entry.id)
+        meta = EntryMeta(
+            id=entry.id, tenant=entry.tenant, namespace=entry.namespace, partition=entry.partition,
+            digest=text_digest(entry.query), category=entry.category, model=entry.model,
+            policy_version=entry.policy_version, query=entry.query, created_at=entry.created_at,
+            expires_at=entry.expires_at, size=entry.size_bytes,
+        )
+        self.index.add(meta.partition, meta.id, entry.vector, capacity_hint=capacity_hint)
+        self._meta[meta.id] = meta
+        self._exact[(meta.partition, meta.digest)] = meta.id
+        self._count[meta.category] = self._count.get(meta.category, 0) + 1
+        self._bytes[meta.category] = self._bytes.get(meta.category, 0) + meta.size
+        return meta
+
+    def forget(self, id: str) -> EntryMeta | None:
+        meta = self._meta.pop(id, None)
+        if meta is None:
+            return None
+        self.index.delete(id)
+        if self._exact.get((meta.partition, meta.digest)) == id:
+            del self._exact[(meta.partition, meta.digest)]
+        self._count[meta.category] -= 1
+        self._bytes[meta.category] -= meta.size
+        return meta
+
+    def counts(self) -> dict[str, int]:
+        return {k: v for k, v in self._count.items() if v}
+
+    def sizes(self) -> dict[str, int]:
+        return {k: v for k, v in self._bytes.items() if v}

@@ -1,0 +1,169 @@
+"""Cheap false-hit guards, run on a candidate before it is served.
+
+Embeddings of "sort ascending" and "sort descending", or of "2FA on" and
+"2FA off", are nearly identical, yet the answers are opposite. Each guard
+compares one kind of token between the new query and the cached one and
+rejects the hit when they disagree. They are per-category switches
+(:class:`semcache.policy.Guards`) and each reports its own name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from semcache.policy import Guards
+
+_NUMBER_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+    "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "hundred": "100",
+    "thousand": "1000", "million": "1000000", "billion": "1000000000",
+    "first": "1st", "second": "2nd", "third": "3rd", "fourth": "4th", "fifth": "5th",
+    "january": "m01", "february": "m02", "march": "m03", "april": "m04", "june": "m06",
+    "july": "m07", "august": "m08", "september": "m09", "october": "m10", "november": "m11",
+    "december": "m12", "jan": "m01", "feb": "m02", "mar": "m03", "apr": "m04", "jun": "m06",
+    "jul": "m07", "aug": "m08", "sep": "m09", "sept": "m09", "oct": "m10", "nov": "m11", "dec": "m12",
+    "monday": "d1", "tuesday": "d2", "wednesday": "d3", "thursday": "d4", "friday": "d5",
+    "saturday": "d6", "sunday": "d7", "yesterday": "rel-1", "today": "rel0", "tomorrow": "rel+1",
+}
+# Versions, dates, decimals, ordinals and plain integers, with "1,000" read as 1000.
+_NUMBER_RE = re.compile(r"v?\d+(?:[.,:/-]\d+)*(?:st|nd|rd|th)?", re.IGNORECASE)
+_WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+_NEGATORS = frozenset({
+    "not", "no", "never", "none", "nothing", "nobody", "neither", "nor", "without", "cannot",
+    "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont", "wouldnt", "cant",
+    "couldnt", "shouldnt", "hasnt", "havent", "hadnt", "mustnt", "aint", "unable",
+})
+# Pairs whose members swap the meaning of an otherwise identical question.
+_ANTONYMS = [
+    ("enable", "disable"), ("include", "exclude"), ("ascending", "descending"), ("asc", "desc"),
+    ("increase", "decrease"), ("add", "remove"), ("allow", "deny"), ("allow", "block"),
+    ("accept", "reject"), ("min", "max"), ("minimum", "maximum"), ("before", "after"),
+    ("above", "below"), ("first", "last"), ("encrypt", "decrypt"), ("encode", "decode"),
+    ("upload", "download"), ("import", "export"), ("buy", "sell"), ("install", "uninstall"),
+    ("lock", "unlock"), ("start", "stop"), ("open", "close"), ("on", "off"), ("up", "down"),
+    ("push", "pull"), ("true", "false"), ("yes", "no"), ("input", "output"),
+    ("left", "right"), ("largest", "smallest"), ("biggest", "smallest"), ("highest", "lowest"),
+    ("longest", "shortest"), ("best", "worst"), ("more", "less"), ("most", "least"),
+    ("increment", "decrement"), ("inner", "outer"), ("public", "private"), ("positive", "negative"),
+    ("subscribe", "unsubscribe"), ("connect", "disconnect"), ("show", "hide"), ("create", "delete"),
+    ("insert", "delete"), ("append", "prepend"), ("lowercase", "uppercase"), ("sync", "async"),
+    ("synchronous", "asynchronous"), ("mutable", "immutable"), ("deposit", "withdraw"),
+    ("cheap", "expensive"), ("fast", "slow"), ("hot", "cold"), ("north", "south"), ("east", "west"),
+    ("men", "women"), ("male", "female"), ("boy", "girl"), ("pros", "cons"), ("advantages", "disadvantages"),
+]
+_STEMS = ("ing", "ed", "es", "s", "d")
+_IDENT_RE = re.compile(
+    r"`([^`]+)`"                                   # quoted code
+    r"|\b([A-Za-z_][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+)\b"   # snake_case
+    r"|\b([a-z]+[A-Z][A-Za-z0-9]*)\b"              # camelCase
+    r"|\b([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+)(?:\(\))?"  # dotted.names
+    r"|\b([A-Za-z_]\w*)\(\)"                       # call()
+)
+_ENTITY_RE = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][a-zA-Z0-9&-]+(?:\s+[A-Z][a-zA-Z0-9&-]+)*)")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardVerdict:
+    """Which guard rejected a candidate and why; ``passed`` when none did."""
+
+    passed: bool
+    guard: str | None = None
+    detail: str = ""
+
+    @property
+    def reason(self) -> str:
+        return "guards passed" if self.passed else f"guard: {self.guard} differ ({self.detail})"
+
+
+PASSED = GuardVerdict(True)
+
+
+def _words(text: str) -> list[str]:
+    return _WORD_RE.findall(text.lower().replace("’", "'"))
+
+
+def _stem(word: str) -> str:
+    for suffix in _STEMS:
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+@lru_cache(maxsize=8192)
+def numbers_in(text: str) -> frozenset[str]:
+    """Numbers, dates, versions, ordinals, months and weekdays, normalised."""
+    found = set()
+    for match in _NUMBER_RE.findall(text):
+        token = match.lower().lstrip("v")
+        if re.fullmatch(r"\d{1,3}(,\d{3})+", token):
+            token = token.replace(",", "")
+        found.add(token)
+    for word in _words(text):
+        if word in _NUMBER_WORDS:
+            found.add(_NUMBER_WORDS[word])
+    return frozenset(found)
+
+
+@lru_cache(maxsize=8192)
+def _negation_profile(text: str) -> tuple[int, frozenset[str]]:
+    words = [w.replace("'", "") for w in _words(text)]
+    negations = sum(1 for w in words if w in _NEGATORS)
+    return negations % 2, frozenset(_stem(w) for w in words) | frozenset(words)
+
+
+def negation_conflict(a: str, b: str) -> str | None:
+    """Describe a negation or antonym mismatch between two texts, or None."""
+    parity_a, words_a = _negation_profile(a)
+    parity_b, words_b = _negation_profile(b)
+    if parity_a != parity_b:
+        return "negation"
+    for x, y in _ANTONYMS:
+        x_in_a, y_in_a = x in words_a, y in words_a
+        x_in_b, y_in_b = x in words_b, y in words_b
+        if (x_in_a and not y_in_a and y_in_b and not x_in_b) or (y_in_a and not x_in_a and x_in_b and not y_in_b):
+            return f"{x}/{y}"
+    return None
+
+
+@lru_cache(maxsize=8192)
+def identifiers_in(text: str) -> frozenset[str]:
+    """Code identifiers: `quoted`, snake_case, camelCase, dotted.names, calls()."""
+    found = set()
+    for groups in _IDENT_RE.findall(text):
+        for g in groups:
+            if g:
+                found.add(g.strip())
+    return frozenset(found)
+
+
+@lru_cache(maxsize=8192)
+def entities_in(text: str) -> frozenset[str]:
+    """Capitalised names not at the start of a sentence, lower-cased."""
+    return frozenset(m.lower() for m in _ENTITY_RE.findall(text) if m.lower() not in {"i", "i'm", "i've"})
+
+
+def check(guards: Guards, query: str, cached_query: str) -> GuardVerdict:
+    """Run the enabled guards; the first disagreement rejects the candidate."""
+    if query == cached_query:
+        return PASSED
+    if guards.numbers:
+        a, b = numbers_in(query), numbers_in(cached_query)
+        if a != b:
+            return GuardVerdict(False, "numbers", f"{sorted(a ^ b)[:4]}")
+    if guards.negation:
+        conflict = negation_conflict(query, cached_query)
+        if conflict:
+            return GuardVerdict(False, "negation", conflict)
+    if guards.identifiers:
+        a, b = identifiers_in(query), identifiers_in(cached_query)
+        if a != b:
+            return GuardVerdict(False, "identifiers", f"{sorted(a ^ b)[:4]}")
+    if guards.entities:
+        a, b = entities_in(query), entities_in(cached_query)
+        if a != b:
+            return GuardVerdict(False, "entities", f"{sorted(a ^ b)[:4]}")
+    return PASSED

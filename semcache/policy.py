@@ -1,0 +1,234 @@
+"""Per-category cache policies, loaded from YAML and validated strictly.
+
+A policy file looks like::
+
+    defaults:                 # merged into every category (nested maps merge too)
+      threshold: 0.90         # cosine similarity in [-1, 1], higher is closer
+      ttl_seconds: 86400
+    categories:               # evaluated in file order: first match wins
+      code:
+        version: "2"          # part of every key: bumping it invalidates the category
+        threshold: 0.95
+        match: {keywords: [python, traceback], patterns: ["```"]}
+      default: {}             # required: catches everything else
+
+Files are read with ``yaml.safe_load`` (never ``yaml.load``: untrusted YAML
+must not construct objects) and validated with ``extra="forbid"`` so a typo
+is an error naming the file, the path to the field and the problem, not a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from semcache.errors import PolicyError
+
+DEFAULT_CATEGORY = "default"
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Quota(_Strict):
+    """Upper bounds for one category; eviction keeps the category within them."""
+
+    max_entries: int | None = Field(default=100_000, ge=1)
+    max_bytes: int | None = Field(default=None, ge=1)
+
+
+class Guards(_Strict):
+    """Cheap false-hit guards run on a candidate before it is served."""
+
+    numbers: bool = True
+    """Numbers, dates and versions in both queries must agree."""
+    negation: bool = True
+    """Negations and antonyms (enable/disable, include/exclude, ...) must agree."""
+    entities: bool = False
+    """Capitalised names (people, places, products) must agree."""
+    identifiers: bool = False
+    """Code identifiers (snake_case, camelCase, dotted.names, `quoted`) must agree."""
+
+
+class MatchRules(_Strict):
+    """How a request is recognised as belonging to a category.
+
+    Rules (models, keywords, patterns, metadata) are checked first; any one
+    matching is enough. Then, over all categories, the nearest embedding
+    prototype built from ``examples`` wins if its similarity reaches
+    ``min_similarity``.
+    """
+
+    models: list[str] = Field(default_factory=list)
+    """Regular expressions matched (search) against the request's model name."""
+    keywords: list[str] = Field(default_factory=list)
+    """Whole words, case-insensitive, looked for in the query text."""
+    patterns: list[str] = Field(default_factory=list)
+    """Regular expressions searched in the query text."""
+    metadata: dict[str, str] = Field(default_factory=dict)
+    """Request metadata (e.g. from the OpenAI ``metadata`` field) that must all equal."""
+    examples: list[str] = Field(default_factory=list)
+    """Example prompts: their embeddings are this category's prototypes."""
+    min_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)
+
+    @field_validator("models", "patterns")
+    @classmethod
+    def _compiles(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+        return values
+
+    @property
+    def has_rules(self) -> bool:
+        return bool(self.models or self.keywords or self.patterns or self.metadata)
+
+
+class CategoryPolicy(_Strict):
+    """Everything semcache decides per category."""
+
+    name: str = Field(default=DEFAULT_CATEGORY, pattern=_NAME_PATTERN)
+    version: str = "1"
+    cacheable: bool = True
+    threshold: float = Field(default=0.9, ge=-1.0, le=1.0)
+    """Minimum cosine similarity (in [-1, 1], higher is closer) for a hit."""
+    ttl_seconds: float | None = Field(default=86_400.0, gt=0)
+    """Entry lifetime; ``null`` keeps entries until evicted or invalidated."""
+    refresh_ttl_on_hit: bool = False
+    quota: Quota = Field(default_factory=Quota)
+    eviction: Literal["lru", "lfu"] = "lru"
+    guards: Guards = Field(default_factory=Guards)
+    match: MatchRules = Field(default_factory=MatchRules)
+    cache_truncated: bool = False
+    """Store answers cut off by ``max_tokens`` (finish_reason "length")."""
+    cache_tool_calls: bool = False
+    """Store answers that call tools (usually they depend on live state)."""
+    ignore_params: list[str] = Field(default_factory=list)
+    """Request parameters left out of the exact-context key (e.g. ``user``)."""
+    shared_namespace: str | None = Field(default=None, pattern=_NAME_PATTERN)
+    """If set, all tenants share this category's entries under this namespace.
+    Only for answers that are the same for everyone (public docs, FAQs)."""
+
+
+class PolicyFile(_Strict):
+    """The top level of a policy YAML file."""
+
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    categories: dict[str, CategoryPolicy]
+
+    @model_validator(mode="after")
+    def _has_default(self) -> PolicyFile:
+        if DEFAULT_CATEGORY not in self.categories:
+            raise ValueError(f"a '{DEFAULT_CATEGORY}' category is required (it catches the rest)")
+        return self
+
+
+class PolicySet:
+    """A validated, ordered set of category policies (immutable once built)."""
+
+    def __init__(self, categories: Mapping[str, CategoryPolicy], *, source: str, source_text: str):
+        self._categories = dict(categories)
+        self.source = source
+        self.source_text = source_text
+
+    def __getitem__(self, name: str) -> CategoryPolicy:
+        return self._categories[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._categories
+
+    def __iter__(self):
+        return iter(self._categories.values())
+
+    def __len__(self) -> int:
+        return len(self._categories)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._categories)
+
+    @property
+    def default(self) -> CategoryPolicy:
+        return self._categories[DEFAULT_CATEGORY]
+
+    def get(self, name: str) -> CategoryPolicy | None:
+        return self._categories.get(name)
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        path = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        problems.append(f"{path}: {err['msg']}")
+    return problems
+
+
+def load_policies_text(text: str, *, source: str = "<policy>") -> PolicySet:
+    """Parse and validate policy YAML from a string; ``source`` names it in errors."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(source, [f"invalid YAML: {exc}"]) from exc
+    if not isinstance(raw, Mapping):
+        raise PolicyError(source, ["(top level): expected a mapping with 'categories'"])
+    raw = dict(raw)
+    defaults = raw.get("defaults") or {}
+    categories = raw.get("categories")
+    problems: list[str] = []
+    if not isinstance(defaults, Mapping):
+        problems.append("defaults: expected a mapping")
+        defaults = {}
+    else:
+        try:
+            CategoryPolicy.model_validate(dict(defaults))
+        except ValidationError as exc:
+            problems += [f"defaults.{p}" for p in _format_errors(exc)]
+    if isinstance(categories, Mapping):
+        merged = {}
+        for name, body in categories.items():
+            if body is not None and not isinstance(body, Mapping):
+                problems.append(f"categories.{name}: expected a mapping")
+                continue
+            merged[name] = _merge(defaults, {**(body or {}), "name": name})
+        raw["categories"] = merged
+    if problems:
+        raise PolicyError(source, problems)
+    try:
+        parsed = PolicyFile.model_validate(raw)
+    except ValidationError as exc:
+        raise PolicyError(source, _format_errors(exc)) from exc
+    # The default category catches what nothing else matched, so it goes last
+    # whatever its position in the file.
+    ordered = {k: v for k, v in parsed.categories.items() if k != DEFAULT_CATEGORY}
+    ordered[DEFAULT_CATEGORY] = parsed.categories[DEFAULT_CATEGORY]
+    return PolicySet(ordered, source=source, source_text=text)
+
+
+def load_policies(path: str | Path) -> PolicySet:
+    """Load and validate a policy YAML file (raises :class:`PolicyError`)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(path), [f"cannot read: {exc.strerror or exc}"]) from exc
+    return load_policies_text(text, source=str(path))
