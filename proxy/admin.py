@@ -1,0 +1,107 @@
+"""The admin API: stats, policies (view, validated atomic reload), invalidation, entries.
+
+Behind a bearer token (``SEMCACHE_ADMIN_TOKEN``). With no token configured
+the API is disabled (every ``/admin`` path answers 404 saying so), never open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
+from starlette.exceptions import HTTPException
+
+from proxy.protocol import InvalidateRequest
+from semcache import SemanticCache, load_policies_text
+from semcache.errors import RequestError
+
+log = logging.getLogger("semcache.proxy")
+
+_POLICY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/yaml": {"schema": {"type": "string"}},
+                    "text/plain": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def _bearer_check(token: str) -> Callable[[Request], None]:
+    expected = token.encode()
+
+    def check(request: Request) -> None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            raise HTTPException(401, "admin API: missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def build_admin_router(token: str | None, cache: Callable[[], SemanticCache],
+                       proxy_stats: Callable[[], dict[str, Any]]) -> APIRouter:
+    """Routes under ``/admin``; ``cache`` returns the running cache (built in the lifespan)."""
+    if not token:
+        disabled = APIRouter(include_in_schema=False)
+
+        @disabled.api_route("/admin/{path:path}", methods=["GET", "POST", "PUT", "DELETE"])
+        async def admin_disabled(path: str) -> None:
+            raise HTTPException(404, "admin API is disabled: set SEMCACHE_ADMIN_TOKEN to enable it")
+
+        return disabled
+
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(_bearer_check(token))])
+
+    @router.get("/stats")
+    async def stats() -> dict[str, Any]:
+        """Per-category cache counters and the proxy's own counters."""
+        return {"cache": cache().stats_snapshot(), "proxy": proxy_stats()}
+
+    @router.get("/policies", response_class=PlainTextResponse)
+    async def get_policies() -> PlainTextResponse:
+        """The policy YAML in force."""
+        policies = cache().policies
+        return PlainTextResponse(policies.source_text, media_type="application/yaml",
+                                 headers={"x-semcache-policy-source": policies.source})
+
+    @router.put("/policies", openapi_extra=_POLICY_BODY)
+    async def put_policies(request: Request) -> dict[str, Any]:
+        """Validate new policy YAML and swap it in atomically; 400 naming the field if invalid."""
+        raw = await request.body()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError("policy body must be UTF-8 YAML") from exc
+        policies = load_policies_text(text, source="admin")  # PolicyError -> 400
+        dropped = await cache().reload_policies(policies)
+        log.info("policies reloaded via admin API: %d categories, %d stale entries dropped",
+                 len(policies), dropped)
+        return {"reloaded": True, "categories": policies.names(), "dropped_entries": dropped}
+
+    @router.post("/invalidate")
+    async def invalidate(body: InvalidateRequest) -> dict[str, Any]:
+        """Delete entries matching every given filter (``{"all": true}`` to clear everything)."""
+        filters = body.model_dump(exclude={"all"}, exclude_none=True)
+        c = cache()
+        if not filters:
+            if not body.all:
+                raise RequestError("give at least one filter, or {\"all\": true}", param="all")
+            removed = sum([await c.invalidate(category=name) for name in c.policies.names()])
+        else:
+            removed = await c.invalidate(**filters)
+        return {"removed": removed}
+
+    @router.get("/entries")
+    async def entries(
+        tenant: str | None = Query(None, max_length=128),
+        category: str | None = Query(None, max_length=128),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        """Metadata of the newest entries (no vectors, no responses)."""
+        return {"data": await cache().list_entries(tenant=tenant, category=category, limit=limit)}
+
+    return router

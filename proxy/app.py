@@ -1,0 +1,139 @@
+"""``create_app(settings)``: the proxy as an ASGI app, everything built per app (no globals).
+
+The lifespan builds, in order: the pooled upstream client, the embedder
+(off the event loop: loading a model blocks), the store and the cache. If
+the cache cannot start (say Redis is down) the proxy still serves, uncached
+(``X-Semcache-Status: bypass``), and retries the start in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from proxy.admin import build_admin_router
+from proxy.errors import install_error_handlers
+from proxy.limits import BodySizeLimit
+from proxy.metrics import ProxyMetrics
+from proxy.routes import build_health_router, build_openai_router
+from proxy.serving import CachedEndpoint
+from proxy.settings import ProxySettings
+from proxy.upstream import UpstreamPool
+from semcache import RedisStore, SemanticCache, SQLiteStore, SystemClock, load_policies
+from semcache.errors import CacheUnavailableError
+from semcache.protocols import Embedder, Store
+
+log = logging.getLogger("semcache.proxy")
+CACHE_START_RETRY_S = 5.0
+
+
+@dataclass
+class _Parts:
+    """What the lifespan builds; routes reach it through closures, never globals."""
+
+    pool: UpstreamPool | None = None
+    embedder: Embedder | None = None
+    cache: SemanticCache | None = None
+    endpoint: CachedEndpoint | None = None
+    cache_error: str | None = "starting"
+
+    def need(self, name: str) -> Any:
+        value = getattr(self, name)
+        if value is None:
+            raise RuntimeError(f"proxy not started: {name} missing")  # only outside the lifespan
+        return value
+
+
+def make_store(settings: ProxySettings) -> Store:
+    if settings.store == "redis":
+        return RedisStore(url=settings.redis_url, prefix=settings.redis_prefix)
+    settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(settings.sqlite_path)
+
+
+async def build_default_embedder(settings: ProxySettings) -> Embedder:
+    from gpu_embed import build_embedder  # heavy imports only when the proxy starts
+
+    built = await asyncio.to_thread(build_embedder, settings.embedder)
+    return await built if inspect.isawaitable(built) else built
+
+
+def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
+               upstream_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """Build one proxy app. ``embedder``/``upstream_transport`` replace the configured ones (tests)."""
+    metrics = ProxyMetrics()
+    parts = _Parts()
+
+    async def start_cache(cache: SemanticCache) -> None:
+        while True:
+            try:
+                await cache.start()
+            except CacheUnavailableError as exc:
+                parts.cache_error = f"{type(exc).__name__}: {exc}"
+                log.warning("cache start failed, serving uncached; retrying in %.0fs: %s",
+                            CACHE_START_RETRY_S, parts.cache_error)
+                await asyncio.sleep(CACHE_START_RETRY_S)
+                continue
+            parts.cache_error = None
+            assert parts.endpoint is not None
+            parts.endpoint.cache_ready = True
+            log.info("cache ready (%s store)", settings.store)
+            return
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        policies = load_policies(settings.policies)  # an invalid policy file stops the start
+        parts.pool = UpstreamPool(settings, upstream_transport)
+        starter = None
+        try:
+            parts.embedder = embedder or await build_default_embedder(settings)
+            parts.cache = SemanticCache(policies=policies, store=make_store(settings),
+                                        embedder=parts.embedder, clock=SystemClock())
+            metrics.watch_cache(parts.cache.stats_snapshot)
+            parts.endpoint = CachedEndpoint(parts.cache, parts.pool, metrics, coalesce=settings.coalesce)
+            starter = asyncio.create_task(start_cache(parts.cache), name="semcache-start")
+            await asyncio.wait({starter}, timeout=30.0)  # serve soon even if the store hangs
+            yield
+        finally:
+            if starter is not None:
+                starter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starter
+            if parts.cache is not None:
+                with contextlib.suppress(Exception):
+                    await parts.cache.close()
+            if parts.embedder is not None and embedder is None and hasattr(parts.embedder, "aclose"):
+                await parts.embedder.aclose()
+            await parts.pool.aclose()
+
+    app = FastAPI(title="semcache", version="0.1.0", lifespan=lifespan, strict_content_type=False,
+                  description="Semantic response cache for LLM serving: an OpenAI-compatible proxy.")
+    install_error_handlers(app)
+
+    def ready() -> dict[str, Any]:
+        return {"ready": parts.cache_error is None, "cache": parts.cache_error or "ok",
+                "store": settings.store, "upstreams": len(settings.upstreams)}
+
+    def proxy_stats() -> dict[str, Any]:
+        pool = parts.need("pool")
+        return {"cache_ready": parts.cache_error is None, "cache_error": parts.cache_error,
+                "coalescing": len(parts.need("endpoint").coalescer),
+                "upstreams": [{"base_url": u.base_url, "model": u.model, "in_flight": u.in_flight}
+                              for u in pool.router.upstreams]}
+
+    app.include_router(build_openai_router(lambda: parts.need("endpoint"), lambda: parts.need("pool"),
+                                           settings.tenant_salt))
+    app.include_router(build_health_router(ready, metrics))
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    app.include_router(build_admin_router(token, lambda: parts.need("cache"), proxy_stats))
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

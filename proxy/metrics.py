@@ -1,0 +1,67 @@
+"""The proxy's Prometheus metrics, in a registry owned by one app (no globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+_LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _CacheStatsCollector(Collector):
+    """Per-category counters of the cache, read from ``stats_snapshot()`` at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]):
+        self._snapshot = snapshot
+
+    def collect(self):  # type: ignore[override]
+        try:
+            stats = self._snapshot()
+        except Exception:  # a scrape must not fail because the cache is down
+            return
+        families: dict[str, CounterMetricFamily] = {}
+        categories = stats.get("categories", stats) if isinstance(stats, dict) else {}
+        for category, counters in (categories or {}).items():
+            if not isinstance(counters, dict):
+                continue
+            for name, value in counters.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    continue
+                fam = families.get(name)
+                if fam is None:
+                    fam = families[name] = CounterMetricFamily(
+                        f"semcache_category_{name}", f"Cache counter '{name}' per category.", labels=["category"])
+                fam.add_metric([str(category)], float(value))
+        yield from families.values()
+
+
+class ProxyMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("semcache_requests", "Answered requests.", ["endpoint", "status"], registry=r)
+        self.bypass = Counter("semcache_bypass", "Requests served without the cache, by reason.",
+                              ["reason"], registry=r)
+        self.degraded = Counter("semcache_degraded", "Cache failures degraded to uncached forwarding.",
+                                ["component"], registry=r)
+        self.latency = Histogram("semcache_request_seconds", "Time to answer (to the last byte).",
+                                 ["endpoint", "status"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.similarity = Histogram("semcache_similarity", "Best candidate's cosine similarity per lookup.",
+                                    buckets=(0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 1.0),
+                                    registry=r)
+        self.upstream_errors = Counter("semcache_upstream_errors", "Upstream error answers.", ["status"], registry=r)
+        self.coalesced = Counter("semcache_coalesced", "Misses answered by another request's upstream call.",
+                                 registry=r)
+        self.stores = Counter("semcache_stores", "Store attempts after a miss, by outcome.", ["stored"], registry=r)
+        self.aborted_streams = Counter("semcache_aborted_streams", "Streams the client left before the end.",
+                                       registry=r)
+        self.in_flight = Gauge("semcache_upstream_in_flight", "Requests in flight upstream.", registry=r)
+
+    def watch_cache(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.registry.register(_CacheStatsCollector(snapshot))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,231 @@
+"""Serving logic of the cached endpoints: lookup, hit rendering, forwarding, storing.
+
+One request goes::
+
+    controls (tenant, namespace, Cache-Control) -> cache.lookup
+      hit    -> the stored answer, fresh id/created, as JSON or replayed SSE
+      miss   -> forward (identical concurrent non-streamed misses coalesced),
+                relay streams chunk by chunk, store once complete
+      bypass -> forward uncached (policy says so, or the cache failed: degrade)
+
+Upstream errors go back with their status and body and are never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from proxy.coalesce import Coalescer
+from proxy.controls import CacheControls
+from proxy.errors import error_body
+from proxy.metrics import ProxyMetrics
+from proxy.sse import DONE, SSEParser, assemble, frame, replay_chunks
+from proxy.upstream import UpstreamPool
+from semcache import CacheRequest, LookupResult, SemanticCache
+from semcache.errors import CacheUnavailableError, UpstreamError
+
+log = logging.getLogger("semcache.proxy")
+
+PATHS = {"chat": "/chat/completions", "completions": "/completions"}
+ID_PREFIX = {"chat": "chatcmpl-", "completions": "cmpl-"}
+
+
+def cache_headers(status: str, lookup: LookupResult | None) -> dict[str, str]:
+    headers = {"x-semcache-status": status}
+    if lookup is not None:
+        headers["x-semcache-category"] = lookup.category
+        if lookup.similarity is not None:
+            headers["x-semcache-similarity"] = f"{lookup.similarity:.4f}"
+        if status == "hit" and lookup.entry is not None:
+            headers["x-semcache-entry"] = lookup.entry.id
+    return headers
+
+
+class CachedEndpoint:
+    """Serves ``/v1/chat/completions`` and ``/v1/completions`` through the cache."""
+
+    def __init__(self, cache: SemanticCache, pool: UpstreamPool, metrics: ProxyMetrics, *, coalesce: bool):
+        self.cache = cache
+        self.pool = pool
+        self.metrics = metrics
+        self.coalesce = coalesce
+        self.coalescer: Coalescer[dict[str, Any]] = Coalescer()
+        self.cache_ready = False  # set once the cache has started; until then: bypass
+
+    async def handle(self, endpoint: str, body: dict[str, Any], controls: CacheControls) -> Response:
+        started = time.perf_counter()
+        request = CacheRequest(endpoint=endpoint, body=body, tenant=controls.tenant,
+                               namespace=controls.namespace, category=controls.category)
+        lookup = await self._lookup(request, controls)
+        stream = bool(body.get("stream"))
+        if lookup is not None and lookup.status == "hit" and lookup.entry is not None:
+            return self._hit(endpoint, body, lookup, stream, started)
+        status = "miss" if lookup is not None and lookup.status == "miss" else "bypass"
+        if status == "bypass":
+            self.metrics.bypass.labels("unavailable" if lookup is None else "policy").inc()
+        storable = status == "miss" and not controls.no_store
+        try:
+            if stream:
+                return await self._relay(endpoint, request, lookup, controls, status, storable, started)
+            answer, joined = await self._forward(endpoint, request, lookup, controls, storable)
+        except UpstreamError as exc:
+            return self._upstream_error(endpoint, exc, status, lookup, started)
+        headers = cache_headers(status, lookup)
+        if joined:
+            headers["x-semcache-coalesced"] = "true"
+        self._observe(endpoint, status, started)
+        return JSONResponse(answer, headers=headers)
+
+    # ------------------------------------------------------------------ lookup
+    async def _lookup(self, request: CacheRequest, controls: CacheControls) -> LookupResult | None:
+        """The cache's decision, or None when the cache failed (degrade to bypass)."""
+        if not self.cache_ready:
+            self.metrics.degraded.labels("not_started").inc()
+            return None
+        try:
+            lookup = await self.cache.lookup(request, search=not controls.no_cache)
+        except CacheUnavailableError as exc:
+            self._degraded("lookup", exc)
+            return None
+        if lookup.similarity is not None:
+            self.metrics.similarity.observe(lookup.similarity)
+        return lookup
+
+    def _degraded(self, stage: str, exc: Exception) -> None:
+        component = type(exc).__name__
+        self.metrics.degraded.labels(component).inc()
+        log.warning("cache %s failed, serving uncached: %s: %s", stage, component, exc)
+
+    # ------------------------------------------------------------------- hits
+    def _hit(self, endpoint: str, body: dict[str, Any], lookup: LookupResult, stream: bool,
+             started: float) -> Response:
+        entry = lookup.entry
+        assert entry is not None
+        fresh_id, created = ID_PREFIX[endpoint] + uuid.uuid4().hex, int(time.time())
+        headers = cache_headers("hit", lookup)
+        if not stream:
+            self._observe(endpoint, "hit", started)
+            return JSONResponse({**entry.response, "id": fresh_id, "created": created}, headers=headers)
+        options = body.get("stream_options") or {}
+        chunks = replay_chunks(entry.response, entry.chunks, endpoint, id_=fresh_id, created=created,
+                               include_usage=bool(options.get("include_usage")))
+
+        async def replay() -> AsyncIterator[bytes]:
+            yield b"".join(frame(c) for c in chunks) + DONE
+            self._observe(endpoint, "hit", started)
+
+        return StreamingResponse(replay(), media_type="text/event-stream", headers=headers)
+
+    # ---------------------------------------------------------- non-streamed
+    async def _forward(self, endpoint: str, request: CacheRequest, lookup: LookupResult | None,
+                       controls: CacheControls, storable: bool) -> tuple[dict[str, Any], bool]:
+        async def work() -> dict[str, Any]:
+            self.metrics.in_flight.inc()
+            try:
+                answer = await self.pool.post_json(PATHS[endpoint], request.body, controls.authorization)
+            finally:
+                self.metrics.in_flight.dec()
+            if storable and lookup is not None:
+                await self._store(request, lookup, answer, None)
+            return answer
+
+        key = lookup.coalesce_key if lookup is not None and lookup.status == "miss" else None
+        if not (self.coalesce and key):
+            return await work(), False
+        flight = f"{controls.tenant}|{endpoint}|{int(storable)}|{key}"
+        answer, joined = await self.coalescer.run(flight, work)
+        if joined:
+            self.metrics.coalesced.inc()
+        return answer, joined
+
+    async def _store(self, request: CacheRequest, lookup: LookupResult, response: dict[str, Any],
+                     chunks: list[dict[str, Any]] | None) -> None:
+        try:
+            result = await self.cache.store(request, lookup, response=response, chunks=chunks)
+        except CacheUnavailableError as exc:
+            self._degraded("store", exc)
+            self.metrics.stores.labels("error").inc()
+            return
+        self.metrics.stores.labels("yes" if result.stored else "no").inc()
+        if not result.stored:
+            log.debug("answer not stored: %s", result.reason)
+
+    # --------------------------------------------------------------- streamed
+    async def _relay(self, endpoint: str, request: CacheRequest, lookup: LookupResult | None,
+                     controls: CacheControls, status: str, storable: bool, started: float) -> Response:
+        upstream = self.pool.router.choose(request.body)
+        upstream.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            response = await self.pool.open(upstream, PATHS[endpoint], request.body, controls.authorization)
+        except BaseException:
+            upstream.in_flight -= 1
+            self.metrics.in_flight.dec()
+            raise
+
+        async def relay() -> AsyncIterator[bytes]:
+            parser = SSEParser()
+            chunks: list[dict[str, Any]] | None = [] if storable else None
+            complete = False
+            try:
+                async for data in response.aiter_bytes():
+                    out = []
+                    for event in parser.feed(data):
+                        if event.strip() == "[DONE]":
+                            complete = True
+                            if chunks:
+                                # Shielded: a client leaving now must not cut a store in half.
+                                await asyncio.shield(self._store(request, lookup, assemble(chunks, endpoint),
+                                                                 chunks))
+                            out.append(DONE)
+                            continue
+                        out.append(frame(event))
+                        if chunks is not None:
+                            chunks = _collect(chunks, event)
+                    if out:
+                        yield b"".join(out)
+            except httpx.HTTPError as exc:
+                log.warning("upstream stream broke off: %s", type(exc).__name__)
+                yield frame(error_body("upstream stream broke off", 502))
+            finally:
+                await response.aclose()
+                upstream.in_flight -= 1
+                self.metrics.in_flight.dec()
+                if not complete:
+                    self.metrics.aborted_streams.inc()
+                self._observe(endpoint, status, started)
+
+        return StreamingResponse(relay(), media_type="text/event-stream", headers=cache_headers(status, lookup))
+
+    # ------------------------------------------------------------------ misc
+    def _upstream_error(self, endpoint: str, exc: UpstreamError, status: str, lookup: LookupResult | None,
+                        started: float) -> Response:
+        self.metrics.upstream_errors.labels(str(exc.status_code)).inc()
+        self._observe(endpoint, status, started)
+        body = exc.body if isinstance(exc.body, dict) else error_body(str(exc), exc.status_code)
+        return JSONResponse(body, status_code=exc.status_code, headers=cache_headers(status, lookup))
+
+    def _observe(self, endpoint: str, status: str, started: float) -> None:
+        self.metrics.requests.labels(endpoint, status).inc()
+        self.metrics.latency.labels(endpoint, status).observe(time.perf_counter() - started)
+
+
+def _collect(chunks: list[dict[str, Any]], event: str) -> list[dict[str, Any]] | None:
+    """Add a relayed event to the chunks to store; None (store nothing) on an error or junk event."""
+    try:
+        chunk = json.loads(event)
+    except ValueError:
+        return None
+    if not isinstance(chunk, dict) or "error" in chunk:
+        return None
+    chunks.append(chunk)
+    return chunks

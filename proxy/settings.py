@@ -1,0 +1,100 @@
+"""Process settings of the proxy: flags, ``SEMCACHE_*`` environment variables, a config file.
+
+Precedence, highest first: command-line flags (passed as init values),
+environment variables, the ``--config`` YAML file, the defaults below. A
+typo'd key in the config file is an error naming it, not a silent default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from gpu_embed.settings import EmbedderSettings
+from semcache.errors import ConfigError
+
+DEFAULT_UPSTREAM = "http://localhost:8000/v1"
+
+
+class ProxySettings(BaseSettings):
+    """Everything ``semcache serve`` needs to run one proxy process."""
+
+    model_config = SettingsConfigDict(env_prefix="SEMCACHE_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    upstreams: list[str] = Field(
+        default_factory=lambda: [DEFAULT_UPSTREAM],
+        description="OpenAI-compatible base URLs; 'URL' serves any model, 'MODEL=URL' one model",
+    )
+    upstream_api_key: SecretStr | None = Field(
+        None, description="sent upstream instead of the caller's Authorization"
+    )
+    upstream_connect_timeout: float = Field(5.0, gt=0)
+    upstream_read_timeout: float = Field(600.0, gt=0)
+    upstream_max_connections: int = Field(512, ge=1)
+    routing: Literal["round_robin", "least_loaded"] = "least_loaded"
+
+    store: Literal["sqlite", "redis"] = "sqlite"
+    sqlite_path: Path = Path(".semcache/cache.db")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "semcache"
+    policies: Path = Path("policies/default.yaml")
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings,
+                                       description="see gpu_embed; env e.g. SEMCACHE_EMBEDDER__BACKEND=onnx-int8")
+
+    admin_token: SecretStr | None = Field(None, description="bearer token of /admin; unset = admin disabled")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    coalesce: bool = True
+    tenant_salt: str = Field("", description="mixed into the API-key hash that names a tenant")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstreams_are_urls(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            url = spec.split("=", 1)[1] if "=" in spec.split("://", 1)[0] else spec
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"upstream {spec!r}: expected URL or MODEL=URL with http(s)://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if yaml_file:
+            sources += (YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file),)
+        return sources
+
+
+def load_settings(overrides: dict[str, Any] | None = None, config_file: Path | None = None) -> ProxySettings:
+    """Build settings from flags (``overrides``), env and an optional YAML config file."""
+    values = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        if config_file is None:
+            return ProxySettings(**values)
+        if not Path(config_file).is_file():
+            raise ConfigError(f"{config_file}: config file not found")
+
+        class _FileSettings(ProxySettings):
+            model_config = SettingsConfigDict(yaml_file=str(config_file))
+
+        return _FileSettings(**values)
+    except ValueError as exc:  # pydantic.ValidationError names every bad field
+        where = f"{config_file}: " if config_file else ""
+        raise ConfigError(f"{where}invalid settings: {exc}") from exc

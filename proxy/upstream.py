@@ -1,0 +1,194 @@
+"""Upstream engines: where a request goes, and the one pooled HTTP client that takes it there.
+
+An :class:`Upstream` is one OpenAI-compatible base URL, optionally pinned to
+one model name. The :class:`UpstreamRouter` chooses among the upstreams that
+can serve a model with a pluggable :class:`RoutingStrategy` (round robin and
+least-loaded here; prefix affinity and session stickiness slot in later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from proxy.errors import openai_error_from_upstream
+from proxy.settings import ProxySettings
+from semcache.errors import RequestError, UpstreamError
+
+
+@dataclass(eq=False)
+class Upstream:
+    """One engine endpoint. ``model`` None: it serves whatever model it is asked for."""
+
+    base_url: str
+    model: str | None = None
+    in_flight: int = 0
+    models: set[str] = field(default_factory=set)  # last seen in its /models
+
+    @classmethod
+    def parse(cls, spec: str) -> Upstream:
+        head = spec.split("://", 1)[0]
+        if "=" in head:
+            model, url = spec.split("=", 1)
+            return cls(base_url=url.rstrip("/"), model=model)
+        return cls(base_url=spec.rstrip("/"))
+
+    def serves(self, model: str) -> bool:
+        return self.model == model or model in self.models
+
+
+class RoutingStrategy(Protocol):
+    def choose(self, candidates: Sequence[Upstream], body: dict[str, Any]) -> Upstream: ...
+
+
+class RoundRobin:
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+
+    def choose(self, candidates: Sequence[Upstream], body: dict[str, Any]) -> Upstream:
+        return candidates[next(self._counter) % len(candidates)]
+
+
+class LeastLoaded:
+    """Fewest requests in flight from this proxy; ties broken round robin."""
+
+    def __init__(self) -> None:
+        self._tie = RoundRobin()
+
+    def choose(self, candidates: Sequence[Upstream], body: dict[str, Any]) -> Upstream:
+        low = min(u.in_flight for u in candidates)
+        return self._tie.choose([u for u in candidates if u.in_flight == low], body)
+
+
+STRATEGIES = {"round_robin": RoundRobin, "least_loaded": LeastLoaded}
+
+
+class UpstreamRouter:
+    def __init__(self, upstreams: Sequence[Upstream], strategy: RoutingStrategy):
+        if not upstreams:
+            raise ValueError("at least one upstream is needed")
+        self.upstreams = list(upstreams)
+        self.strategy = strategy
+
+    def candidates(self, model: str) -> list[Upstream]:
+        pinned = [u for u in self.upstreams if u.model == model]
+        if pinned:
+            return pinned
+        known = [u for u in self.upstreams if u.model is None and model in u.models]
+        return known or [u for u in self.upstreams if u.model is None]
+
+    def choose(self, body: dict[str, Any]) -> Upstream:
+        model = str(body.get("model", ""))
+        candidates = self.candidates(model)
+        if not candidates:
+            raise RequestError(f"The model `{model}` does not exist.", param="model", status_code=404)
+        return self.strategy.choose(candidates, body)
+
+
+def upstream_error(status: int, content: bytes) -> UpstreamError:
+    """An :class:`UpstreamError` carrying the upstream's status and (OpenAI-shaped) body."""
+    try:
+        body: Any = json.loads(content)
+    except ValueError:
+        body = content.decode("utf-8", "replace")
+    return UpstreamError(f"upstream answered {status}", status_code=status,
+                         body=openai_error_from_upstream(status, body))
+
+
+class UpstreamPool:
+    """The pooled ``httpx.AsyncClient`` and the router over the configured upstreams."""
+
+    def __init__(self, settings: ProxySettings, transport: httpx.AsyncBaseTransport | None = None):
+        self.router = UpstreamRouter([Upstream.parse(s) for s in settings.upstreams],
+                                     STRATEGIES[settings.routing]())
+        self._api_key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+        limits = httpx.Limits(max_connections=settings.upstream_max_connections,
+                              max_keepalive_connections=settings.upstream_max_connections)
+        timeout = httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout)
+        self.client = httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def headers(self, authorization: str | None) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        if self._api_key:
+            headers["authorization"] = f"Bearer {self._api_key}"
+        elif authorization:
+            headers["authorization"] = authorization
+        return headers
+
+    async def open(self, upstream: Upstream, path: str, body: dict[str, Any],
+                   authorization: str | None) -> httpx.Response:
+        """Send ``body`` and return the response with its body unread (caller closes it).
+
+        Raises :class:`UpstreamError` for an error status (body read, response
+        closed) and for transport failures (502 unreachable, 504 timeout).
+        """
+        request = self.client.build_request("POST", upstream.base_url + path,
+                                            content=json.dumps(body).encode(), headers=self.headers(authorization))
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"upstream {upstream.base_url} timed out", status_code=504) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream {upstream.base_url} unreachable: {type(exc).__name__}",
+                                status_code=502) from exc
+        if response.status_code >= 400:
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+            raise upstream_error(response.status_code, content)
+        return response
+
+    async def post_json(self, path: str, body: dict[str, Any], authorization: str | None) -> dict[str, Any]:
+        """Forward a non-streamed request to a routed upstream and return its JSON answer."""
+        upstream = self.router.choose(body)
+        upstream.in_flight += 1
+        try:
+            response = await self.open(upstream, path, body, authorization)
+            try:
+                content = await response.aread()
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"upstream {upstream.base_url} broke off: {type(exc).__name__}",
+                                    status_code=502) from exc
+            finally:
+                await response.aclose()
+        finally:
+            upstream.in_flight -= 1
+        try:
+            data = json.loads(content)
+        except ValueError as exc:
+            raise UpstreamError("upstream answered invalid JSON", status_code=502) from exc
+        if not isinstance(data, dict):
+            raise UpstreamError("upstream answered a non-object JSON", status_code=502)
+        return data
+
+    async def list_models(self, authorization: str | None) -> list[dict[str, Any]]:
+        """Merge every upstream's ``/models`` (first listing of an id wins; failures skipped)."""
+
+        async def one(u: Upstream) -> list[dict[str, Any]]:
+            try:
+                r = await self.client.get(u.base_url + "/models", headers=self.headers(authorization))
+                data = r.json().get("data", []) if r.status_code == 200 else []
+            except (httpx.HTTPError, ValueError, AttributeError):
+                return [{"id": u.model, "object": "model", "owned_by": "semcache"}] if u.model else []
+            listed = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+            u.models = {m["id"] for m in listed}
+            if u.model is not None:
+                return [m for m in listed if m["id"] == u.model] or [
+                    {"id": u.model, "object": "model", "owned_by": "semcache"}]
+            return listed
+
+        merged: dict[str, dict[str, Any]] = {}
+        for listing in await asyncio.gather(*(one(u) for u in self.router.upstreams)):
+            for m in listing:
+                merged.setdefault(m["id"], m)
+        return list(merged.values())
