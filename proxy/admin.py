@@ -80,7 +80,7 @@ def build_admin_router(token: str | None, cache: Callable[[], SemanticCache],
         dropped = await cache().reload_policies(policies)
         log.info("policies reloaded via admin API: %d categories, %d stale entries dropped",
                  len(policies), dropped)
-        return {"reloaded": True, "categories": policies.names(), "dropped_entries": dropped}
+        return {"reloaded": True, "categories": policies.names, "dropped_entries": dropped}
 
     @router.post("/invalidate")
     async def invalidate(body: InvalidateRequest) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def build_admin_router(token: str | None, cache: Callable[[], SemanticCache],
         if not filters:
             if not body.all:
                 raise RequestError("give at least one filter, or {\"all\": true}", param="all")
-            removed = sum([await c.invalidate(category=name) for name in c.policies.names()])
+            removed = sum([await c.invalidate(category=name) for name in c.policies.names])
         else:
             removed = await c.invalidate(**filters)
         return {"removed": removed}

