@@ -114,3 +114,17 @@ def local_llm(tmp_path_factory) -> Iterator[str]:
     with engine:
         httpx.get(engine.base_url + "/models", timeout=5).raise_for_status()
         yield engine.base_url
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """``with live_server(app) as server``: serve an ASGI app with real uvicorn."""
+    return LiveServer
+
+
+@pytest.fixture
+def fresh_redis(tmp_path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone (it may stop it)."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
