@@ -1,0 +1,213 @@
+"""Proxy load benchmark: hit latency, hit throughput at 32 clients, miss overhead.
+
+Starts the engine simulator and ``semcache serve`` (SQLite store, default CPU
+embedder) as child processes, then drives them with a minimal keep-alive
+HTTP/1.1 client on raw sockets (uvloop), several processes for the
+concurrent phase, so the load generator costs far less CPU than the proxy.
+
+    .venv/bin/python -m evaluation.bench_proxy [--duration 10] [--clients 32] [--procs 2]
+
+Prints, from one run: hit p50/p99 with 1 client; hits/s and p99 with N
+clients; miss p50 through the proxy and directly against the simulator
+(same prompts, interleaved) and the difference (the miss overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "sim-model"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chat_request(port: int, prompt: str, extra_headers: str = "") -> bytes:
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": prompt}], "max_tokens": 16})
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{extra_headers}"
+            f"authorization: Bearer bench-key\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n{body}").encode()
+
+
+class Conn:
+    """One keep-alive connection; ``call`` sends a request and returns (seconds, status, headers)."""
+
+    def __init__(self, port: int):
+        self.port = port
+
+    async def open(self) -> Conn:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def call(self, raw: bytes) -> tuple[float, int, bytes]:
+        t0 = time.perf_counter()
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        return time.perf_counter() - t0, int(head[9:12]), head
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000.0
+
+
+async def _sequential(port: int, raws: list[bytes]) -> list[tuple[float, int, bytes]]:
+    conn = await Conn(port).open()
+    try:
+        return [await conn.call(raw) for raw in raws]
+    finally:
+        conn.close()
+
+
+async def _hammer(port: int, raw: bytes, connections: int, duration: float) -> list[float]:
+    conns = [await Conn(port).open() for _ in range(connections)]
+    latencies: list[float] = []
+    stop = time.perf_counter() + duration
+
+    async def loop(conn: Conn) -> None:
+        while time.perf_counter() < stop:
+            seconds, status, _ = await conn.call(raw)
+            if status != 200:
+                raise RuntimeError(f"status {status}")
+            latencies.append(seconds)
+
+    await asyncio.gather(*(loop(c) for c in conns))
+    for c in conns:
+        c.close()
+    return latencies
+
+
+def _worker(port: int, raw: bytes, connections: int, duration: float, out: mp.Queue) -> None:
+    import uvloop
+
+    out.put(uvloop.run(_hammer(port, raw, connections, duration)))
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"child exited with {proc.returncode} before {url} was ready")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} not ready after {timeout:.0f}s")
+
+
+def run(args: argparse.Namespace) -> dict:
+    import uvloop
+
+    sim_port, proxy_port = free_port(), free_port()
+    work = Path(tempfile.mkdtemp(prefix="semcache-bench-"))
+    env = {**os.environ, "SEMCACHE_LOG_LEVEL": "warning"}
+    sim = subprocess.Popen([sys.executable, "-m", "evaluation.engine_sim", "--model", MODEL, "--port", str(sim_port),
+                            "--prefill-ms-per-token", "0", "--decode-ms-per-token", str(args.decode_ms)],
+                           cwd=ROOT, env=env)
+    proxy = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--upstream",
+                              f"http://127.0.0.1:{sim_port}/v1", "--port", str(proxy_port),
+                              "--sqlite-path", str(work / "cache.db"), "--log-level", "warning"], cwd=ROOT, env=env)
+    try:
+        wait_ready(f"http://127.0.0.1:{sim_port}/health", sim)
+        wait_ready(f"http://127.0.0.1:{proxy_port}/readyz", proxy)
+        hit_raw = chat_request(proxy_port, "What is the capital of France?")
+        first = uvloop.run(_sequential(proxy_port, [hit_raw, hit_raw]))
+        if b"x-semcache-status: hit" not in first[1][2].lower():
+            raise SystemExit("priming failed: the second request was not a hit")
+        uvloop.run(_sequential(proxy_port, [hit_raw] * 200))  # warm-up
+        single = [s for s, _, _ in uvloop.run(_sequential(proxy_port, [hit_raw] * args.single))]
+
+        queue: mp.Queue = mp.Queue()
+        per = [args.clients // args.procs + (i < args.clients % args.procs) for i in range(args.procs)]
+        workers = [mp.Process(target=_worker, args=(proxy_port, hit_raw, n, args.duration, queue)) for n in per]
+        for w in workers:
+            w.start()
+        many = [x for _ in workers for x in queue.get()]
+        for w in workers:
+            w.join()
+
+        def misses(tag: str, headers: str) -> tuple[list[float], list[float]]:
+            """Same new prompts through the proxy and directly, alternating which goes first."""
+            via_proxy, direct = [], []
+            for i in range(args.misses):
+                prompt = f"Unique {tag} prompt number {i}: what is {i} plus {i + 7}?"
+                to_proxy, to_sim = chat_request(proxy_port, prompt, headers), chat_request(sim_port, prompt)
+                order = [(proxy_port, to_proxy, via_proxy), (sim_port, to_sim, direct)]
+                for port, raw, into in order if i % 2 else order[::-1]:
+                    seconds, status, head = uvloop.run(_sequential(port, [raw]))[0]
+                    if status == 200 and (port == sim_port or b"x-semcache-status: miss" in head.lower()):
+                        into.append(seconds)
+            return via_proxy, direct
+
+        via_proxy, direct = misses("miss", "")
+        nostore_proxy, nostore_direct = misses("nostore", "cache-control: no-store\r\n")
+        return {
+            "hit_p50_ms_1_client": pct(single, 0.50), "hit_p99_ms_1_client": pct(single, 0.99),
+            "clients": args.clients, "hits_per_s": len(many) / args.duration,
+            "hit_p50_ms_n_clients": pct(many, 0.50), "hit_p99_ms_n_clients": pct(many, 0.99),
+            "miss_p50_ms_proxy": statistics.median(via_proxy) * 1000, "miss_p50_ms_direct":
+                statistics.median(direct) * 1000,
+            "miss_overhead_p50_ms": (statistics.median(via_proxy) - statistics.median(direct)) * 1000,
+            "misses_measured": len(via_proxy), "sim_decode_ms_per_token": args.decode_ms,
+            "miss_overhead_p50_ms_no_store": (statistics.median(nostore_proxy)
+                                              - statistics.median(nostore_direct)) * 1000,
+        }
+    finally:
+        for p in (proxy, sim):
+            p.terminate()
+            p.wait(timeout=20)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of the concurrent phase")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent keep-alive connections")
+    parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--single", type=int, default=2000, help="single-client hit requests")
+    parser.add_argument("--misses", type=int, default=300, help="miss requests (each also sent directly)")
+    parser.add_argument("--decode-ms", type=float, default=0.5, help="simulator decode time per token")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    r = run(args)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"hit latency, 1 client:        p50 {r['hit_p50_ms_1_client']:.2f} ms   p99 {r['hit_p99_ms_1_client']:.2f} ms")
+    print(f"hits, {r['clients']} clients:          {r['hits_per_s']:.0f} hits/s   p50 "
+          f"{r['hit_p50_ms_n_clients']:.2f} ms   p99 {r['hit_p99_ms_n_clients']:.2f} ms")
+    print(f"miss p50:                     proxy+sim {r['miss_p50_ms_proxy']:.2f} ms   sim direct "
+          f"{r['miss_p50_ms_direct']:.2f} ms   overhead {r['miss_overhead_p50_ms']:.2f} ms "
+          f"({r['misses_measured']} misses)")
+    print(f"miss overhead, no-store:      {r['miss_overhead_p50_ms_no_store']:.2f} ms (lookup + forward only)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
