@@ -1,0 +1,86 @@
+"""Real model: ONNX export and reuse, normalisation, batched == single, backends agree."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import numpy as np
+import pytest
+
+from gpu_embed import export
+from gpu_embed.embedder import LocalEmbedder
+from gpu_embed.model_dir import load_model_info
+from gpu_embed.probe import PROBE_SENTENCES
+from gpu_embed.settings import default_model_path
+
+TEXTS = list(PROBE_SENTENCES[:24])
+
+
+def test_rows_are_unit_float32(int8_backend, fp32_backend):
+    for backend in (int8_backend, fp32_backend):
+        rows = backend.encode(TEXTS)
+        assert rows.dtype == np.float32 and rows.shape == (len(TEXTS), 384)
+        np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+
+
+def test_identity_names_model_backend_and_precision(int8_backend, fp32_backend):
+    info = load_model_info(default_model_path())
+    assert fp32_backend.identity == f"all-MiniLM-L6-v2@{info.short_hash}/onnx/fp32"
+    assert int8_backend.identity.startswith(f"all-MiniLM-L6-v2@{info.short_hash}/onnx/int8-")
+    assert int8_backend.identity != fp32_backend.identity
+
+
+@pytest.mark.parametrize("which", ["int8_backend", "fp32_backend"])
+async def test_batched_equals_single(which, request):
+    backend = request.getfixturevalue(which)
+    emb = LocalEmbedder(backend, lru_size=0, max_batch_size=64)
+    singles = [await emb.embed([t]) for t in TEXTS]
+    batched = await asyncio.gather(*(emb.embed([t]) for t in TEXTS))
+    assert emb.batcher.stats.largest_batch > 1  # the concurrent calls really were batched
+    whole = await emb.embed(TEXTS)
+    for i, single in enumerate(singles):
+        # Padding changes summation order only: equal to float tolerance.
+        np.testing.assert_allclose(batched[i], single, atol=2e-5)
+        np.testing.assert_allclose(whole[i : i + 1], single, atol=2e-5)
+    await emb.batcher.aclose()  # not emb.aclose(): the backend is shared by the session
+
+
+def test_int8_is_close_to_fp32(int8_backend, fp32_backend):
+    cos = np.sum(int8_backend.encode(TEXTS) * fp32_backend.encode(TEXTS), axis=1)
+    assert cos.mean() > 0.99 and cos.min() > 0.95
+    assert int8_backend.verdict is not None and int8_backend.verdict.passed
+
+
+def test_fp32_matches_torch_cpu(settings, fp32_backend):
+    pytest.importorskip("sentence_transformers")
+    from gpu_embed.factory import load_backend
+
+    torch_backend = load_backend("torch-cpu", settings)
+    assert torch_backend.identity.endswith("/torch/fp32")
+    cos = np.sum(torch_backend.encode(TEXTS) * fp32_backend.encode(TEXTS), axis=1)
+    assert cos.min() > 0.9999
+
+
+def test_export_is_reused_not_redone(settings, int8_backend, fp32_backend, monkeypatch):
+    info = load_model_info(settings.model_path)
+    folder = export.model_cache_dir(info, settings.cache_dir)
+    assert folder.is_relative_to(settings.cache_dir)  # never inside site-packages
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.onnx")}
+    assert {"model-fp32.onnx"} < stamps.keys()
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("export ran again")
+
+    monkeypatch.setattr(export, "_export_raw", forbidden)
+    import onnxruntime.quantization
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", forbidden)
+    from gpu_embed.factory import load_backend
+
+    again = load_backend("onnx-int8", settings)
+    assert again.model_file == int8_backend.model_file
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.onnx")} == stamps
+    assert not list(folder.glob(".tmp-*"))  # no half-written leftovers
+    assert oct(os.stat(again.model_file).st_mode & 0o777) == "0o644"
+    np.testing.assert_allclose(again.encode(TEXTS[:3]), int8_backend.encode(TEXTS[:3]), atol=1e-6)
