@@ -79,6 +79,7 @@ async def measure(backend, texts: list[str], settings: EmbedderSettings, n_singl
     result["batcher_overhead_ms"] = result["embedder_p50_ms"] - result["direct_p50_ms"]
     for callers in (1, 8, 32):
         done = 0
+        before = (emb.batcher.stats.batches, emb.batcher.stats.texts)
         stop = time.perf_counter() + duration
 
         async def caller():
@@ -90,7 +91,8 @@ async def measure(backend, texts: list[str], settings: EmbedderSettings, n_singl
         t0 = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(callers)))
         result[f"throughput_{callers}"] = done / (time.perf_counter() - t0)
-    result["mean_batch"] = emb.batcher.stats.texts / max(1, emb.batcher.stats.batches)
+        batches = emb.batcher.stats.batches - before[0]
+        result[f"mean_batch_{callers}"] = (emb.batcher.stats.texts - before[1]) / max(1, batches)
     await emb.batcher.aclose()
     if backend.kind == "cuda":
         batch = [next(source) for _ in range(256)]
@@ -133,13 +135,13 @@ def main(argv: list[str] | None = None) -> int:
                                                               args.duration))})
         backend.close()
     header = (f"{'backend':<10} {'direct p50/p99 ms':>18} {'embedder p50/p99 ms':>20} {'overhead ms':>11} "
-              f"{'1 caller/s':>10} {'8 callers/s':>11} {'32 callers/s':>12} {'mean batch':>10}")
+              f"{'1 caller/s':>10} {'8 callers/s':>11} {'32 callers/s':>12} {'batch@32':>8}")
     print(header)
     for r in rows:
         print(f"{r['backend']:<10} {r['direct_p50_ms']:>8.2f} / {r['direct_p99_ms']:<7.2f} "
               f"{r['embedder_p50_ms']:>9.2f} / {r['embedder_p99_ms']:<8.2f} {r['batcher_overhead_ms']:>11.3f} "
               f"{r['throughput_1']:>10.0f} {r['throughput_8']:>11.0f} {r['throughput_32']:>12.0f} "
-              f"{r['mean_batch']:>10.1f}")
+              f"{r['mean_batch_32']:>8.1f}")
         if "cuda_batch256_throughput" in r:
             print(f"  cuda raw batch 256: {r['cuda_batch256_throughput']:.0f} sentences/s")
     quality = []
