@@ -12,7 +12,6 @@ store's change events so entries added by other processes become visible.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -52,7 +51,7 @@ class SemanticCache:
         promote_at: int = 2048,
         purge_interval_s: float = 30.0,
     ):
-        self.store = store
+        self.doc_store = store
         self.embedder = embedder
         self.clock = clock or SystemClock()
         self.stats = CacheStats()
@@ -73,17 +72,17 @@ class SemanticCache:
         """Build prototypes, rebuild the index from the store, start upkeep tasks."""
         self._classifier = await self._build_classifier(self._policies)
         follow_from = None
-        if hasattr(self.store, "changes"):
-            follow_from = await self.store.last_event_id()
+        if hasattr(self.doc_store, "changes"):
+            follow_from = await self.doc_store.last_event_id()
         now = self.clock.now()
         stale = []
-        async for entry in self.store.scan():
+        async for entry in self.doc_store.scan():
             if entry.expired(now) or not self._current(entry.category, entry.policy_version):
                 stale.append(entry.id)
             else:
                 self._remember(entry)
         if stale:
-            await self.store.delete(stale)
+            await self.doc_store.delete(stale)
         log.info("semcache index rebuilt: %d entries (%d stale dropped)", len(self.catalog), len(stale))
         if follow_from is not None:
             self._tasks.append(asyncio.create_task(self._follow(follow_from), name="semcache-follow"))
@@ -93,11 +92,11 @@ class SemanticCache:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Closing the store also ends a change feed stuck in a blocking read.
+        await self.doc_store.close()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
         self._tasks.clear()
-        await self.store.close()
 
     async def _build_classifier(self, policies: PolicySet) -> Classifier:
         prototypes = {}
@@ -215,7 +214,7 @@ class SemanticCache:
         return LookupResult("miss", reason=reason, similarity=best_sim, stage=stage, **base)
 
     async def _fetch_for_hit(self, meta: EntryMeta, policy, now: float) -> CacheEntry | None:
-        entry = await self.store.get(meta.id)
+        entry = await self.doc_store.get(meta.id)
         if entry is None or entry.expired(now):
             # Gone from the store (expired in Redis, deleted elsewhere): forget it.
             self._forget(meta.id)
@@ -225,7 +224,7 @@ class SemanticCache:
             expires_at = meta.expires_at = entry.expires_at = now + policy.ttl_seconds
         entry.hit_count += 1
         entry.last_hit_at = now
-        await self.store.record_hit(meta.id, now, expires_at)
+        await self.doc_store.record_hit(meta.id, now, expires_at)
         return entry
 
     # --------------------------------------------------------------- store
@@ -270,7 +269,7 @@ class SemanticCache:
             expires_at=None if policy.ttl_seconds is None else now + policy.ttl_seconds,
             last_hit_at=now, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         )
-        await self.store.put(entry)
+        await self.doc_store.put(entry)
         replaced = self.catalog.exact(ctx.partition, ctx.text_digest)
         if replaced is not None and replaced != entry.id:
             await self._remove([replaced], reason=None)
@@ -289,7 +288,7 @@ class SemanticCache:
     async def _remove(self, ids: list[str], *, reason: str | None) -> int:
         if not ids:
             return 0
-        await self.store.delete(ids)
+        await self.doc_store.delete(ids)
         removed = 0
         for id in ids:
             meta = self._forget(id)
@@ -307,7 +306,7 @@ class SemanticCache:
             if over_entries <= 0 and not over_bytes:
                 return
             want = max(over_entries, 1)
-            candidates = await self.store.eviction_candidates(name, policy.eviction, want + 1)
+            candidates = await self.doc_store.eviction_candidates(name, policy.eviction, want + 1)
             victims = [c for c in candidates if c != keep][:want]
             if not victims:
                 return
@@ -351,14 +350,14 @@ class SemanticCache:
                 log.warning("semcache purge failed: %s", exc)
 
     async def _follow(self, after: str) -> None:
-        async for event in self.store.changes(after):
+        async for event in self.doc_store.changes(after):
             try:
                 if event.op == "delete":
                     for id in event.ids:
                         self._forget(id)
                     continue
                 for id in event.ids:
-                    entry = await self.store.get(id)
+                    entry = await self.doc_store.get(id)
                     if entry is not None and self._current(entry.category, entry.policy_version):
                         self._remember(entry)
             except SemcacheError as exc:

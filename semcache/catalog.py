@@ -49,6 +49,9 @@ class EntryCatalog:
     def __len__(self) -> int:
         return len(self._meta)
 
+    def __contains__(self, id: object) -> bool:
+        return id in self._meta
+
     def __iter__(self) -> Iterator[EntryMeta]:
         return iter(list(self._meta.values()))
 

@@ -50,6 +50,7 @@ class RedisStore:
         )
         self._events_redis: aioredis.Redis | None = None
         self._timeout_s = timeout_s
+        self._closed = False
 
     def _key(self, id: str) -> str:
         return f"{self.prefix}:e:{id}"
@@ -187,7 +188,7 @@ class RedisStore:
             raise StoreError(f"redis events failed: {exc}") from exc
         return newest[0][0].decode() if newest else "0-0"
 
-    async def changes(self, after: str, block_ms: int = 1000) -> AsyncIterator[StoreEvent]:
+    async def changes(self, after: str, block_ms: int = 250) -> AsyncIterator[StoreEvent]:
         """Changes made by *other* processes after event id ``after``, forever.
 
         Connection failures are retried with back-off (the cache keeps
@@ -198,11 +199,15 @@ class RedisStore:
                 self.url, socket_timeout=block_ms / 1000 + self._timeout_s, socket_connect_timeout=self._timeout_s
             )
         delay = 0.1
-        while True:
+        while not self._closed:
             try:
                 reply = await self._events_redis.xread({self._events: after}, block=block_ms, count=500)
                 delay = 0.1
             except _ERRORS:
+                # redis-py may turn a cancellation into a connection error: honour it.
+                task = asyncio.current_task()
+                if self._closed or (task is not None and task.cancelling()):
+                    raise asyncio.CancelledError from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -218,6 +223,7 @@ class RedisStore:
                         yield StoreEvent(op=op, ids=ids, origin=origin)
 
     async def close(self) -> None:
+        self._closed = True
         for client in (self._redis, self._events_redis):
             if client is not None:
                 try:

@@ -103,7 +103,12 @@ class SQLiteStore:
             return None
         entry = loads_entry(row[0], row[1])
         pending = self._pending_hits.get(id)
-        entry.hit_count = row[2] + (pending[0] if pending else 0)
+        entry.hit_count = row[2]
+        if pending is not None:  # buffered hits not yet written
+            entry.hit_count += pending[0]
+            entry.last_hit_at = pending[1]
+            if pending[2] is not None:
+                entry.expires_at = pending[2]
         return entry
 
     async def get(self, id: str) -> CacheEntry | None:

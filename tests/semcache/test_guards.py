@@ -1,0 +1,50 @@
+"""False-hit guards: each catches its trap and lets paraphrases through."""
+
+from __future__ import annotations
+
+import pytest
+
+from semcache.guards import check, identifiers_in, numbers_in
+from semcache.policy import Guards
+
+ALL = Guards(numbers=True, negation=True, entities=True, identifiers=True)
+
+
+@pytest.mark.parametrize("a,b,guard", [
+    ("how do I turn on 2FA", "how do I turn off 2FA", "negation"),
+    ("sort the list ascending", "sort the list descending", "negation"),
+    ("should I enable logging", "should I disable logging", "negation"),
+    ("I do like this", "I don't like this", "negation"),
+    ("include tests in the build", "exclude tests from the build", "negation"),
+    ("what is 15% of 200", "what is 15% of 300", "numbers"),
+    ("flights on March 3", "flights on March 4", "numbers"),
+    ("flights in March", "flights in April", "numbers"),
+    ("changes in python 3.11", "changes in python 3.12", "numbers"),
+    ("top five movies", "top ten movies", "numbers"),
+    ("how to use df.sort_values", "how to use df.sort_index", "identifiers"),
+    ("what does `map` do", "what does `filter` do", "identifiers"),
+    ("Who founded Apple?", "Who founded Microsoft?", "entities"),
+])
+def test_guard_rejects_trap(a, b, guard):
+    verdict = check(ALL, a, b)
+    assert not verdict.passed and verdict.guard == guard, verdict
+
+
+@pytest.mark.parametrize("a,b", [
+    ("how do I reset my password", "how can I reset my password?"),
+    ("what is 1,000 in binary", "what's 1000 in binary"),
+    ("explain python 3.12 changes", "what changed in python 3.12"),
+    ("I can't log in", "I cannot log in"),
+])
+def test_guard_passes_paraphrase(a, b):
+    assert check(ALL, a, b).passed
+
+
+def test_disabled_guards_do_not_reject():
+    none = Guards(numbers=False, negation=False, entities=False, identifiers=False)
+    assert check(none, "turn on 2FA in 2021", "turn off 2FA in 2022").passed
+
+
+def test_extractors():
+    assert numbers_in("v1.2.3 released on 2024-01-05, cost 1,200") >= {"1.2.3", "2024-01-05", "1200"}
+    assert {"snake_case", "camelCase", "os.path.join"} <= identifiers_in("use snake_case, camelCase or os.path.join()")

@@ -1,0 +1,153 @@
+"""RedisStore with a real redis-server: persistence, expiry, and two processes sharing it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+
+from semcache import CacheRequest, ManualClock, RedisStore, SemanticCache, StoreError
+
+from .conftest import POLICY
+from .fakes import HashEmbedder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def chat(text, tenant="t"):
+    return CacheRequest("chat", {"model": "m", "messages": [{"role": "user", "content": text}]}, tenant=tenant)
+
+
+ANSWER = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "yes"}, "finish_reason": "stop"}]}
+
+
+async def make_cache(url, prefix, policies, clock=None):
+    cache = SemanticCache(policies=policies, store=RedisStore(url, prefix=prefix), embedder=HashEmbedder(),
+                          clock=clock or ManualClock(time.time()), purge_interval_s=0)
+    await cache.start()
+    return cache
+
+
+async def store(cache, text, tenant="t"):
+    req = chat(text, tenant)
+    res = await cache.lookup(req)
+    result = await cache.store(req, res, response=ANSWER)
+    assert result.stored, result.reason
+    return result.entry_id
+
+
+async def test_restart_rebuilds_index_from_redis(redis_url, policies):
+    prefix = uuid.uuid4().hex
+    a = await make_cache(redis_url, prefix, policies)
+    ids = [await store(a, f"question about topic {w}") for w in ("alpha", "bravo", "charlie")]
+    await a.close()
+    b = await make_cache(redis_url, prefix, policies)
+    try:
+        assert {m.id for m in b.catalog} == set(ids)
+        assert (await b.lookup(chat("question about topic bravo"))).status == "hit"
+    finally:
+        await b.close()
+
+
+async def test_ttl_is_enforced_by_redis_expiry_and_at_lookup(redis_url, policies):
+    prefix = uuid.uuid4().hex
+    clock = ManualClock(time.time())
+    cache = await make_cache(redis_url, prefix, policies, clock)
+    try:
+        entry_id = await store(cache, "how long do entries live")
+        ttl_ms = sync_redis.Redis.from_url(redis_url).pttl(f"{prefix}:e:{entry_id}")
+        assert 99_000 < ttl_ms <= 100_000  # policy TTL 100 s, set as Redis expiry
+        clock.advance(100)  # Redis still holds it, the lookup must not serve it
+        assert (await cache.lookup(chat("how long do entries live"))).status == "miss"
+    finally:
+        await cache.close()
+
+
+async def test_eviction_uses_shared_recency(redis_url, policies):
+    prefix = uuid.uuid4().hex
+    cache = await make_cache(redis_url, prefix, policies)
+    try:
+        for text in ("python lists tutorial", "web servers written in python", "python decorators and closures",
+                     "packaging with setuptools in python"):
+            cache.clock.advance(1)
+            await store(cache, text)
+        assert cache.catalog.count("code") == 3
+        r = sync_redis.Redis.from_url(redis_url)
+        assert r.zcard(f"{prefix}:lfu:code") == 3
+    finally:
+        await cache.close()
+
+
+async def test_unreachable_redis_raises_store_error(policies):
+    store = RedisStore("redis://127.0.0.1:1/0", prefix="x", timeout_s=0.5)
+    with pytest.raises(StoreError):
+        await store.ping()
+    cache = SemanticCache(policies=policies, store=store, embedder=HashEmbedder(), purge_interval_s=0)
+    with pytest.raises(StoreError):
+        await cache.start()
+    await store.close()
+
+
+SECOND_PROCESS = textwrap.dedent("""
+    import asyncio, json, sys, time
+    sys.path.insert(0, {repo!r})
+    from semcache import CacheRequest, RedisStore, SemanticCache, load_policies_text
+    from tests.semcache.conftest import POLICY
+    from tests.semcache.fakes import HashEmbedder
+
+    async def main():
+        cache = SemanticCache(policies=load_policies_text(POLICY), store=RedisStore({url!r}, prefix={prefix!r}),
+                              embedder=HashEmbedder(), purge_interval_s=0)
+        await cache.start()
+        req = CacheRequest("chat", {{"model": "m", "messages": [{{"role": "user", "content": sys.argv[1]}}]}},
+                           tenant="t")
+        res = await cache.lookup(req)
+        out = await cache.store(req, res, response={answer!r})
+        print(json.dumps({{"id": out.entry_id, "at": time.time()}}), flush=True)
+        await cache.close()
+
+    asyncio.run(main())
+""")
+
+
+async def test_two_processes_share_one_redis(redis_url, policies):
+    """An entry stored by another process becomes a hit here without restart."""
+    prefix = uuid.uuid4().hex
+    here = await make_cache(redis_url, prefix, policies)
+    try:
+        script = SECOND_PROCESS.format(repo=str(REPO), url=redis_url, prefix=prefix, answer=ANSWER)
+        delays = []
+        for i, text in enumerate(("shared question number one", "another shared question here")):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", script, text, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+            assert line, (await proc.stderr.read()).decode()
+            info = json.loads(line)
+            deadline = time.time() + 5
+            while info["id"] not in here.catalog and time.time() < deadline:
+                await asyncio.sleep(0.0005)
+            delays.append(time.time() - info["at"])
+            await proc.communicate()
+            assert proc.returncode == 0
+            assert info["id"] in here.catalog, "entry from the other process never arrived"
+            hit = await here.lookup(chat(text))
+            assert hit.status == "hit" and hit.entry.id == info["id"]
+        print(f"sync delay after the other process's put returned: {[f'{d * 1000:.1f} ms' for d in delays]}")
+        # Deletions propagate too.
+        other = RedisStore(redis_url, prefix=prefix)
+        await other.delete([info["id"]])
+        await other.close()
+        deadline = time.time() + 5
+        while info["id"] in here.catalog and time.time() < deadline:
+            await asyncio.sleep(0.001)
+        assert info["id"] not in here.catalog
+    finally:
+        await here.close()
