@@ -74,6 +74,8 @@ def _serve(args: argparse.Namespace) -> int:
                                                 "log_level")}
     settings = load_settings(overrides, args.config)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore"):  # one line per upstream call otherwise
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     engine = None
     if "upstreams" not in settings.model_fields_set:
         engine = LocalLLM(port=args.local_llm_port, log_path=Path(".semcache/local-llm.log"))
