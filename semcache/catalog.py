@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from semcache.entry import CacheEntry
 from semcache.index import HNSWParams, PartitionedIndex
 from semcache.keys import text_digest
@@ -70,13 +72,29 @@ class EntryCatalog:
     def add(self, entry: CacheEntry, capacity_hint: int | None = None) -> EntryMeta:
         if entry.id in self._meta:
             self.forget(entry.id)
+        self.index.add(entry.partition, entry.id, entry.vector, capacity_hint=capacity_hint)
+        return self._register(entry)
+
+    def add_many(self, entries: list[CacheEntry], capacity_hint: int | None = None) -> None:
+        """Bulk add of new entries (one index insert per partition)."""
+        by_partition: dict[str, list[CacheEntry]] = {}
+        for entry in entries:
+            if entry.id in self._meta:
+                self.forget(entry.id)
+            by_partition.setdefault(entry.partition, []).append(entry)
+        for partition, group in by_partition.items():
+            vectors = np.stack([e.vector for e in group]).astype(np.float32)
+            self.index.add_many(partition, [e.id for e in group], vectors, capacity_hint=capacity_hint)
+            for entry in group:
+                self._register(entry)
+
+    def _register(self, entry: CacheEntry) -> EntryMeta:
         meta = EntryMeta(
             id=entry.id, tenant=entry.tenant, namespace=entry.namespace, partition=entry.partition,
             digest=text_digest(entry.query), category=entry.category, model=entry.model,
             policy_version=entry.policy_version, query=entry.query, created_at=entry.created_at,
             expires_at=entry.expires_at, size=entry.size_bytes,
         )
-        self.index.add(meta.partition, meta.id, entry.vector, capacity_hint=capacity_hint)
         self._meta[meta.id] = meta
         self._exact[(meta.partition, meta.digest)] = meta.id
         self._count[meta.category] = self._count.get(meta.category, 0) + 1

@@ -34,6 +34,8 @@ class HNSWParams(BaseModel):
     ef: int = Field(default=64, ge=1)
     initial_capacity: int = Field(default=1024, ge=16)
     seed: int = 100
+    build_threads: int = Field(default=1, ge=1)
+    """Threads for bulk inserts (searches are single-threaded per query)."""
 
 
 class HNSWIndex:
@@ -55,7 +57,7 @@ class HNSWIndex:
             allow_replace_deleted=True,
         )
         self._index.set_ef(self.params.ef)
-        self._index.set_num_threads(1)
+        self._index.set_num_threads(self.params.build_threads)
         self._labels: dict[str, int] = {}
         self._ids: dict[int, str] = {}
         self._next_label = 0

@@ -77,6 +77,19 @@ class PartitionedIndex:
             part.add([id], vector.reshape(1, -1))
             self._where[id] = partition
 
+    def add_many(self, partition: str, ids: list[str], vectors: np.ndarray,
+                 capacity_hint: int | None = None) -> None:
+        """Bulk insert of new ids into one partition (rebuilds, imports, benchmarks)."""
+        with self._lock:
+            part = self._parts.get(partition)
+            if part is None:
+                part = self._parts[partition] = FlatIndex(self.dim)
+            if isinstance(part, FlatIndex) and len(part) + len(ids) > self.promote_at:
+                part = self._promote(partition, part, capacity_hint)
+            part.add(ids, vectors)
+            for id in ids:
+                self._where[id] = partition
+
     def _promote(self, partition: str, flat: FlatIndex, capacity_hint: int | None) -> HNSWIndex:
         graph = HNSWIndex(self.dim, self.hnsw, max_capacity=capacity_hint)
         ids, vectors = flat.items()

@@ -1,7 +1,8 @@
-"""Document stores behind the ``Store`` protocol: embedded SQLite and shared Redis."""
+"""Document stores behind the ``Store`` protocol: embedded SQLite, shared Redis, in-memory."""
 
 from semcache.stores.base import StoreEvent
+from semcache.stores.memory import MemoryStore
 from semcache.stores.redis import RedisStore
 from semcache.stores.sqlite import SQLiteStore
 
-__all__ = ["RedisStore", "SQLiteStore", "StoreEvent"]
+__all__ = ["MemoryStore", "RedisStore", "SQLiteStore", "StoreEvent"]
