@@ -32,7 +32,7 @@ from semcache.index import FlatIndex, HNSWParams
 from semcache.stores import MemoryStore
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-POLICY = "categories: {default: {threshold: 0.85, ttl_seconds: null, quota: {max_entries: 2000000}}}"
+POLICY = "categories: {default: {threshold: 0.72, ttl_seconds: null, quota: {max_entries: 2000000}}}"
 
 
 def rss_mb() -> float:
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     texts, base = real_vectors(args.real)
-    print(f"{len(base)} real MiniLM vectors (dim {base.shape[1]}); HNSW M=16 ef_construction=100 ef=64; k=4")
+    print(f"{len(base)} real MiniLM vectors (dim {base.shape[1]}); HNSW M=16 ef_construction=100 ef=48; k=4")
     header = (f"{'entries':>9} | {'flat p50/p99 ms':>16} | {'flat MB':>8} | {'HNSW p50/p99 ms':>16} | {'recall@1':>8} "
               f"| {'build s':>7} | {'cache MB':>8} | {'lookup p50/p99 ms':>18} | {'hit rate':>8}")
     print(header)
