@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from semcache import admission, guards
+from semcache import admission, feedback, guards
 from semcache.categories import Classifier
 from semcache.clock import Clock, SystemClock
 from semcache.entry import CacheEntry
@@ -31,6 +31,7 @@ from semcache.policy import PolicySet
 from semcache.protocols import Embedder, Store
 from semcache.results import KeyContext, LookupResult, StoreResult
 from semcache.stats import CacheStats
+from semcache.verifier import VerifierGate
 
 log = logging.getLogger("semcache.cache")
 SHARED_TENANT = "*shared*"
@@ -50,11 +51,14 @@ class SemanticCache:
         candidates: int = 4,
         promote_at: int = 2048,
         purge_interval_s: float = 30.0,
+        verifier: VerifierGate | None = None,
     ):
         self.doc_store = store
         self.embedder = embedder
         self.clock = clock or SystemClock()
         self.stats = CacheStats()
+        self.feedback = feedback.FeedbackBook()
+        self.verifier = verifier or VerifierGate()
         self.candidates = candidates
         self.purge_interval_s = purge_interval_s
         self.catalog = EntryCatalog(embedder.dim, hnsw=hnsw, promote_at=promote_at)
@@ -204,14 +208,26 @@ class SemanticCache:
                 self.stats[policy.name].guard_rejections[verdict.guard] += 1
                 reason, stage = verdict.reason + f" at similarity {sim:.3f}", "guard"
                 continue
+            verified = await self.verifier.check(policy, norm.text, meta.query, sim)
+            if verified is not None and not verified.passed:
+                self.stats[policy.name].verifier_rejections += 1
+                reason, stage = verified.reason, "verifier"
+                continue
             entry = await self._fetch_for_hit(meta, policy, now)
             if entry is None:
                 continue
+            hit_reason = f"similarity {sim:.3f} >= threshold {policy.threshold:.2f} ({policy.name})"
             return LookupResult(
-                "hit", reason=f"similarity {sim:.3f} >= threshold {policy.threshold:.2f} ({policy.name})",
-                similarity=sim, entry=entry, **base,
+                "hit", reason=verified.reason if verified else hit_reason, similarity=sim, entry=entry,
+                stage="verifier" if verified else "similarity",
+                probability=verified.probability if verified else None, **base,
             )
         return LookupResult("miss", reason=reason, similarity=best_sim, stage=stage, **base)
+
+    async def report_feedback(self, entry_id: str, *, correct: bool,
+                              tenant: str | None = None) -> feedback.FeedbackResult:
+        """A user says entry ``entry_id``'s answer was right/wrong (see :mod:`semcache.feedback`)."""
+        return await feedback.report(self, entry_id, correct=correct, tenant=tenant)
 
     async def _fetch_for_hit(self, meta: EntryMeta, policy, now: float) -> CacheEntry | None:
         entry = await self.doc_store.get(meta.id)
@@ -366,6 +382,7 @@ class SemanticCache:
     # ---------------------------------------------------------- inspection
     def stats_snapshot(self) -> dict[str, Any]:
         snap = self.stats.snapshot()
+        snap["feedback"] = self.feedback.snapshot()
         snap["index"] = self.index.stats()
         snap["entries"] = self.catalog.counts()
         snap["bytes"] = self.catalog.sizes()

@@ -58,6 +58,30 @@ class Guards(_Strict):
     """Code identifiers (snake_case, camelCase, dotted.names, `quoted`) must agree."""
 
 
+class VerifierSettings(_Strict):
+    """The learned hit verifier (:mod:`semcache.verifier`), run after the guards."""
+
+    enabled: bool = False
+    min_probability: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Serve a candidate only if the verifier's P(cached answer is right) reaches this."""
+
+
+class Calibration(_Strict):
+    """Evidence written by ``semcache calibrate`` for the operating point it chose."""
+
+    score: Literal["similarity", "verifier"]
+    value: float
+    """The chosen ``threshold`` (similarity) or ``verifier.min_probability``."""
+    n_labelled: int = Field(ge=0)
+    served: int = Field(ge=0)
+    false_hits: int = Field(ge=0)
+    estimated_rate: float = Field(ge=0.0, le=1.0)
+    upper_bound: float = Field(ge=0.0, le=1.0)
+    bound: str = "clopper-pearson"
+    confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
+    data: str = ""
+
+
 class MatchRules(_Strict):
     """How a request is recognised as belonging to a category.
 
@@ -108,6 +132,11 @@ class CategoryPolicy(_Strict):
     quota: Quota = Field(default_factory=Quota)
     eviction: Literal["lru", "lfu"] = "lru"
     guards: Guards = Field(default_factory=Guards)
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
+    max_false_hit_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Target for ``semcache calibrate``, which turns it into a concrete
+    ``threshold`` / ``verifier.min_probability`` and records ``calibration``."""
+    calibration: Calibration | None = None
     match: MatchRules = Field(default_factory=MatchRules)
     cache_truncated: bool = False
     """Store answers cut off by ``max_tokens`` (finish_reason "length")."""

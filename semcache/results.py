@@ -44,6 +44,9 @@ class LookupResult:
     threshold: float | None = None
     entry: CacheEntry | None = None
     stage: str = "similarity"
+    """Which stage decided: request, policy, exact, similarity, guard or verifier."""
+    probability: float | None = None
+    """The verifier's P(cached answer is right) for a hit it passed, if it ran."""
     context: KeyContext | None = field(default=None, repr=False)
 
     @property

@@ -1,0 +1,133 @@
+"""``semcache calibrate --data LABELLED.jsonl --policy IN.yaml --out OUT.yaml``.
+
+For every category whose policy sets ``max_false_hit_rate``, pick the
+operating point with the most hits whose false-hit rate meets the target
+with confidence (one-sided Clopper-Pearson upper bound, fixed-sequence
+testing: see :mod:`semcache.calibration`) on the labelled pairs of that
+category, and write it into the output policy: ``threshold`` (cosine) when
+the category does not use the verifier, ``verifier.min_probability``
+otherwise (the similarity threshold then stays as the pre-filter), plus a
+``calibration`` record with the evidence (n, served, false hits, estimated
+rate, bound). A pair ``{"a": cached query, "b": new query, "label": 1 if a's
+answer is right for b}`` belongs to its ``category`` field, else to
+``default``. Guards count: a pair a guard rejects is never served. With too
+little evidence the category serves nothing semantically (threshold 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from semcache import guards
+from semcache.calibration import choose
+from semcache.errors import ConfigError
+from semcache.policy import DEFAULT_CATEGORY, load_policies_text
+from semcache.verifier.model import Verifier
+
+HELP = "pick per-category thresholds meeting max_false_hit_rate from labelled pairs"
+
+
+def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifier: Verifier | None = None,
+                   confidence: float = 0.95, source: str = "<policy>", data: str = "") -> tuple[str, dict]:
+    """The calibrated policy YAML for ``text`` and a summary per category."""
+    policies = load_policies_text(text, source=source)
+    raw = yaml.safe_load(text)
+    cosines = np.asarray(cosines, dtype=float)
+    categories = np.array([p.get("category") or DEFAULT_CATEGORY for p in pairs])
+    labels = np.array([int(p["label"]) for p in pairs])
+    summary = {}
+    for policy in policies:
+        target = policy.max_false_hit_rate
+        if target is None:
+            continue
+        mask = categories == policy.name
+        sub = [p for p, m in zip(pairs, mask) if m]
+        cos, y = cosines[mask], labels[mask]
+        passes = np.array([guards.check(policy.guards, p["b"], p["a"]).passed for p in sub], dtype=bool)
+        body = raw["categories"].get(policy.name) or {}
+        if policy.verifier.enabled:
+            if verifier is None:
+                raise ConfigError(f"category {policy.name} uses the verifier: calibration needs the model")
+            probs = np.array([verifier.probability(p["b"], p["a"], c) for p, c in zip(sub, cos)])
+            op = choose(probs, y, target, confidence=confidence, servable=passes & (cos >= policy.threshold))
+            score, value = "verifier", 1.0 if op.value is None else op.value
+            body["verifier"] = {**(body.get("verifier") or {}), "min_probability": round(value, 6)}
+        else:
+            op = choose(cos, y, target, confidence=confidence, servable=passes)
+            score, value = "similarity", 1.0 if op.value is None else op.value
+            body["threshold"] = round(value, 6)
+        evidence = {"score": score, "value": round(value, 6), "n_labelled": op.n_labelled, "served": op.served,
+                    "false_hits": op.false_hits, "estimated_rate": round(op.estimated_rate, 6),
+                    "upper_bound": round(op.upper_bound, 6), "bound": "clopper-pearson",
+                    "confidence": confidence, "data": data}
+        body["calibration"] = evidence
+        raw["categories"][policy.name] = body
+        summary[policy.name] = evidence
+    out = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+    header = (f"# calibrated by `semcache calibrate` from {data or 'labelled pairs'}: per category, the loosest\n"
+              f"# cut-off whose false-hit rate has a one-sided {confidence:.0%} Clopper-Pearson upper bound\n"
+              "# <= max_false_hit_rate (evidence in each `calibration` record).\n")
+    load_policies_text(header + out, source="calibrated policy")  # what we write must load
+    return header + out, summary
+
+
+async def _cosines(pairs: list[dict]) -> np.ndarray:
+    import gpu_embed  # only this command needs a real embedder
+
+    emb = gpu_embed.build_embedder(gpu_embed.EmbedderSettings())
+    try:
+        va = await emb.embed([p["a"] for p in pairs])
+        vb = await emb.embed([p["b"] for p in pairs])
+    finally:
+        await emb.aclose()
+    return np.einsum("ij,ij->i", va, vb)
+
+
+def run(args: argparse.Namespace) -> int:
+    text = Path(args.policy).read_text(encoding="utf-8")
+    with open(args.data, encoding="utf-8") as f:
+        pairs = [json.loads(line) for line in f if line.strip()]
+    policies = load_policies_text(text, source=str(args.policy))
+    verifier = Verifier.load() if any(p.verifier.enabled for p in policies) else None
+    cosines = asyncio.run(_cosines(pairs))
+    out, summary = calibrate_text(text, pairs, cosines, verifier=verifier, confidence=args.confidence,
+                                  source=str(args.policy), data=Path(args.data).name)
+    Path(args.out).write_text(out, encoding="utf-8")
+    for name, ev in summary.items():
+        print(f"{name}: {ev['score']} >= {ev['value']:.4f}  served {ev['served']}/{ev['n_labelled']}, "
+              f"false hits {ev['false_hits']} (rate {ev['estimated_rate']:.4f}, "
+              f"{ev['confidence']:.0%} upper bound {ev['upper_bound']:.4f})")
+    if not summary:
+        print("no category sets max_false_hit_rate: nothing calibrated")
+    return 0
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="labelled pairs, JSON lines {a, b, label[, category]}")
+    parser.add_argument("--policy", required=True, help="input policy YAML")
+    parser.add_argument("--out", required=True, help="output policy YAML")
+    parser.add_argument("--confidence", type=float, default=0.95)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Entry point of group ``semcache.commands``: add ``calibrate``."""
+    parser = subparsers.add_parser("calibrate", help=HELP, description=__doc__.split("\n\n", 1)[1])
+    _add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m semcache.calibrate_cli", description=HELP)
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Operating points with a bounded false-hit rate (``max_false_hit_rate``).
+
+Given labelled pairs scored the way the cache would score them (cosine
+similarity, or the verifier's probability), :func:`choose` returns the
+loosest cut-off whose false-hit rate among served pairs is below the target
+*with confidence*: the one-sided Clopper-Pearson upper bound of
+``false_hits / served`` at ``confidence`` (default 95%) must be <= target.
+
+Cut-offs are tested in fixed sequence, from the strictest to the loosest,
+stopping at the first that fails (Learn-then-Test style fixed-sequence
+testing): because the sequence is fixed in advance, the chance that the
+chosen cut-off's true rate exceeds the target is at most ``1 - confidence``,
+not inflated by trying many cut-offs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    i = np.arange(k + 1)
+    steps = np.r_[0.0, np.cumsum(np.log((n - i[:-1]) / (i[:-1] + 1.0)))]  # log C(n, i)
+    terms = steps + i * (math.log(p) - math.log1p(-p)) + n * math.log1p(-p)
+    top = terms.max()
+    return float(min(1.0, math.exp(top) * np.exp(terms - top).sum()))
+
+
+def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound on a rate with ``k`` events in ``n`` trials."""
+    if n <= 0:
+        return 1.0
+    if k >= n:
+        return 1.0
+    alpha = 1.0 - confidence
+    lo, hi = k / n, 1.0
+    for _ in range(60):  # P(X <= k | p) falls as p rises: bisect for P = alpha
+        mid = (lo + hi) / 2
+        if _binom_cdf(k, n, mid) > alpha:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+@dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    value: float | None
+    """Serve scores >= value; ``None`` when no cut-off meets the target (serve nothing)."""
+    n_labelled: int
+    served: int
+    false_hits: int
+    estimated_rate: float
+    upper_bound: float
+    confidence: float
+
+
+def choose(scores, labels, target: float, *, confidence: float = 0.95, servable=None,
+           min_value: float | None = None, grid: int = 200) -> OperatingPoint:
+    """The loosest cut-off on ``scores`` meeting ``target`` (labels: 1 = right answer).
+
+    ``servable`` (bool per pair) marks pairs another stage would already
+    reject (e.g. a guard): they count as not served at any cut-off.
+    ``min_value`` is the loosest cut-off allowed.
+    """
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels, dtype=int)
+    ok = np.ones(len(scores), bool) if servable is None else np.asarray(servable, bool)
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    served_cum, wrong_cum = np.cumsum(ok[order]), np.cumsum((labels[order] == 0) & ok[order])
+    alpha = 1.0 - confidence
+    # The sequence of cut-offs depends on the scores only, never on the labels:
+    # it starts where even zero false hits could pass (n >= ln(alpha)/ln(1-target))
+    # and walks down a grid of at most ``grid`` points.
+    n_min = math.ceil(math.log(alpha) / math.log1p(-target))
+    ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each distinct score
+    ends = ends[served_cum[ends] >= n_min]
+    if min_value is not None:
+        ends = ends[s[ends] >= min_value]
+    if len(ends) > grid:
+        ends = ends[np.unique(np.linspace(0, len(ends) - 1, grid).round().astype(int))]
+    chosen = None
+    for j in ends:
+        # upper bound <= target  <=>  P(X <= false_hits | served, target) <= alpha
+        if _binom_cdf(int(wrong_cum[j]), int(served_cum[j]), target) > alpha:
+            break
+        chosen = j
+    if chosen is None:
+        return OperatingPoint(None, len(scores), 0, 0, 0.0, 0.0, confidence)
+    served, false_hits = int(served_cum[chosen]), int(wrong_cum[chosen])
+    return OperatingPoint(float(s[chosen]), len(scores), served, false_hits, false_hits / served,
+                          clopper_pearson_upper(false_hits, served, confidence), confidence)

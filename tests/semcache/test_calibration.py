@@ -1,0 +1,90 @@
+"""Clopper-Pearson bound and the max_false_hit_rate operating point."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from semcache.calibration import choose, clopper_pearson_upper
+
+
+@pytest.mark.parametrize(("k", "n", "expected"), [
+    (0, 10, 1 - 0.05 ** (1 / 10)),   # closed form when k = 0
+    (0, 149, 1 - 0.05 ** (1 / 149)),
+    (3, 100, 0.0757108),             # scipy.stats.beta.ppf(0.95, 4, 97)
+    (20, 1000, 0.0289301),           # scipy.stats.beta.ppf(0.95, 21, 980)
+])
+def test_clopper_pearson_upper_matches_reference(k, n, expected):
+    assert clopper_pearson_upper(k, n, 0.95) == pytest.approx(expected, abs=1e-6)
+
+
+def test_bound_edges():
+    assert clopper_pearson_upper(5, 5) == 1.0
+    assert clopper_pearson_upper(0, 0) == 1.0
+    assert clopper_pearson_upper(1, 50, 0.99) > clopper_pearson_upper(1, 50, 0.9)
+
+
+def _synthetic(seed: int, n: int):
+    # Scores uniform on [0, 1]; P(wrong | s) = 0.3 (1 - s)^2, so serving s >= t has a
+    # true false-hit rate of 0.1 (1 - t)^2 (the integral over [t, 1] / (1 - t)).
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(size=n)
+    labels = (rng.uniform(size=n) >= 0.3 * (1 - scores) ** 2).astype(int)
+    return scores, labels
+
+
+def test_chosen_cutoff_meets_target_in_95_percent_of_seeds():
+    target, seeds = 0.02, 200
+    t_star = 1 - math.sqrt(target / 0.1)  # the loosest cut-off with true rate <= target
+    met, values = 0, []
+    for seed in range(seeds):
+        scores, labels = _synthetic(seed, 2000)
+        op = choose(scores, labels, target)
+        if op.value is None:  # serving nothing: an early false hit stopped the sequence
+            met += 1
+            continue
+        true_rate = 0.1 * (1 - op.value) ** 2
+        met += true_rate <= target
+        values.append(op.value)
+        assert op.upper_bound <= target and op.estimated_rate <= op.upper_bound
+    assert met / seeds >= 0.95
+    assert len(values) >= 0.9 * seeds  # it does pick a cut-off almost always
+    # ... and it is not trivially conservative: the median cut-off is near the ideal one.
+    assert t_star <= float(np.median(values)) < t_star + 0.2
+
+
+def test_too_little_evidence_serves_nothing():
+    scores, labels = _synthetic(0, 100)  # fewer than ln(0.05)/ln(0.98) = 149 points
+    op = choose(scores, labels, 0.02)
+    assert op.value is None and op.served == 0
+
+
+def test_unservable_pairs_are_not_counted():
+    scores = np.linspace(1, 0, 1000)
+    labels = np.ones(1000, int)
+    labels[::10] = 0  # 10% wrong everywhere ...
+    servable = labels == 1  # ... but a guard catches every wrong one
+    assert choose(scores, labels, 0.02).value is None
+    op = choose(scores, labels, 0.02, servable=servable)
+    assert op.value == pytest.approx(0.0) and op.false_hits == 0 and op.served == 900
+
+
+def test_calibrate_text_writes_threshold_and_evidence():
+    import yaml
+
+    from semcache.calibrate_cli import calibrate_text
+    from semcache.policy import load_policies_text
+
+    policy = "defaults: {threshold: 0.9}\ncategories:\n  faq: {max_false_hit_rate: 0.02, match: {keywords: [faq]}}\n  default: {}\n"
+    scores, labels = _synthetic(1, 2000)
+    pairs = [{"a": f"faq question {i}", "b": f"faq question {i}?", "label": int(y), "category": "faq"}
+             for i, y in enumerate(labels)]
+    text, summary = calibrate_text(policy, pairs, scores, data="synthetic.jsonl")
+    chosen = load_policies_text(text)["faq"]
+    ev = summary["faq"]
+    assert chosen.threshold == pytest.approx(ev["value"], abs=1e-6) and 0.4 < chosen.threshold < 0.9
+    assert chosen.calibration.upper_bound <= 0.02 and chosen.calibration.served == ev["served"] > 149
+    assert load_policies_text(text)["default"].threshold == 0.9  # no target: untouched
+    assert "clopper-pearson" in text.lower() and yaml.safe_load(text)["categories"]["faq"]["max_false_hit_rate"] == 0.02
