@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from proxy.admin import build_admin_router
 from proxy.errors import install_error_handlers
+from proxy.feedback import build_feedback_router
 from proxy.limits import BodySizeLimit
 from proxy.metrics import ProxyMetrics
 from proxy.routes import build_health_router, build_openai_router
@@ -135,5 +136,6 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
     app.include_router(build_health_router(ready, metrics))
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.include_router(build_admin_router(token, lambda: parts.need("cache"), proxy_stats))
+    app.include_router(build_feedback_router(lambda: parts.need("cache"), settings.tenant_salt))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

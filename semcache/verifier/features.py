@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -32,11 +33,10 @@ DEFAULT_IDF = 8.0
 
 
 def _bucket(word: str) -> int:
-    # Stable across processes (unlike hash()): FNV-1a, 32 bit.
-    h = 0x811C9DC5
-    for byte in word.encode():
-        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return h % IDF_BUCKETS
+    return zlib.crc32(word.encode()) % IDF_BUCKETS  # stable across processes, unlike hash()
+
+
+_stem = lru_cache(maxsize=65536)(guards._stem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ def text_info(text: str) -> TextInfo:
     return TextInfo(
         words=words,
         word_set=frozenset(words),
-        stems=frozenset(guards._stem(w) for w in words),
+        stems=frozenset(map(_stem, words)),
         bigrams=frozenset(zip(words, words[1:])),
         trigrams=frozenset(squashed[i:i + 3] for i in range(max(0, len(squashed) - 2))),
         buckets={w: _bucket(w) for w in set(words)},
@@ -84,7 +84,8 @@ def _order_agreement(a: tuple[str, ...], b: tuple[str, ...]) -> float:
     n = len(seq)
     if n < 2:
         return 1.0
-    agree = sum(1 for i in range(n) for j in range(i + 1, n) if seq[i] < seq[j])
+    pos = np.array(seq)
+    agree = np.count_nonzero(np.triu(pos[:, None] < pos[None, :], 1))
     return agree / (n * (n - 1) / 2)
 
 
