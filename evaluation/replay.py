@@ -1,0 +1,193 @@
+"""Replay a workload through live systems and record every request (``semcache eval replay``).
+
+One engine simulator (answering from the workload's answer book) serves as
+the upstream; each system of :mod:`evaluation.systems` is replayed in turn
+with the same requests at the same speed-up. Per request we record the
+workload category and intent, the cache status (``X-Semcache-Status``), the
+similarity, whether a hit was **correct**, time to first token and total
+latency (streamed), and the upstream tokens it cost (0 for a hit).
+
+A hit is correct when the answer served was first produced for a request of
+the same intent: every answer that came from upstream is remembered by a
+digest of its text, with its intent, so this works with any deterministic
+upstream. A hit whose answer was never seen from upstream is recorded with
+``correct = null``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from evaluation import systems, workload
+
+MODEL = "sim-model"
+TOKEN = "eval-admin-token"
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+async def _one(client: httpx.AsyncClient, url: str, r: workload.Request, origin: dict[str, str],
+               scheduled: float, start: float) -> dict[str, Any]:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": r.text}], "max_tokens": r.response_tokens + 16,
+            "stream": True, "stream_options": {"include_usage": True}}
+    sent = time.perf_counter()
+    rec: dict[str, Any] = {"i": r.i, "t": r.t, "category": r.category, "intent": r.intent,
+                           "lag_s": round(sent - start - scheduled, 4)}
+    ttft, parts, usage = None, [], {}
+    try:
+        async with client.stream("POST", url + "/v1/chat/completions", json=body) as resp:
+            rec["http"] = resp.status_code
+            rec["status"] = resp.headers.get("x-semcache-status", "direct")
+            rec["cache_category"] = resp.headers.get("x-semcache-category")
+            sim = resp.headers.get("x-semcache-similarity")
+            rec["similarity"] = float(sim) if sim else None
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                for choice in chunk.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        ttft = ttft or time.perf_counter() - sent
+                        parts.append(text)
+                usage = chunk.get("usage") or usage
+    except httpx.HTTPError as exc:
+        rec.update(http=0, status="error", error=type(exc).__name__)
+    rec["total_s"] = round(time.perf_counter() - sent, 5)
+    rec["ttft_s"] = round(ttft, 5) if ttft is not None else None
+    digest = _digest("".join(parts))
+    if rec["status"] == "hit":
+        seen = origin.get(digest)
+        rec["correct"] = None if seen is None else seen == r.intent
+        rec["upstream_prompt_tokens"] = rec["upstream_completion_tokens"] = 0
+    else:
+        if parts and rec.get("http") == 200:
+            origin.setdefault(digest, r.intent)
+        rec["correct"] = None
+        rec["upstream_prompt_tokens"] = int(usage.get("prompt_tokens") or 0)
+        rec["upstream_completion_tokens"] = int(usage.get("completion_tokens") or 0)
+    return rec
+
+
+async def drive(url: str, requests: list[workload.Request], *, speedup: float, concurrency: int,
+                deadline_s: float, progress: bool = True, desc: str = "replay") -> list[dict[str, Any]]:
+    """Send ``requests`` at their arrival times / ``speedup``, at most ``concurrency`` in flight."""
+    from tqdm import tqdm
+
+    origin: dict[str, str] = {}
+    limit = asyncio.Semaphore(concurrency)
+    start = time.perf_counter()
+    bar = tqdm(total=len(requests), desc=desc, unit="req", disable=not progress, leave=False, mininterval=5)
+    records: list[dict[str, Any]] = []
+
+    async def run(r: workload.Request, scheduled: float) -> None:
+        try:
+            records.append(await _one(client, url, r, origin, scheduled, start))
+        finally:
+            limit.release()
+            bar.update(1)
+
+    timeout = httpx.Timeout(120, connect=10)
+    async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=concurrency)) as client:
+        tasks = []
+        for r in requests:
+            scheduled = r.t / speedup
+            delay = scheduled - (time.perf_counter() - start)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await limit.acquire()
+            if time.perf_counter() - start > deadline_s:
+                limit.release()
+                break
+            tasks.append(asyncio.create_task(run(r, scheduled)))
+        await asyncio.gather(*tasks)
+    bar.close()
+    return sorted(records, key=lambda rec: rec["i"])
+
+
+async def _admin_stats(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        resp = await client.get(url + "/admin/stats", headers={"authorization": f"Bearer {TOKEN}"})
+        resp.raise_for_status()
+        return resp.json()
+
+
+def replay(workdir: Path, *, systems_wanted: list[str], speedup: float, concurrency: int, limit: int | None,
+           best_threshold: float, policy: Path, decode_ms: float, max_batch: int, deadline_s: float,
+           progress: bool = True) -> dict[str, Any]:
+    """Replay the workload in ``workdir`` through each wanted system; returns the result document."""
+    requests = workload.read(workdir)[:limit]
+    with tempfile.TemporaryDirectory(prefix="semcache-replay-") as tmp:
+        tmpdir = Path(tmp)
+        policies = systems.policy_files(tmpdir, policy, best_threshold)
+        result: dict[str, Any] = {
+            "meta": {"workload": str(workdir), "requests": len(requests), "speedup": speedup,
+                     "concurrency": concurrency, "decode_ms_per_token": decode_ms, "max_batch": max_batch,
+                     "best_threshold": best_threshold, "policy": str(policy), "started": time.time()},
+            "systems": {},
+        }
+        with systems.engine_sim(Path(workdir) / "answers.jsonl", tmpdir / "engine-sim.log",
+                                decode_ms=decode_ms, max_batch=max_batch) as sim:
+            for name in systems_wanted:
+                began = time.perf_counter()
+                if policies[name] is None:
+                    records = asyncio.run(drive(sim.url, requests, speedup=speedup, concurrency=concurrency,
+                                                deadline_s=deadline_s, progress=progress, desc=name))
+                    stats = None
+                else:
+                    with systems.proxy(sim.url + "/v1", policies[name], tmpdir / f"{name}.db", TOKEN,
+                                       tmpdir / f"{name}.log") as px:
+                        records = asyncio.run(drive(px.url, requests, speedup=speedup, concurrency=concurrency,
+                                                    deadline_s=deadline_s, progress=progress, desc=name))
+                        stats = asyncio.run(_admin_stats(px.url))
+                result["systems"][name] = {"records": records, "admin_stats": stats,
+                                           "policy": policies[name].read_text() if policies[name] else None,
+                                           "wall_s": round(time.perf_counter() - began, 2)}
+    return result
+
+
+def run_cli(args: Any) -> int:
+    wanted = args.systems.split(",")
+    unknown = set(wanted) - {"direct", "exact", "global-0.80", "global-best", "semcache"}
+    if unknown:
+        raise SystemExit(f"unknown systems: {sorted(unknown)}")
+    result = replay(args.workload, systems_wanted=wanted, speedup=args.speedup, concurrency=args.concurrency,
+                    limit=args.limit, best_threshold=args.best_threshold, policy=args.policy,
+                    decode_ms=args.decode_ms, max_batch=args.max_batch, deadline_s=args.max_seconds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result), encoding="utf-8")
+    from evaluation.summary import format_table, summarise
+
+    print(format_table(summarise(result)))
+    print(f"result: {args.out}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("replay", help="replay a workload through live proxies and baselines",
+                       description="Start the engine simulator and one semcache proxy per system on loopback, "
+                                   "replay the workload through each, write one result JSON.")
+    p.add_argument("--workload", type=Path, required=True, help="directory written by 'eval workload'")
+    p.add_argument("--out", type=Path, required=True, help="result JSON file")
+    p.add_argument("--systems", default="direct,exact,global-0.80,global-best,semcache",
+                   help="comma-separated (default: all five)")
+    p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"), help="semcache's policy file")
+    p.add_argument("--best-threshold", type=float, default=0.80,
+                   help="global-best's threshold: the best-F1 threshold of 'eval pairs' on the dev data")
+    p.add_argument("--speedup", type=float, default=10.0, help="replay arrivals this many times faster")
+    p.add_argument("--concurrency", type=int, default=64, help="requests in flight at most")
+    p.add_argument("--limit", type=int, default=None, help="replay only the first N requests")
+    p.add_argument("--max-seconds", type=float, default=1800, help="stop sending after this long per system")
+    p.add_argument("--decode-ms", type=float, default=2.0, help="engine-sim decode time per output token")
+    p.add_argument("--max-batch", type=int, default=64, help="engine-sim concurrent requests")
+    p.set_defaults(handler=run_cli)

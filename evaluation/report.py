@@ -1,0 +1,206 @@
+"""``semcache report``: a self-contained HTML page and PNG plots from a replay or a live proxy.
+
+From a replay result (JSON written by ``semcache eval replay``): hit rate and
+false-hit rate per category over time, similarity histograms of true hits,
+false hits and misses, latency CDFs (cache vs no cache), tokens and money
+saved, and each category's break-even hit rate. From a live proxy URL it
+reads ``/admin/stats`` (bearer token) and plots per-category hit rates and
+the hit / near-miss similarity histograms the proxy keeps.
+
+Definitions are those of :mod:`evaluation.summary` (false-hit rate = false
+hits / hits).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.summary import format_table, money, summarise
+
+DEFINITIONS = ("hit rate = hits / requests; false-hit rate = false hits / hits (a hit is false when the served "
+               "answer was produced for another intent); tokens saved relative to no cache (direct); break-even "
+               "hit rate = measured lookup time / mean uncached request time.")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> Path:
+    path = out / name
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def plot_over_time(result: dict[str, Any], out: Path, window: int = 1000) -> Path:
+    """Hit rate (solid) and false-hit rate (dashed) per category, in windows of requests."""
+    plt = _plt()
+    cats = sorted({r["category"] for s in result["systems"].values() for r in s["records"]})
+    fig, axes = plt.subplots(1, len(cats), figsize=(3.2 * len(cats), 3.2), sharey=True, squeeze=False)
+    for ax, cat in zip(axes[0], cats):
+        for name, sysres in result["systems"].items():
+            if name == "direct":
+                continue
+            recs = [r for r in sysres["records"] if r["category"] == cat]
+            step = max(1, min(window, len(recs) // 8 or 1))
+            xs, hit, fhr = [], [], []
+            for k in range(0, len(recs), step):
+                chunk = recs[k:k + step]
+                hits = [r for r in chunk if r["status"] == "hit"]
+                xs.append(chunk[-1]["i"])
+                hit.append(len(hits) / len(chunk))
+                fhr.append(sum(r["correct"] is False for r in hits) / len(hits) if hits else 0.0)
+            line, = ax.plot(xs, hit, label=name)
+            ax.plot(xs, fhr, linestyle="--", color=line.get_color())
+        ax.set_title(cat)
+        ax.set_xlabel("request #")
+    axes[0][0].set_ylabel("hit rate (solid), false-hit rate (dashed)")
+    axes[0][-1].legend(fontsize=7)
+    return _save(fig, out, "hit_rate_over_time.png")
+
+
+def plot_similarity(result: dict[str, Any], out: Path) -> Path:
+    """Similarity of true hits, false hits and misses, one panel per cache system."""
+    plt = _plt()
+    names = [n for n in result["systems"] if n != "direct"]
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(3.4 * max(1, len(names)), 3), squeeze=False)
+    bins = np.linspace(0.3, 1.0, 36)
+    for ax, name in zip(axes[0], names):
+        recs = [r for r in result["systems"][name]["records"] if r.get("similarity") is not None]
+        groups = {"true hits": [r["similarity"] for r in recs if r["status"] == "hit" and r["correct"] is True],
+                  "false hits": [r["similarity"] for r in recs if r["status"] == "hit" and r["correct"] is False],
+                  "misses": [r["similarity"] for r in recs if r["status"] == "miss"]}
+        for label, values in groups.items():
+            ax.hist(np.clip(values, 0.3, 1.0), bins=bins, alpha=0.55, label=f"{label} ({len(values)})")
+        ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("cosine similarity")
+        ax.legend(fontsize=7)
+    return _save(fig, out, "similarity_hist.png")
+
+
+def plot_latency(result: dict[str, Any], out: Path) -> Path:
+    """Empirical CDFs of time to first token and total latency per system."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for key, ax in zip(("ttft_s", "total_s"), axes):
+        for name, sysres in result["systems"].items():
+            values = np.sort([r[key] for r in sysres["records"] if r.get(key) is not None and r.get("http") == 200])
+            if len(values):
+                ax.plot(values * 1000, np.arange(1, len(values) + 1) / len(values), label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel(("time to first token" if key == "ttft_s" else "total latency") + " (ms)")
+        ax.set_ylabel("fraction of requests")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    return _save(fig, out, "latency_cdf.png")
+
+
+def plot_savings(summary: dict[str, Any], spend: dict[str, float], out: Path) -> Path:
+    plt = _plt()
+    names = list(summary)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    axes[0].bar(names, [summary[n]["upstream_tokens"] / 1e6 for n in names])
+    axes[0].set_ylabel("upstream tokens (millions)")
+    axes[1].bar(names, spend.values())
+    axes[1].set_ylabel("upstream spend ($)")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=30)
+    return _save(fig, out, "savings.png")
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<h2>{html.escape(path.stem.replace("_", " "))}</h2><img src="data:image/png;base64,{data}">'
+
+
+def _page(title: str, pre: list[str], images: list[Path]) -> str:
+    blocks = "".join(f"<pre>{html.escape(p)}</pre>" for p in pre)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}img{max-width:100%}"
+            "pre{background:#f4f4f4;padding:8px;overflow-x:auto}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(DEFINITIONS)}</p>{blocks}"
+            + "".join(_img(p) for p in images) + "</body></html>")
+
+
+def report_from_result(result: dict[str, Any], out: Path, price_in: float, price_out: float) -> Path:
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(result)
+    spend = money(summary, price_in, price_out)
+    steps = [lambda: plot_over_time(result, out), lambda: plot_similarity(result, out),
+             lambda: plot_latency(result, out), lambda: plot_savings(summary, spend, out)]
+    images = [step() for step in tqdm(steps, desc="plots", leave=False)]
+    lines = [f"{n:<13} ${v:,.2f}" for n, v in spend.items()]
+    breakeven = [f"{n:<13} " + "  ".join(f"{c} {v:.4f}" for c, v in s["break_even"].items())
+                 for n, s in summary.items() if s.get("break_even")]
+    pre = [json.dumps(result["meta"]), format_table(summary),
+           f"upstream spend at ${price_in}/M prompt, ${price_out}/M completion tokens:\n" + "\n".join(lines),
+           "break-even hit rate per category (lookup ms / uncached ms):\n" + "\n".join(breakeven)]
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    page = out / "report.html"
+    page.write_text(_page("semcache replay report", pre, images), encoding="utf-8")
+    return page
+
+
+def report_from_stats(stats: dict[str, Any], out: Path) -> Path:
+    """Report on a live proxy's ``/admin/stats``."""
+    plt = _plt()
+    out.mkdir(parents=True, exist_ok=True)
+    cats = stats["cache"]["categories"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    axes[0].bar(list(cats), [c["hit_rate"] for c in cats.values()])
+    axes[0].set_ylabel("hit rate")
+    centres = (np.arange(50) + 0.5) / 50
+    for name, c in cats.items():
+        axes[1].plot(centres, c["hit_similarity_hist"], label=f"{name} hits")
+        axes[1].plot(centres, c["near_miss_similarity_hist"], linestyle="--", label=f"{name} near misses")
+    axes[1].set_xlabel("cosine similarity")
+    axes[1].legend(fontsize=7)
+    image = _save(fig, out, "live_stats.png")
+    rows = [f"{n:<14} lookups {c['lookups']:>8} hits {c['hits']:>8} hit rate {c['hit_rate']:.3f} "
+            f"lookup {c['mean_lookup_ms']:.2f} ms" for n, c in cats.items()]
+    page = out / "report.html"
+    page.write_text(_page("semcache live proxy report", ["\n".join(rows), json.dumps(stats.get("proxy"))], [image]),
+                    encoding="utf-8")
+    return page
+
+
+def run_cli(args: Any) -> int:
+    source = args.source
+    if source.startswith(("http://", "https://")):
+        import httpx
+
+        token = args.admin_token or ""
+        resp = httpx.get(source.rstrip("/") + "/admin/stats", headers={"authorization": f"Bearer {token}"},
+                         timeout=10)
+        resp.raise_for_status()
+        page = report_from_stats(resp.json(), args.out)
+    else:
+        page = report_from_result(json.loads(Path(source).read_text()), args.out, args.price_in, args.price_out)
+    print(f"report: {page}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="render an HTML report with plots from a replay result or a live proxy")
+    p.add_argument("--from", dest="source", required=True, help="replay result JSON, or a proxy base URL")
+    p.add_argument("--out", type=Path, required=True, help="output directory (report.html + PNGs)")
+    p.add_argument("--admin-token", help="bearer token for a live proxy's /admin (or SEMCACHE_ADMIN_TOKEN)")
+    p.add_argument("--price-in", type=float, default=2.5, help="$ per million prompt tokens (default 2.5)")
+    p.add_argument("--price-out", type=float, default=10.0, help="$ per million completion tokens (default 10)")
+    p.set_defaults(handler=run_cli)
