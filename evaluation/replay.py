@@ -36,10 +36,17 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
+async def _nothing():
+    return
+    yield
+
+
 async def _one(client: httpx.AsyncClient, url: str, r: workload.Request, origin: dict[str, str],
-               scheduled: float, start: float) -> dict[str, Any]:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": r.text}], "max_tokens": r.response_tokens + 16,
-            "stream": True, "stream_options": {"include_usage": True}}
+               scheduled: float, start: float, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": r.text}],
+                            "max_tokens": r.response_tokens + 16}
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
     sent = time.perf_counter()
     rec: dict[str, Any] = {"i": r.i, "t": r.t, "category": r.category, "intent": r.intent,
                            "lag_s": round(sent - start - scheduled, 4)}
@@ -51,7 +58,11 @@ async def _one(client: httpx.AsyncClient, url: str, r: workload.Request, origin:
             rec["cache_category"] = resp.headers.get("x-semcache-category")
             sim = resp.headers.get("x-semcache-similarity")
             rec["similarity"] = float(sim) if sim else None
-            async for line in resp.aiter_lines():
+            if not stream:  # one JSON body: cheaper for big runs, no time to first token
+                answer = json.loads(await resp.aread()) if resp.status_code == 200 else {}
+                parts = [(c.get("message") or {}).get("content") or "" for c in answer.get("choices") or []]
+                usage = answer.get("usage") or {}
+            async for line in (resp.aiter_lines() if stream else _nothing()):
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
@@ -80,7 +91,7 @@ async def _one(client: httpx.AsyncClient, url: str, r: workload.Request, origin:
 
 
 async def drive(url: str, requests: list[workload.Request], *, speedup: float, concurrency: int,
-                deadline_s: float, progress: bool = True, desc: str = "replay") -> list[dict[str, Any]]:
+                deadline_s: float, progress: bool = True, desc: str = "replay", stream: bool = True) -> list[dict[str, Any]]:
     """Send ``requests`` at their arrival times / ``speedup``, at most ``concurrency`` in flight."""
     from tqdm import tqdm
 
@@ -92,7 +103,7 @@ async def drive(url: str, requests: list[workload.Request], *, speedup: float, c
 
     async def run(r: workload.Request, scheduled: float) -> None:
         try:
-            records.append(await _one(client, url, r, origin, scheduled, start))
+            records.append(await _one(client, url, r, origin, scheduled, start, stream))
         finally:
             limit.release()
             bar.update(1)
@@ -122,33 +133,47 @@ async def _admin_stats(url: str) -> dict[str, Any]:
         return resp.json()
 
 
+def _best_threshold(pairs_json: Path) -> float:
+    """The best-F1 global threshold of an ``eval pairs --json`` result, waiting until it exists."""
+    while not Path(pairs_json).exists():
+        time.sleep(5)
+    return float(json.loads(Path(pairs_json).read_text())["global_sweep"]["best_f1"]["threshold"])
+
+
 def replay(workdir: Path, *, systems_wanted: list[str], speedup: float, concurrency: int, limit: int | None,
            best_threshold: float, policy: Path, decode_ms: float, max_batch: int, deadline_s: float,
-           progress: bool = True) -> dict[str, Any]:
+           progress: bool = True, stream: bool = True, best_threshold_from: Path | None = None) -> dict[str, Any]:
     """Replay the workload in ``workdir`` through each wanted system; returns the result document."""
     requests = workload.read(workdir)[:limit]
     with tempfile.TemporaryDirectory(prefix="semcache-replay-") as tmp:
         tmpdir = Path(tmp)
         policies = systems.policy_files(tmpdir, policy, best_threshold)
+        if best_threshold_from is not None:
+            policies.pop("global-best")  # written when its turn comes: the pair run may still be going
         result: dict[str, Any] = {
             "meta": {"workload": str(workdir), "requests": len(requests), "speedup": speedup,
                      "concurrency": concurrency, "decode_ms_per_token": decode_ms, "max_batch": max_batch,
-                     "best_threshold": best_threshold, "policy": str(policy), "started": time.time()},
+                     "best_threshold": best_threshold, "policy": str(policy), "stream": stream,
+                     "started": time.time()},
             "systems": {},
         }
         with systems.engine_sim(Path(workdir) / "answers.jsonl", tmpdir / "engine-sim.log",
                                 decode_ms=decode_ms, max_batch=max_batch) as sim:
             for name in systems_wanted:
                 began = time.perf_counter()
+                if name not in policies:
+                    best = _best_threshold(best_threshold_from)
+                    result["meta"]["best_threshold"] = best
+                    policies[name] = systems.policy_files(tmpdir, policy, best)[name]
                 if policies[name] is None:
                     records = asyncio.run(drive(sim.url, requests, speedup=speedup, concurrency=concurrency,
-                                                deadline_s=deadline_s, progress=progress, desc=name))
+                                                deadline_s=deadline_s, progress=progress, desc=name, stream=stream))
                     stats = None
                 else:
                     with systems.proxy(sim.url + "/v1", policies[name], tmpdir / f"{name}.db", TOKEN,
                                        tmpdir / f"{name}.log") as px:
                         records = asyncio.run(drive(px.url, requests, speedup=speedup, concurrency=concurrency,
-                                                    deadline_s=deadline_s, progress=progress, desc=name))
+                                                    deadline_s=deadline_s, progress=progress, desc=name, stream=stream))
                         stats = asyncio.run(_admin_stats(px.url))
                 result["systems"][name] = {"records": records, "admin_stats": stats,
                                            "policy": policies[name].read_text() if policies[name] else None,
@@ -163,7 +188,8 @@ def run_cli(args: Any) -> int:
         raise SystemExit(f"unknown systems: {sorted(unknown)}")
     result = replay(args.workload, systems_wanted=wanted, speedup=args.speedup, concurrency=args.concurrency,
                     limit=args.limit, best_threshold=args.best_threshold, policy=args.policy,
-                    decode_ms=args.decode_ms, max_batch=args.max_batch, deadline_s=args.max_seconds)
+                    decode_ms=args.decode_ms, max_batch=args.max_batch, deadline_s=args.max_seconds,
+                    stream=not args.no_stream, best_threshold_from=args.best_threshold_from)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result), encoding="utf-8")
     from evaluation.summary import format_table, summarise
@@ -184,10 +210,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"), help="semcache's policy file")
     p.add_argument("--best-threshold", type=float, default=0.80,
                    help="global-best's threshold: the best-F1 threshold of 'eval pairs' on the dev data")
+    p.add_argument("--best-threshold-from", type=Path, default=None,
+                   help="take global-best's threshold from this 'eval pairs --json' output (waits for the file)")
     p.add_argument("--speedup", type=float, default=10.0, help="replay arrivals this many times faster")
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight at most")
     p.add_argument("--limit", type=int, default=None, help="replay only the first N requests")
     p.add_argument("--max-seconds", type=float, default=1800, help="stop sending after this long per system")
     p.add_argument("--decode-ms", type=float, default=2.0, help="engine-sim decode time per output token")
     p.add_argument("--max-batch", type=int, default=64, help="engine-sim concurrent requests")
+    p.add_argument("--no-stream", action="store_true",
+                   help="plain JSON responses (cheaper for big runs; no time-to-first-token)")
     p.set_defaults(handler=run_cli)

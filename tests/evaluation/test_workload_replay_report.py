@@ -97,3 +97,21 @@ def test_summary_by_hand():
     assert s["hit_rate"] == 0.5 and s["false_hit_rate"] == 0.5
     assert s["tokens_saved"] == 40 and s["tokens_saved_share"] == 0.5
     assert s["break_even"] == {"a": pytest.approx(0.005)}  # 5 ms lookup / 1000 ms uncached
+
+
+@needs_data
+def test_replay_without_streaming_and_best_threshold_from_pairs(tmp_path):
+    arrivals = traces.generate(60, rate=40.0, seed=5)
+    reqs = workload.build(arrivals, workload.load_intents(DATA), pool=10, max_response_tokens=16, seed=5)
+    workload.write(reqs, tmp_path / "wl", arrivals, {})
+    pairs_json = tmp_path / "pairs.json"
+    pairs_json.write_text(json.dumps({"global_sweep": {"best_f1": {"threshold": 0.83}}}))
+    result = replay(tmp_path / "wl", systems_wanted=["global-best"], speedup=50, concurrency=8, limit=None,
+                    best_threshold=0.8, policy=Path("policies/default.yaml"), decode_ms=0.1, max_batch=16,
+                    deadline_s=60, progress=False, stream=False, best_threshold_from=pairs_json)
+    assert result["meta"]["best_threshold"] == 0.83
+    assert "threshold: 0.83" in result["systems"]["global-best"]["policy"]
+    recs = result["systems"]["global-best"]["records"]
+    assert len(recs) == 60 and all(r["http"] == 200 and r["ttft_s"] is None for r in recs)
+    assert any(r["status"] == "hit" for r in recs)
+    assert all(r["upstream_completion_tokens"] > 0 for r in recs if r["status"] == "miss")
