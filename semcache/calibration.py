@@ -64,7 +64,7 @@ class OperatingPoint:
 
 
 def choose(scores, labels, target: float, *, confidence: float = 0.95, servable=None,
-           min_value: float | None = None, grid: int = 200) -> OperatingPoint:
+           min_value: float | None = None, grid: int = 20) -> OperatingPoint:
     """The loosest cut-off on ``scores`` meeting ``target`` (labels: 1 = right answer).
 
     ``servable`` (bool per pair) marks pairs another stage would already
@@ -78,10 +78,17 @@ def choose(scores, labels, target: float, *, confidence: float = 0.95, servable=
     s = scores[order]
     served_cum, wrong_cum = np.cumsum(ok[order]), np.cumsum((labels[order] == 0) & ok[order])
     alpha = 1.0 - confidence
-    # The sequence of cut-offs depends on the scores only, never on the labels:
-    # it starts where even zero false hits could pass (n >= ln(alpha)/ln(1-target))
+    # The sequence of cut-offs depends on the scores only, never on the labels. It
+    # starts at the smallest served count that would pass with an observed rate of a
+    # quarter of the target (so one early false hit among the top scores does not end
+    # the sequence), or where zero false hits could pass if the data are too few,
     # and walks down a grid of at most ``grid`` points.
     n_min = math.ceil(math.log(alpha) / math.log1p(-target))
+    total = int(served_cum[-1]) if len(s) else 0
+    for n in np.unique(np.geomspace(n_min, max(n_min, total), 64).round().astype(int)):
+        if _binom_cdf(int(n * target / 4), int(n), target) <= alpha:
+            n_min = int(n)
+            break
     ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each distinct score
     ends = ends[served_cum[ends] >= n_min]
     if min_value is not None:
