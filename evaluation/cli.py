@@ -2,8 +2,8 @@
 
 Registered through the ``semcache.commands`` entry-point group that
 ``proxy.cli`` loads: :func:`register_eval` adds ``eval``, :func:`register_report`
-adds ``report``. Subcommand modules are imported lazily so ``semcache --help``
-stays fast.
+adds ``report``. The heavy parts (embedder, matplotlib, tqdm) are imported only
+when a command runs, so ``semcache --help`` stays fast.
 """
 
 from __future__ import annotations
