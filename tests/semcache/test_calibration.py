@@ -88,3 +88,14 @@ def test_calibrate_text_writes_threshold_and_evidence():
     assert chosen.calibration.upper_bound <= 0.02 and chosen.calibration.served == ev["served"] > 149
     assert load_policies_text(text)["default"].threshold == 0.9  # no target: untouched
     assert "clopper-pearson" in text.lower() and yaml.safe_load(text)["categories"]["faq"]["max_false_hit_rate"] == 0.02
+
+
+def test_calibrate_command_registers_as_subcommand():
+    import argparse
+
+    from semcache.calibrate_cli import register, run
+
+    parser = argparse.ArgumentParser(prog="semcache")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["calibrate", "--data", "d.jsonl", "--policy", "in.yaml", "--out", "o.yaml"])
+    assert args.handler is run and args.confidence == 0.95 and args.data == "d.jsonl"
