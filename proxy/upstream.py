@@ -1,9 +1,11 @@
-"""Upstream engines: where a request goes, and the one pooled HTTP client that takes it there.
+"""Upstream engines: where a request goes, and the pooled HTTP clients that take it there.
 
 An :class:`Upstream` is one OpenAI-compatible base URL, optionally pinned to
 one model name. The :class:`UpstreamRouter` chooses among the upstreams that
 can serve a model with a pluggable :class:`RoutingStrategy` (round robin and
 least-loaded here; prefix affinity and session stickiness slot in later).
+Plain ``http://`` engines are reached with the lean :class:`proxy.http1.Http1Client`,
+``https://`` ones (and an injected test transport) with ``httpx``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any, Protocol
 import httpx
 
 from proxy.errors import openai_error_from_upstream
+from proxy.http1 import Http1Client
 from proxy.settings import ProxySettings
+from proxy.transport import HttpxClient, TransportError, TransportTimeout, UpstreamClient, UpstreamResponse
 from semcache.errors import RequestError, UpstreamError
 
 
@@ -102,7 +106,7 @@ def upstream_error(status: int, content: bytes) -> UpstreamError:
 
 
 class UpstreamPool:
-    """The pooled ``httpx.AsyncClient`` and the router over the configured upstreams."""
+    """The pooled upstream clients and the router over the configured upstreams."""
 
     def __init__(self, settings: ProxySettings, transport: httpx.AsyncBaseTransport | None = None):
         self.router = UpstreamRouter([Upstream.parse(s) for s in settings.upstreams],
@@ -111,10 +115,20 @@ class UpstreamPool:
         limits = httpx.Limits(max_connections=settings.upstream_max_connections,
                               max_keepalive_connections=settings.upstream_max_connections)
         timeout = httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout)
-        self.client = httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport)
+        self._httpx = HttpxClient(httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport))
+        self._http1 = None if transport is not None else Http1Client(
+            connect_timeout=settings.upstream_connect_timeout, read_timeout=settings.upstream_read_timeout,
+            max_connections=settings.upstream_max_connections)
+
+    def client_for(self, url: str) -> UpstreamClient:
+        if self._http1 is not None and url.startswith("http://"):
+            return self._http1
+        return self._httpx
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._http1 is not None:
+            await self._http1.aclose()
+        await self._httpx.aclose()
 
     def headers(self, authorization: str | None) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
@@ -124,25 +138,28 @@ class UpstreamPool:
             headers["authorization"] = authorization
         return headers
 
-    async def open(self, upstream: Upstream, path: str, body: dict[str, Any],
-                   authorization: str | None) -> httpx.Response:
+    async def open(self, upstream: Upstream, path: str, body: dict[str, Any] | bytes,
+                   authorization: str | None) -> UpstreamResponse:
         """Send ``body`` and return the response with its body unread (caller closes it).
 
         Raises :class:`UpstreamError` for an error status (body read, response
         closed) and for transport failures (502 unreachable, 504 timeout).
         """
-        request = self.client.build_request("POST", upstream.base_url + path,
-                                            content=json.dumps(body).encode(), headers=self.headers(authorization))
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        url = upstream.base_url + path
         try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            response = await self.client_for(url).request("POST", url, self.headers(authorization), content)
+        except TransportTimeout as exc:
             raise UpstreamError(f"upstream {upstream.base_url} timed out", status_code=504) from exc
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise UpstreamError(f"upstream {upstream.base_url} unreachable: {type(exc).__name__}",
                                 status_code=502) from exc
         if response.status_code >= 400:
             try:
                 content = await response.aread()
+            except TransportError as exc:
+                raise UpstreamError(f"upstream {upstream.base_url} broke off: {type(exc).__name__}",
+                                    status_code=502) from exc
             finally:
                 await response.aclose()
             raise upstream_error(response.status_code, content)
@@ -156,7 +173,7 @@ class UpstreamPool:
             response = await self.open(upstream, path, body, authorization)
             try:
                 content = await response.aread()
-            except httpx.HTTPError as exc:
+            except TransportError as exc:
                 raise UpstreamError(f"upstream {upstream.base_url} broke off: {type(exc).__name__}",
                                     status_code=502) from exc
             finally:
@@ -175,10 +192,15 @@ class UpstreamPool:
         """Merge every upstream's ``/models`` (first listing of an id wins; failures skipped)."""
 
         async def one(u: Upstream) -> list[dict[str, Any]]:
+            url = u.base_url + "/models"
             try:
-                r = await self.client.get(u.base_url + "/models", headers=self.headers(authorization))
-                data = r.json().get("data", []) if r.status_code == 200 else []
-            except (httpx.HTTPError, ValueError, AttributeError):
+                r = await self.client_for(url).request("GET", url, self.headers(authorization))
+                try:
+                    content = await r.aread()
+                finally:
+                    await r.aclose()
+                data = json.loads(content).get("data", []) if r.status_code == 200 else []
+            except (TransportError, ValueError, AttributeError):
                 return [{"id": u.model, "object": "model", "owned_by": "semcache"}] if u.model else []
             listed = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
             u.models = {m["id"] for m in listed}
