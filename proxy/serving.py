@@ -21,14 +21,15 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from proxy.coalesce import Coalescer
 from proxy.controls import CacheControls
 from proxy.errors import error_body
 from proxy.metrics import ProxyMetrics
 from proxy.sse import DONE, SSEParser, assemble, frame, replay_chunks
+from proxy.transport import TransportError
 from proxy.upstream import UpstreamPool
 from semcache import CacheRequest, LookupResult, SemanticCache
 from semcache.errors import CacheUnavailableError, UpstreamError
@@ -59,6 +60,7 @@ class CachedEndpoint:
         self.metrics = metrics
         self.coalesce = coalesce
         self.coalescer: Coalescer[dict[str, Any]] = Coalescer()
+        self._storing: dict[str, asyncio.Task[None]] = {}  # coalesce key -> store in progress
         self.cache_ready = False  # set once the cache has started; until then: bypass
 
     async def handle(self, endpoint: str, body: dict[str, Any], controls: CacheControls) -> Response:
@@ -66,6 +68,13 @@ class CachedEndpoint:
         request = CacheRequest(endpoint=endpoint, body=body, tenant=controls.tenant,
                                namespace=controls.namespace, category=controls.category)
         lookup = await self._lookup(request, controls)
+        key = lookup.coalesce_key if lookup is not None and lookup.status == "miss" else None
+        pending = self._storing.get(key) if key is not None else None
+        if pending is not None and not controls.no_cache:
+            # The same request's answer is being stored right now (stores run beside the
+            # response): wait for it and look again, so a repeat after an answer is a hit.
+            await asyncio.shield(pending)
+            lookup = await self._lookup(request, controls)
         stream = bool(body.get("stream"))
         if lookup is not None and lookup.status == "hit" and lookup.entry is not None:
             return self._hit(endpoint, body, lookup, stream, started)
@@ -76,14 +85,16 @@ class CachedEndpoint:
         try:
             if stream:
                 return await self._relay(endpoint, request, lookup, controls, status, storable, started)
-            answer, joined = await self._forward(endpoint, request, lookup, controls, storable)
+            answer, joined, storing = await self._forward(endpoint, request, lookup, controls, storable)
         except UpstreamError as exc:
             return self._upstream_error(endpoint, exc, status, lookup, started)
         headers = cache_headers(status, lookup)
         if joined:
             headers["x-semcache-coalesced"] = "true"
         self._observe(endpoint, status, started)
-        return JSONResponse(answer, headers=headers)
+        # The store runs beside the response; the request ends (background) once it is done.
+        background = BackgroundTask(_finish_store, storing) if storing is not None else None
+        return JSONResponse(answer, headers=headers, background=background)
 
     # ------------------------------------------------------------------ lookup
     async def _lookup(self, request: CacheRequest, controls: CacheControls) -> LookupResult | None:
@@ -127,25 +138,38 @@ class CachedEndpoint:
 
     # ---------------------------------------------------------- non-streamed
     async def _forward(self, endpoint: str, request: CacheRequest, lookup: LookupResult | None,
-                       controls: CacheControls, storable: bool) -> tuple[dict[str, Any], bool]:
+                       controls: CacheControls, storable: bool
+                       ) -> tuple[dict[str, Any], bool, asyncio.Task[None] | None]:
+        """The answer, whether it was another caller's, and the task storing it (the leader's only)."""
+        storing: asyncio.Task[None] | None = None
+
         async def work() -> dict[str, Any]:
+            nonlocal storing
             self.metrics.in_flight.inc()
             try:
                 answer = await self.pool.post_json(PATHS[endpoint], request.body, controls.authorization)
             finally:
                 self.metrics.in_flight.dec()
             if storable and lookup is not None:
-                await self._store(request, lookup, answer, None)
+                # Off the critical path: the answer goes back while it is stored. Started here,
+                # inside the (shielded) coalesced flight, so a leaving leader cannot lose it.
+                storing = asyncio.ensure_future(self._store(request, lookup, answer, None))
+                key = lookup.coalesce_key
+                if key is not None:
+                    self._storing[key] = storing
+                    storing.add_done_callback(lambda t: self._storing.pop(key, None)
+                                              if self._storing.get(key) is t else None)
             return answer
 
         key = lookup.coalesce_key if lookup is not None and lookup.status == "miss" else None
         if not (self.coalesce and key):
-            return await work(), False
+            return await work(), False, storing
         flight = f"{controls.tenant}|{endpoint}|{int(storable)}|{key}"
         answer, joined = await self.coalescer.run(flight, work)
         if joined:
             self.metrics.coalesced.inc()
-        return answer, joined
+            return answer, True, None
+        return answer, False, storing
 
     async def _store(self, request: CacheRequest, lookup: LookupResult, response: dict[str, Any],
                      chunks: list[dict[str, Any]] | None) -> None:
@@ -183,7 +207,8 @@ class CachedEndpoint:
                         if event.strip() == "[DONE]":
                             complete = True
                             if chunks:
-                                # Shielded: a client leaving now must not cut a store in half.
+                                # Before [DONE] (a client may repeat the moment it sees it); shielded:
+                                # a client leaving now must not cut a store in half.
                                 await asyncio.shield(self._store(request, lookup, assemble(chunks, endpoint),
                                                                  chunks))
                             out.append(DONE)
@@ -193,7 +218,7 @@ class CachedEndpoint:
                             chunks = _collect(chunks, event)
                     if out:
                         yield b"".join(out)
-            except httpx.HTTPError as exc:
+            except TransportError as exc:
                 log.warning("upstream stream broke off: %s", type(exc).__name__)
                 yield frame(error_body("upstream stream broke off", 502))
             finally:
@@ -217,6 +242,10 @@ class CachedEndpoint:
     def _observe(self, endpoint: str, status: str, started: float) -> None:
         self.metrics.requests.labels(endpoint, status).inc()
         self.metrics.latency.labels(endpoint, status).observe(time.perf_counter() - started)
+
+
+async def _finish_store(storing: asyncio.Task[None]) -> None:
+    await asyncio.shield(storing)  # a leaving client must not cancel the store
 
 
 def _collect(chunks: list[dict[str, Any]], event: str) -> list[dict[str, Any]] | None:
