@@ -9,7 +9,9 @@ concurrent phase, so the load generator costs far less CPU than the proxy.
 
 Prints, from one run: hit p50/p99 with 1 client; hits/s and p99 with N
 clients; miss p50 through the proxy and directly against the simulator
-(same prompts, interleaved) and the difference (the miss overhead).
+(same prompts, interleaved, each side on its own warm keep-alive
+connection) and the difference (the miss overhead), also as the median of
+per-prompt differences; the load average (the box is shared).
 """
 
 from __future__ import annotations
@@ -102,6 +104,29 @@ async def _hammer(port: int, raw: bytes, connections: int, duration: float) -> l
     return latencies
 
 
+async def _paired(proxy_port: int, sim_port: int,
+                  pairs: list[tuple[bytes, bytes]]) -> tuple[list[float], list[float]]:
+    """Time each (to proxy, to simulator) pair on two warm keep-alive connections, alternating order."""
+    proxy, sim = await Conn(proxy_port).open(), await Conn(sim_port).open()
+    warm = chat_request(sim_port, "warm-up")
+    await sim.call(warm)
+    await proxy.call(warm.replace(f"127.0.0.1:{sim_port}".encode(), f"127.0.0.1:{proxy_port}".encode()))
+    via_proxy: list[float] = []
+    direct: list[float] = []
+    try:
+        for i, (to_proxy, to_sim) in enumerate(pairs):
+            order = [(proxy, to_proxy, via_proxy), (sim, to_sim, direct)]
+            for conn, raw, into in order if i % 2 else order[::-1]:
+                seconds, status, head = await conn.call(raw)
+                if status != 200 or (conn is proxy and b"x-semcache-status: miss" not in head.lower()):
+                    raise RuntimeError(f"miss phase: status {status}, head {head[:200]!r}")
+                into.append(seconds)
+    finally:
+        proxy.close()
+        sim.close()
+    return via_proxy, direct
+
+
 def _worker(port: int, raw: bytes, connections: int, duration: float, out: mp.Queue) -> None:
     import uvloop
 
@@ -154,17 +179,16 @@ def run(args: argparse.Namespace) -> dict:
             w.join()
 
         def misses(tag: str, headers: str) -> tuple[list[float], list[float]]:
-            """Same new prompts through the proxy and directly, alternating which goes first."""
-            via_proxy, direct = [], []
-            for i in range(args.misses):
-                prompt = f"Unique {tag} prompt number {i}: what is {i} plus {i + 7}?"
-                to_proxy, to_sim = chat_request(proxy_port, prompt, headers), chat_request(sim_port, prompt)
-                order = [(proxy_port, to_proxy, via_proxy), (sim_port, to_sim, direct)]
-                for port, raw, into in order if i % 2 else order[::-1]:
-                    seconds, status, head = uvloop.run(_sequential(port, [raw]))[0]
-                    if status == 200 and (port == sim_port or b"x-semcache-status: miss" in head.lower()):
-                        into.append(seconds)
-            return via_proxy, direct
+            """Same new prompts through the proxy and directly, alternating which goes first.
+
+            Both sides are measured the same way: one keep-alive connection each
+            (the proxy keeps its own to the simulator), opened and warmed before.
+            """
+            pairs = [(chat_request(proxy_port, f"Unique {tag} prompt number {i}: what is {i} plus {i + 7}?",
+                                   headers),
+                      chat_request(sim_port, f"Unique {tag} prompt number {i}: what is {i} plus {i + 7}?"))
+                     for i in range(args.misses)]
+            return uvloop.run(_paired(proxy_port, sim_port, pairs))
 
         via_proxy, direct = misses("miss", "")
         nostore_proxy, nostore_direct = misses("nostore", "cache-control: no-store\r\n")
@@ -175,6 +199,8 @@ def run(args: argparse.Namespace) -> dict:
             "miss_p50_ms_proxy": statistics.median(via_proxy) * 1000, "miss_p50_ms_direct":
                 statistics.median(direct) * 1000,
             "miss_overhead_p50_ms": (statistics.median(via_proxy) - statistics.median(direct)) * 1000,
+            "miss_overhead_paired_p50_ms": statistics.median(p - d for p, d in zip(via_proxy, direct)) * 1000,
+            "load_average": os.getloadavg(),
             "misses_measured": len(via_proxy), "sim_decode_ms_per_token": args.decode_ms,
             "miss_overhead_p50_ms_no_store": (statistics.median(nostore_proxy)
                                               - statistics.median(nostore_direct)) * 1000,
@@ -205,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"miss p50:                     proxy+sim {r['miss_p50_ms_proxy']:.2f} ms   sim direct "
           f"{r['miss_p50_ms_direct']:.2f} ms   overhead {r['miss_overhead_p50_ms']:.2f} ms "
           f"({r['misses_measured']} misses)")
+    print(f"miss overhead, paired:        p50 {r['miss_overhead_paired_p50_ms']:.2f} ms "
+          "(median of per-prompt differences)")
+    print(f"load average at the end:      {' '.join(f'{x:.2f}' for x in r['load_average'])}")
     print(f"miss overhead, no-store:      {r['miss_overhead_p50_ms_no_store']:.2f} ms (lookup + forward only)")
     return 0
 
