@@ -59,6 +59,8 @@ def plot_over_time(result: dict[str, Any], out: Path, window: int = 1000) -> Pat
             xs, hit, fhr = [], [], []
             for k in range(0, len(recs), step):
                 chunk = recs[k:k + step]
+                if len(chunk) < step // 2 and xs:  # a short last window is mostly noise
+                    break
                 hits = [r for r in chunk if r["status"] == "hit"]
                 xs.append(chunk[-1]["i"])
                 hit.append(len(hits) / len(chunk))
@@ -101,6 +103,9 @@ def plot_latency(result: dict[str, Any], out: Path) -> Path:
             values = np.sort([r[key] for r in sysres["records"] if r.get(key) is not None and r.get("http") == 200])
             if len(values):
                 ax.plot(values * 1000, np.arange(1, len(values) + 1) / len(values), label=name)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no streamed requests in this run", ha="center", transform=ax.transAxes)
+            continue
         ax.set_xscale("log")
         ax.set_xlabel(("time to first token" if key == "ttft_s" else "total latency") + " (ms)")
         ax.set_ylabel("fraction of requests")
