@@ -36,9 +36,27 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-async def _nothing():
-    return
-    yield
+async def _read_json(resp: httpx.Response) -> tuple[list[str], dict[str, Any], None]:
+    """A plain JSON answer: its text(s) and usage (no time to first token)."""
+    answer = json.loads(await resp.aread()) if resp.status_code == 200 else {}
+    parts = [(c.get("message") or {}).get("content") or "" for c in answer.get("choices") or []]
+    return parts, answer.get("usage") or {}, None
+
+
+async def _read_sse(resp: httpx.Response, sent: float) -> tuple[list[str], dict[str, Any], float | None]:
+    """A streamed answer: its text pieces, the usage chunk, and the time to the first piece."""
+    ttft, parts, usage = None, [], {}
+    async for line in resp.aiter_lines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        chunk = json.loads(line[6:])
+        for choice in chunk.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                ttft = ttft or time.perf_counter() - sent
+                parts.append(text)
+        usage = chunk.get("usage") or usage
+    return parts, usage, ttft
 
 
 async def _one(client: httpx.AsyncClient, url: str, r: workload.Request, origin: dict[str, str],
@@ -58,20 +76,8 @@ async def _one(client: httpx.AsyncClient, url: str, r: workload.Request, origin:
             rec["cache_category"] = resp.headers.get("x-semcache-category")
             sim = resp.headers.get("x-semcache-similarity")
             rec["similarity"] = float(sim) if sim else None
-            if not stream:  # one JSON body: cheaper for big runs, no time to first token
-                answer = json.loads(await resp.aread()) if resp.status_code == 200 else {}
-                parts = [(c.get("message") or {}).get("content") or "" for c in answer.get("choices") or []]
-                usage = answer.get("usage") or {}
-            async for line in (resp.aiter_lines() if stream else _nothing()):
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        ttft = ttft or time.perf_counter() - sent
-                        parts.append(text)
-                usage = chunk.get("usage") or usage
+            # Plain JSON is cheaper for big runs; streaming measures time to first token.
+            parts, usage, ttft = await (_read_sse(resp, sent) if stream else _read_json(resp))
     except httpx.HTTPError as exc:
         rec.update(http=0, status="error", error=type(exc).__name__)
     rec["total_s"] = round(time.perf_counter() - sent, 5)
@@ -91,7 +97,8 @@ async def _one(client: httpx.AsyncClient, url: str, r: workload.Request, origin:
 
 
 async def drive(url: str, requests: list[workload.Request], *, speedup: float, concurrency: int,
-                deadline_s: float, progress: bool = True, desc: str = "replay", stream: bool = True) -> list[dict[str, Any]]:
+                deadline_s: float, progress: bool = True, desc: str = "replay",
+                stream: bool = True) -> list[dict[str, Any]]:
     """Send ``requests`` at their arrival times / ``speedup``, at most ``concurrency`` in flight."""
     from tqdm import tqdm
 
