@@ -50,6 +50,7 @@ class SemanticCache:
         hnsw: HNSWParams | None = None,
         candidates: int = 4,
         promote_at: int = 2048,
+        inline_search_max: int = 100_000,
         purge_interval_s: float = 30.0,
         verifier: VerifierGate | None = None,
     ):
@@ -61,6 +62,7 @@ class SemanticCache:
         self.verifier = verifier or VerifierGate()
         self.candidates = candidates
         self.purge_interval_s = purge_interval_s
+        self.inline_search_max = inline_search_max
         self.catalog = EntryCatalog(embedder.dim, hnsw=hnsw, promote_at=promote_at)
         self.index = self.catalog.index
         self._policies = policies
@@ -188,7 +190,9 @@ class SemanticCache:
 
         if ctx.vector is None:
             ctx.vector = await self._embed_one(norm.text)
-        if self.index.is_graph(partition):
+        # A search in up to ~100k entries takes a few hundred microseconds, less than
+        # a hop to a worker thread; bigger graphs go to a thread so the loop never stalls.
+        if self.index.partition_size(partition) > self.inline_search_max:
             found = await asyncio.to_thread(self.index.search, partition, ctx.vector, self.candidates)
         else:
             found = self.index.search(partition, ctx.vector, self.candidates)
