@@ -155,14 +155,7 @@ class UpstreamPool:
             raise UpstreamError(f"upstream {upstream.base_url} unreachable: {type(exc).__name__}",
                                 status_code=502) from exc
         if response.status_code >= 400:
-            try:
-                content = await response.aread()
-            except TransportError as exc:
-                raise UpstreamError(f"upstream {upstream.base_url} broke off: {type(exc).__name__}",
-                                    status_code=502) from exc
-            finally:
-                await response.aclose()
-            raise upstream_error(response.status_code, content)
+            raise upstream_error(response.status_code, await _read_all(upstream, response))
         return response
 
     async def post_json(self, path: str, body: dict[str, Any], authorization: str | None) -> dict[str, Any]:
@@ -171,13 +164,7 @@ class UpstreamPool:
         upstream.in_flight += 1
         try:
             response = await self.open(upstream, path, body, authorization)
-            try:
-                content = await response.aread()
-            except TransportError as exc:
-                raise UpstreamError(f"upstream {upstream.base_url} broke off: {type(exc).__name__}",
-                                    status_code=502) from exc
-            finally:
-                await response.aclose()
+            content = await _read_all(upstream, response)
         finally:
             upstream.in_flight -= 1
         try:
@@ -214,3 +201,14 @@ class UpstreamPool:
             for m in listing:
                 merged.setdefault(m["id"], m)
         return list(merged.values())
+
+
+async def _read_all(upstream, response) -> bytes:
+    """The whole body of an upstream response, closed afterwards; a broken read is a 502."""
+    try:
+        return await response.aread()
+    except TransportError as exc:
+        raise UpstreamError(f"upstream {upstream.base_url} broke off: {type(exc).__name__}",
+                            status_code=502) from exc
+    finally:
+        await response.aclose()

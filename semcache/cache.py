@@ -396,12 +396,4 @@ class SemanticCache:
     async def list_entries(self, *, tenant: str | None = None, category: str | None = None,
                            limit: int = 100) -> list[dict[str, Any]]:
         """Metadata of up to ``limit`` entries (newest first); no vectors, no responses."""
-        metas = [m for m in self.catalog
-                 if (tenant is None or m.tenant == tenant) and (category is None or m.category == category)]
-        metas.sort(key=lambda m: m.created_at, reverse=True)
-        return [
-            {"id": m.id, "tenant": m.tenant, "namespace": m.namespace, "category": m.category,
-             "model": m.model, "policy_version": m.policy_version, "query": m.query,
-             "created_at": m.created_at, "expires_at": m.expires_at, "bytes": m.size}
-            for m in metas[:limit]
-        ]
+        return self.catalog.describe(tenant=tenant, category=category, limit=limit)

@@ -117,3 +117,16 @@ class EntryCatalog:
 
     def sizes(self) -> dict[str, int]:
         return {k: v for k, v in self._bytes.items() if v}
+
+    def describe(self, *, tenant: str | None = None, category: str | None = None,
+                 limit: int = 100) -> list[dict]:
+        """Metadata of up to ``limit`` entries, newest first (for admin inspection)."""
+        metas = [m for m in self._meta.values()
+                 if (tenant is None or m.tenant == tenant) and (category is None or m.category == category)]
+        metas.sort(key=lambda m: m.created_at, reverse=True)
+        return [
+            {"id": m.id, "tenant": m.tenant, "namespace": m.namespace, "category": m.category,
+             "model": m.model, "policy_version": m.policy_version, "query": m.query,
+             "created_at": m.created_at, "expires_at": m.expires_at, "bytes": m.size}
+            for m in metas[:limit]
+        ]
