@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     texts, base = real_vectors(args.real)
-    print(f"{len(base)} real MiniLM vectors (dim {base.shape[1]}); HNSW M=16 ef_construction=100 ef=48; k=4")
+    print(f"{len(base)} real MiniLM vectors (dim {base.shape[1]}); HNSW M=16 ef_construction=100 ef=40; k=4")
     print("recall@1: all queries / queries whose exact neighbour is above the threshold; index MB: vectors and"
           " graph; process MB: RSS growth incl. entry metadata and the in-memory document store")
     header = (f"{'entries':>9} | {'flat p50/p99 ms':>16} | {'flat MB':>8} | {'HNSW p50/p99 ms':>16} | {'recall@1':>11} "

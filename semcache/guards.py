@@ -55,6 +55,11 @@ _ANTONYMS = [
     ("cheap", "expensive"), ("fast", "slow"), ("hot", "cold"), ("north", "south"), ("east", "west"),
     ("men", "women"), ("male", "female"), ("boy", "girl"), ("pros", "cons"), ("advantages", "disadvantages"),
 ]
+_PAIR_ORDER = frozenset(_ANTONYMS)
+_OPPOSITES: dict[str, set[str]] = {}
+for _x, _y in _ANTONYMS:
+    _OPPOSITES.setdefault(_x, set()).add(_y)
+    _OPPOSITES.setdefault(_y, set()).add(_x)
 _STEMS = ("ing", "ed", "es", "s", "d")
 _IDENT_RE = re.compile(
     r"`([^`]+)`"                                   # quoted code
@@ -121,11 +126,13 @@ def negation_conflict(a: str, b: str) -> str | None:
     parity_b, words_b = _negation_profile(b)
     if parity_a != parity_b:
         return "negation"
-    for x, y in _ANTONYMS:
-        x_in_a, y_in_a = x in words_a, y in words_a
-        x_in_b, y_in_b = x in words_b, y in words_b
-        if (x_in_a and not y_in_a and y_in_b and not x_in_b) or (y_in_a and not x_in_a and x_in_b and not y_in_b):
-            return f"{x}/{y}"
+    # Only words of the antonym vocabulary present in one text can conflict.
+    for x in words_a & _OPPOSITES.keys():
+        if x in words_b:
+            continue
+        for y in _OPPOSITES[x]:
+            if y in words_b and y not in words_a:
+                return f"{x}/{y}" if (x, y) in _PAIR_ORDER else f"{y}/{x}"
     return None
 
 

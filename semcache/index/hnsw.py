@@ -31,7 +31,7 @@ class HNSWParams(BaseModel):
 
     M: int = Field(default=16, ge=2, le=128)
     ef_construction: int = Field(default=100, ge=8)
-    ef: int = Field(default=48, ge=1)
+    ef: int = Field(default=40, ge=1)
     initial_capacity: int = Field(default=1024, ge=16)
     seed: int = 100
     build_threads: int = Field(default=1, ge=1)
