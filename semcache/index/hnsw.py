@@ -135,13 +135,13 @@ class HNSWIndex:
                 return []
             query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
             try:
-                labels, distances = self._index.knn_query(query, k=k)
+                labels, distances = self._index.knn_query(query, k=k, num_threads=1)
             except RuntimeError:
                 # hnswlib cannot always fill k slots when many nodes are deleted;
                 # widen ef once and ask for what it can return.
                 self._index.set_ef(max(self.params.ef, 4 * k, 128))
                 try:
-                    labels, distances = self._index.knn_query(query, k=1)
+                    labels, distances = self._index.knn_query(query, k=1, num_threads=1)
                 except RuntimeError as exc:
                     raise VectorIndexError(f"hnswlib search failed: {exc}") from exc
                 finally:
