@@ -92,3 +92,20 @@ async def cache(tmp_path, policies, clock, embedder):
     await c.start()
     yield c
     await c.close()
+
+
+@pytest.fixture
+async def make_cache(tmp_path, clock, embedder):
+    """Factory for a started cache under a policy given as YAML text; closed at teardown."""
+    made = []
+
+    async def make(policy_text: str) -> SemanticCache:
+        c = SemanticCache(policies=load_policies_text(policy_text), store=SQLiteStore(tmp_path / f"c{len(made)}.db"),
+                          embedder=embedder, clock=clock, purge_interval_s=0)
+        await c.start()
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        await c.close()

@@ -105,21 +105,14 @@ async def test_ttl_expired_entry_is_never_served_even_before_purge(cache, clock)
     assert cache.stats_snapshot()["categories"]["default"]["expirations"] == 1
 
 
-async def test_refresh_ttl_on_hit(tmp_path, clock, embedder):
-    from semcache import load_policies_text
-    pol = load_policies_text("categories: {default: {ttl_seconds: 10, refresh_ttl_on_hit: true}}")
-    c = SemanticCache(policies=pol, store=SQLiteStore(tmp_path / "r.db"), embedder=embedder, clock=clock,
-                      purge_interval_s=0)
-    await c.start()
-    try:
-        await put(c, chat("hello there friend"))
-        for _ in range(3):
-            clock.advance(8)
-            assert (await c.lookup(chat("hello there friend"))).status == "hit"
-        clock.advance(11)
-        assert (await c.lookup(chat("hello there friend"))).status == "miss"
-    finally:
-        await c.close()
+async def test_refresh_ttl_on_hit(make_cache, clock):
+    c = await make_cache("categories: {default: {ttl_seconds: 10, refresh_ttl_on_hit: true}}")
+    await put(c, chat("hello there friend"))
+    for _ in range(3):
+        clock.advance(8)
+        assert (await c.lookup(chat("hello there friend"))).status == "hit"
+    clock.advance(11)
+    assert (await c.lookup(chat("hello there friend"))).status == "miss"
 
 
 async def test_quota_evicts_inside_its_category_only(cache, clock):
@@ -144,24 +137,17 @@ async def test_quota_evicts_inside_its_category_only(cache, clock):
     assert all(i in cache.index for i in default_ids)
 
 
-async def test_lru_eviction_order(tmp_path, clock, embedder):
-    from semcache import load_policies_text
-    pol = load_policies_text("categories: {default: {quota: {max_entries: 2}, eviction: lru, threshold: 0.99}}")
-    c = SemanticCache(policies=pol, store=SQLiteStore(tmp_path / "l.db"), embedder=embedder, clock=clock,
-                      purge_interval_s=0)
-    await c.start()
-    try:
-        await put(c, chat("first entry text"))
-        clock.advance(1)
-        await put(c, chat("second entry text"))
-        clock.advance(1)
-        assert (await c.lookup(chat("first entry text"))).status == "hit"  # first is now most recent
-        clock.advance(1)
-        await put(c, chat("third entry text"))
-        assert (await c.lookup(chat("second entry text"))).status == "miss"
-        assert (await c.lookup(chat("first entry text"))).status == "hit"
-    finally:
-        await c.close()
+async def test_lru_eviction_order(make_cache, clock):
+    c = await make_cache("categories: {default: {quota: {max_entries: 2}, eviction: lru, threshold: 0.99}}")
+    await put(c, chat("first entry text"))
+    clock.advance(1)
+    await put(c, chat("second entry text"))
+    clock.advance(1)
+    assert (await c.lookup(chat("first entry text"))).status == "hit"  # first is now most recent
+    clock.advance(1)
+    await put(c, chat("third entry text"))
+    assert (await c.lookup(chat("second entry text"))).status == "miss"
+    assert (await c.lookup(chat("first entry text"))).status == "hit"
 
 
 async def test_invalidation_by_entry_namespace_category_model(cache):
@@ -215,23 +201,16 @@ async def test_store_refuses_what_must_not_be_cached(cache, response, why):
     assert (await cache.lookup(req)).status == "miss"
 
 
-async def test_guard_rejects_negation_and_numbers(tmp_path, clock, embedder):
-    from semcache import load_policies_text
-    pol = load_policies_text("categories: {default: {threshold: 0.3}}")
-    c = SemanticCache(policies=pol, store=SQLiteStore(tmp_path / "g.db"), embedder=embedder, clock=clock,
-                      purge_interval_s=0)
-    await c.start()
-    try:
-        await put(c, chat("how do I turn on two factor authentication"))
-        res = await c.lookup(chat("how do I turn off two factor authentication"))
-        assert res.status == "miss" and res.stage == "guard" and "negation" in res.reason
-        await put(c, chat("what was the revenue in 2021"))
-        res = await c.lookup(chat("what was the revenue in 2022"))
-        assert res.status == "miss" and "numbers" in res.reason
-        snap = c.stats_snapshot()["categories"]["default"]["guard_rejections"]
-        assert snap == {"negation": 1, "numbers": 1}
-    finally:
-        await c.close()
+async def test_guard_rejects_negation_and_numbers(make_cache, clock):
+    c = await make_cache("categories: {default: {threshold: 0.3}}")
+    await put(c, chat("how do I turn on two factor authentication"))
+    res = await c.lookup(chat("how do I turn off two factor authentication"))
+    assert res.status == "miss" and res.stage == "guard" and "negation" in res.reason
+    await put(c, chat("what was the revenue in 2021"))
+    res = await c.lookup(chat("what was the revenue in 2022"))
+    assert res.status == "miss" and "numbers" in res.reason
+    snap = c.stats_snapshot()["categories"]["default"]["guard_rejections"]
+    assert snap == {"negation": 1, "numbers": 1}
 
 
 async def test_explicit_and_rule_categories(cache):
