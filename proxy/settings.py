@@ -48,6 +48,7 @@ class ProxySettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "semcache"
     policies: Path = Path("policies/default.yaml")
+    iccache: Path | None = Field(None, description="IC-Cache config YAML (models, roles, selection); unset = off")
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings,
                                        description="see gpu_embed; env e.g. SEMCACHE_EMBEDDER__BACKEND=onnx-int8")
 

@@ -8,9 +8,13 @@ to the router.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from semcache.errors import ConfigError
 
 Role = Literal["large", "small"]
 
@@ -106,3 +110,20 @@ class ICCacheConfig(_Strict):
 
     def selection_for(self, category: str) -> SelectionConfig:
         return self.categories.get(category, self.selection)
+
+
+def load_iccache_config(path: str | Path) -> ICCacheConfig:
+    """Read an IC-Cache YAML file (``yaml.safe_load``); errors name the file and the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    try:
+        return ICCacheConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from exc
