@@ -58,6 +58,8 @@ class CacheEntry(BaseModel):
     utility_uses: int = 0
     feedback: Feedback = Field(default_factory=Feedback)
     trust: float = 1.0
+    validated_at: float | None = None
+    """When the large model last confirmed (or rewrote) this answer offline (IC-Cache replay)."""
 
     @property
     def size_bytes(self) -> int:

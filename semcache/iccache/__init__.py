@@ -15,6 +15,7 @@ Pieces, one concept each (none imports HTTP libraries):
 from semcache.iccache.bank import Example, ExampleBank, approx_tokens, scope_of
 from semcache.iccache.config import ICCacheConfig, ModelSpec, RouterConfig, SelectionConfig, load_iccache_config
 from semcache.iccache.load import EngineLoad, EngineMetrics, LoadTracker
+from semcache.iccache.persist import load_bank, save_bank
 from semcache.iccache.prompt import with_examples
 from semcache.iccache.quality import ICStats, agreement
 from semcache.iccache.replay import ReplayConfig, ReplayReport, replay_examples
@@ -25,5 +26,5 @@ __all__ = [
     "Decision", "EngineLoad", "EngineMetrics", "Example", "ExampleBank", "ICCacheConfig", "ICCacheRouter",
     "ICStats", "LoadTracker", "ModelSpec", "ReplayConfig", "ReplayReport", "RouterConfig", "Selection",
     "SelectionConfig", "agreement", "approx_tokens", "replay_examples", "scope_of", "select_examples",
-    "load_iccache_config", "token_budget", "with_examples",
+    "load_bank", "load_iccache_config", "save_bank", "token_budget", "with_examples",
 ]
