@@ -147,10 +147,12 @@ class HNSWIndex:
                 finally:
                     self._index.set_ef(self.params.ef)
             ids = self._ids
+            # tolist() first: plain ints/floats are several times cheaper to hash and
+            # convert than numpy scalars, and this runs on every lookup.
             return [
-                (ids[int(label)], 1.0 - float(dist))
-                for label, dist in zip(labels[0], distances[0])
-                if int(label) in ids
+                (ids[label], 1.0 - dist)
+                for label, dist in zip(labels[0].tolist(), distances[0].tolist())
+                if label in ids
             ]
 
     @property
