@@ -1,7 +1,8 @@
 """Replay a workload through live systems and record every request (``semcache eval replay``).
 
 One engine simulator (answering from the workload's answer book) serves as
-the upstream; each system of :mod:`evaluation.systems` is replayed in turn
+the upstream; each system of :mod:`evaluation.systems` (``gptcache`` is
+GPTCache itself, :mod:`evaluation.gptcache_system`) is replayed in turn
 with the same requests at the same speed-up. Per request we record the
 workload category and intent, the cache status (``X-Semcache-Status``), the
 similarity, whether a hit was **correct**, time to first token and total
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -147,9 +149,17 @@ def _best_threshold(pairs_json: Path) -> float:
     return float(json.loads(Path(pairs_json).read_text())["global_sweep"]["best_f1"]["threshold"])
 
 
+def _gptcache_description(threshold: float) -> str:
+    from evaluation.gptcache_system import GPTCACHE_VERSION, gptcache_threshold_to_cosine
+
+    return (f"gptcache {GPTCACHE_VERSION}: sqlite + faiss store, SearchDistanceEvaluation, all-MiniLM-L6-v2, "
+            f"similarity_threshold {threshold} (cosine >= {gptcache_threshold_to_cosine(threshold):.2f})")
+
+
 def replay(workdir: Path, *, systems_wanted: list[str], speedup: float, concurrency: int, limit: int | None,
            best_threshold: float, policy: Path, decode_ms: float, max_batch: int, deadline_s: float,
-           progress: bool = True, stream: bool = True, best_threshold_from: Path | None = None) -> dict[str, Any]:
+           progress: bool = True, stream: bool = True, best_threshold_from: Path | None = None,
+           gptcache_threshold: float = 0.8) -> dict[str, Any]:
     """Replay the workload in ``workdir`` through each wanted system; returns the result document."""
     requests = workload.read(workdir)[:limit]
     with tempfile.TemporaryDirectory(prefix="semcache-replay-") as tmp:
@@ -161,42 +171,51 @@ def replay(workdir: Path, *, systems_wanted: list[str], speedup: float, concurre
             "meta": {"workload": str(workdir), "requests": len(requests), "speedup": speedup,
                      "concurrency": concurrency, "decode_ms_per_token": decode_ms, "max_batch": max_batch,
                      "best_threshold": best_threshold, "policy": str(policy), "stream": stream,
-                     "started": time.time()},
+                     "gptcache_threshold": gptcache_threshold, "started": time.time()},
             "systems": {},
         }
         with systems.engine_sim(Path(workdir) / "answers.jsonl", tmpdir / "engine-sim.log",
                                 decode_ms=decode_ms, max_batch=max_batch) as sim:
+            opts = dict(speedup=speedup, concurrency=concurrency, deadline_s=deadline_s, progress=progress,
+                        stream=stream)
             for name in systems_wanted:
                 began = time.perf_counter()
-                if name not in policies:
-                    best = _best_threshold(best_threshold_from)
-                    result["meta"]["best_threshold"] = best
-                    policies[name] = systems.policy_files(tmpdir, policy, best)[name]
-                if policies[name] is None:
-                    records = asyncio.run(drive(sim.url, requests, speedup=speedup, concurrency=concurrency,
-                                                deadline_s=deadline_s, progress=progress, desc=name, stream=stream))
-                    stats = None
+                if name == "gptcache":
+                    with systems.gptcache(sim.url + "/v1", gptcache_threshold, tmpdir / "gptcache",
+                                          tmpdir / "gptcache.log") as gc:
+                        records = asyncio.run(drive(gc.url, requests, desc=name, **opts))
+                        stats = asyncio.run(_admin_stats(gc.url))
+                    described = _gptcache_description(gptcache_threshold)
+                elif name == "direct":
+                    records, stats, described = asyncio.run(drive(sim.url, requests, desc=name, **opts)), None, None
                 else:
+                    if name not in policies:
+                        best = _best_threshold(best_threshold_from)
+                        result["meta"]["best_threshold"] = best
+                        policies[name] = systems.policy_files(tmpdir, policy, best)[name]
                     with systems.proxy(sim.url + "/v1", policies[name], tmpdir / f"{name}.db", TOKEN,
                                        tmpdir / f"{name}.log") as px:
-                        records = asyncio.run(drive(px.url, requests, speedup=speedup, concurrency=concurrency,
-                                                    deadline_s=deadline_s, progress=progress, desc=name, stream=stream))
+                        records = asyncio.run(drive(px.url, requests, desc=name, **opts))
                         stats = asyncio.run(_admin_stats(px.url))
-                result["systems"][name] = {"records": records, "admin_stats": stats,
-                                           "policy": policies[name].read_text() if policies[name] else None,
+                    described = policies[name].read_text()
+                result["systems"][name] = {"records": records, "admin_stats": stats, "policy": described,
                                            "wall_s": round(time.perf_counter() - began, 2)}
     return result
 
 
 def run_cli(args: Any) -> int:
     wanted = args.systems.split(",")
-    unknown = set(wanted) - {"direct", "exact", "global-0.80", "global-best", "semcache"}
+    unknown = set(wanted) - set(systems.SYSTEMS)
     if unknown:
         raise SystemExit(f"unknown systems: {sorted(unknown)}")
+    if "gptcache" in wanted and (why := systems.gptcache_missing()):
+        print(f"skipping system gptcache: {why}", file=sys.stderr)
+        wanted.remove("gptcache")
     result = replay(args.workload, systems_wanted=wanted, speedup=args.speedup, concurrency=args.concurrency,
                     limit=args.limit, best_threshold=args.best_threshold, policy=args.policy,
                     decode_ms=args.decode_ms, max_batch=args.max_batch, deadline_s=args.max_seconds,
-                    stream=not args.no_stream, best_threshold_from=args.best_threshold_from)
+                    stream=not args.no_stream, best_threshold_from=args.best_threshold_from,
+                    gptcache_threshold=args.gptcache_threshold)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result), encoding="utf-8")
     from evaluation.summary import format_table, summarise
@@ -212,8 +231,10 @@ def add_parser(sub: Any) -> None:
                                    "replay the workload through each, write one result JSON.")
     p.add_argument("--workload", type=Path, required=True, help="directory written by 'eval workload'")
     p.add_argument("--out", type=Path, required=True, help="result JSON file")
-    p.add_argument("--systems", default="direct,exact,global-0.80,global-best,semcache",
-                   help="comma-separated (default: all five)")
+    p.add_argument("--systems", default=",".join(systems.SYSTEMS),
+                   help="comma-separated (default: all six; gptcache is skipped when its extra is not installed)")
+    p.add_argument("--gptcache-threshold", type=float, default=0.8,
+                   help="GPTCache's own similarity_threshold (0.8 as it ships = cosine 0.6)")
     p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"), help="semcache's policy file")
     p.add_argument("--best-threshold", type=float, default=0.80,
                    help="global-best's threshold: the best-F1 threshold of 'eval pairs' on the dev data")

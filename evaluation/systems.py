@@ -9,7 +9,10 @@ fresh SQLite store and a policy file:
 * ``global-0.80`` one global threshold 0.80 and no guards, as GPTCache ships it;
 * ``global-best`` one global threshold, the best-F1 one from the pair evaluation
                   on the dev data (``--best-threshold``);
-* ``semcache``    the category policy file under test (default ``policies/default.yaml``).
+* ``semcache``    the category policy file under test (default ``policies/default.yaml``);
+* ``gptcache``    GPTCache 0.1.44 itself (faiss + SQLite, our MiniLM embedder, its
+                  own threshold 0.8 = cosine 0.6): :mod:`evaluation.gptcache_system`,
+                  only where the ``gptcache`` extra is installed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ defaults:
 categories:
   default: {{}}
 """
+
+
+SYSTEMS = ("direct", "exact", "global-0.80", "global-best", "semcache", "gptcache")
 
 
 def free_port() -> int:
@@ -101,3 +107,18 @@ def proxy(upstream: str, policy: Path, store: Path, token: str, log: Path) -> Pr
     return Process([sys.executable, "-m", "proxy", "serve", "--upstream", upstream, "--port", "{port}",
                     "--policies", str(policy), "--store", "sqlite", "--sqlite-path", str(store),
                     "--admin-token", token, "--log-level", "warning"], "/readyz", log)
+
+
+def gptcache(upstream: str, threshold: float, data_dir: Path, log: Path) -> Process:
+    """GPTCache behind its loopback OpenAI server, GPTCache's store under ``data_dir``."""
+    return Process([sys.executable, "-m", "evaluation.gptcache_system", "--port", "{port}", "--upstream", upstream,
+                    "--threshold", str(threshold), "--data-dir", str(data_dir)], "/readyz", log)
+
+
+def gptcache_missing() -> str | None:
+    """Why the ``gptcache`` system cannot run here, or None when its extra is installed."""
+    from evaluation.gptcache_system import missing_backends
+
+    missing = missing_backends()
+    return f"the gptcache extra is not installed (missing {', '.join(missing)}; pip install -e '.[gptcache]')" \
+        if missing else None
