@@ -37,6 +37,13 @@ def _plt():
     return plt
 
 
+def _colour(name: str) -> str:
+    """One colour per system in every plot (matplotlib's tab10 in :data:`systems.SYSTEMS` order; others grey)."""
+    from evaluation.systems import SYSTEMS
+
+    return f"C{SYSTEMS.index(name)}" if name in SYSTEMS else "C7"
+
+
 def _save(fig, out: Path, name: str) -> Path:
     path = out / name
     fig.tight_layout()
@@ -65,8 +72,8 @@ def plot_over_time(result: dict[str, Any], out: Path, window: int = 1000) -> Pat
                 xs.append(chunk[-1]["i"])
                 hit.append(len(hits) / len(chunk))
                 fhr.append(sum(r["correct"] is False for r in hits) / len(hits) if hits else 0.0)
-            line, = ax.plot(xs, hit, label=name)
-            ax.plot(xs, fhr, linestyle="--", color=line.get_color())
+            ax.plot(xs, hit, label=name, color=_colour(name))
+            ax.plot(xs, fhr, linestyle="--", color=_colour(name))
         ax.set_title(cat)
         ax.set_xlabel("request #")
     axes[0][0].set_ylabel("hit rate (solid), false-hit rate (dashed)")
@@ -102,7 +109,7 @@ def plot_latency(result: dict[str, Any], out: Path) -> Path:
         for name, sysres in result["systems"].items():
             values = np.sort([r[key] for r in sysres["records"] if r.get(key) is not None and r.get("http") == 200])
             if len(values):
-                ax.plot(values * 1000, np.arange(1, len(values) + 1) / len(values), label=name)
+                ax.plot(values * 1000, np.arange(1, len(values) + 1) / len(values), label=name, color=_colour(name))
         if not ax.lines:
             ax.text(0.5, 0.5, "no streamed requests in this run", ha="center", transform=ax.transAxes)
             continue
@@ -118,9 +125,10 @@ def plot_savings(summary: dict[str, Any], spend: dict[str, float], out: Path) ->
     plt = _plt()
     names = list(summary)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    axes[0].bar(names, [summary[n]["upstream_tokens"] / 1e6 for n in names])
+    colours = [_colour(n) for n in names]
+    axes[0].bar(names, [summary[n]["upstream_tokens"] / 1e6 for n in names], color=colours)
     axes[0].set_ylabel("upstream tokens (millions)")
-    axes[1].bar(names, spend.values())
+    axes[1].bar(names, [spend[n] for n in names], color=colours)
     axes[1].set_ylabel("upstream spend ($)")
     for ax in axes:
         ax.tick_params(axis="x", rotation=30)
