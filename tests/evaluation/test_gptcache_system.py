@@ -29,6 +29,17 @@ def test_extra_is_installed():
     assert missing_backends() == [], "run bash .ci/setup --dev (it installs the gptcache extra)"
 
 
+def test_missing_backend_is_named_so_replay_can_skip_the_system(monkeypatch):
+    import importlib.util
+
+    from evaluation import systems
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a))
+    why = systems.gptcache_missing()
+    assert why is not None and "faiss" in why and ".[gptcache]" in why
+
+
 def test_building_gptcache_never_runs_pip_or_reaches_a_hub(tmp_path):
     # gptcache pip-installs a backend it cannot import; with the extra present it must not try,
     # and our server must not construct its hub-downloading default embedding.
