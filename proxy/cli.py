@@ -3,6 +3,7 @@
     semcache serve        the caching proxy (starts the local engine when no upstream is given)
     semcache local-llm    the local SmolLM2 engine alone (llama.cpp, CPU)
     semcache embed-server the embedding service (for several proxies sharing one embedder)
+    semcache replay-examples  refine the IC-Cache example bank with the large model, offline
     semcache <more>       commands other packages register in the entry-point group
                           ``semcache.commands`` (e.g. ``engine-sim`` from evaluation)
 
@@ -49,17 +50,33 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                         "several; MODEL=URL pins one model to it. None given: start the local SmolLM2 engine")
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 8080)")
+    _store_arguments(p)
+    p.add_argument("--admin-token", help="bearer token enabling /admin (prefer SEMCACHE_ADMIN_TOKEN)")
+    p.add_argument("--routing", choices=["round_robin", "least_loaded"], help="how to pick among upstreams")
+    p.add_argument("--local-llm-port", type=int, default=0, help="port of the local engine (default: a free one)")
+    p.set_defaults(handler=_serve)
+
+
+_STORE_SETTINGS = ("upstreams", "policies", "store", "sqlite_path", "redis_url", "upstream_api_key", "iccache",
+                   "log_level")
+
+
+def _store_arguments(p: argparse.ArgumentParser) -> None:
+    """Options naming the settings, policies, store and IC-Cache config (``serve`` and ``replay-examples``)."""
     p.add_argument("--config", type=Path, help="YAML file with any of these settings (keys as in SEMCACHE_<KEY>)")
     p.add_argument("--policies", type=Path, help="category policy YAML (default policies/default.yaml)")
     p.add_argument("--store", choices=["sqlite", "redis"], help="where entries live (default sqlite)")
     p.add_argument("--sqlite-path", type=Path, help="SQLite file (default .semcache/cache.db)")
     p.add_argument("--redis-url", help="Redis URL for --store redis (default redis://127.0.0.1:6379/0)")
-    p.add_argument("--admin-token", help="bearer token enabling /admin (prefer SEMCACHE_ADMIN_TOKEN)")
     p.add_argument("--upstream-api-key", help="key sent upstream instead of the caller's (prefer env)")
-    p.add_argument("--routing", choices=["round_robin", "least_loaded"], help="how to pick among upstreams")
+    p.add_argument("--iccache", type=Path, help="IC-Cache config YAML (models and roles, example selection)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
-    p.add_argument("--local-llm-port", type=int, default=0, help="port of the local engine (default: a free one)")
-    p.set_defaults(handler=_serve)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore"):  # one line per upstream call otherwise
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -69,13 +86,9 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.local_llm import LocalLLM
     from proxy.settings import load_settings
 
-    overrides = {k: getattr(args, k) for k in ("upstreams", "host", "port", "policies", "store", "sqlite_path",
-                                                "redis_url", "admin_token", "upstream_api_key", "routing",
-                                                "log_level")}
+    overrides = {k: getattr(args, k) for k in (*_STORE_SETTINGS, "host", "port", "admin_token", "routing")}
     settings = load_settings(overrides, args.config)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("httpx", "httpcore"):  # one line per upstream call otherwise
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    _setup_logging(settings.log_level)
     engine = None
     if "upstreams" not in settings.model_fields_set:
         engine = LocalLLM(port=args.local_llm_port, log_path=Path(".semcache/local-llm.log"))
@@ -147,6 +160,70 @@ def _embed_server_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_embed_server)
 
 
+REPLAY_EPILOG = """\
+examples:
+  semcache replay-examples --iccache iccache.yaml --upstream big-model=http://gpu1:8000/v1 --token-budget 50000
+  semcache replay-examples --config semcache.yaml --token-budget 20000 --max-seconds 600 --dry-run
+
+Due examples (never validated, or utility below --low-utility) are asked of the
+model with role 'large' again, at temperature 0, while the budget lasts: an
+answer that agrees with the stored one (cosine of their embeddings >=
+--keep-agreement) validates it, a different one replaces it. Examples judged
+often enough whose utility per KB stays low are evicted from the store.
+--dry-run asks the large model but writes nothing.
+"""
+
+
+def _replay_examples_parser(sub: argparse._SubParsersAction) -> None:
+    from semcache.iccache.replay import ReplayConfig  # its defaults are the help's
+
+    p = sub.add_parser("replay-examples", help="refine the IC-Cache example bank with the large model, offline",
+                       description="Re-validate or regenerate low-utility and unvalidated IC-Cache examples with "
+                                   "the large model while it is idle, within a token budget, and evict examples "
+                                   "whose utility per byte stays low.",
+                       epilog=REPLAY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--upstream", dest="upstreams", action="append", metavar="[MODEL=]URL",
+                   help="OpenAI-compatible base URL of the large model's engine (MODEL=URL pins it); repeatable")
+    _store_arguments(p)
+    p.add_argument("--token-budget", type=int, required=True, help="large-model tokens this run may spend")
+    p.add_argument("--dry-run", action="store_true", help="ask and compare, but write nothing to the store")
+    p.add_argument("--max-seconds", type=float, help="stop asking after this long (default: no limit)")
+    p.add_argument("--max-waiting", type=float, default=0,
+                   help="back off while the large engine has more requests waiting than this (default 0)")
+    p.add_argument("--max-tokens", type=int, default=1024, help="max_tokens of each re-asked answer (default 1024)")
+    for flag, typ, what in (("--low-utility", float, "re-ask validated examples below this utility"),
+                            ("--keep-agreement", float, "agreement that validates the stored answer"),
+                            ("--evict-min-scored", int, "scored uses before an example may be evicted"),
+                            ("--evict-utility-per-kb", float, "evict below this utility per KB")):
+        default = ReplayConfig.model_fields[flag[2:].replace("-", "_")].default
+        p.add_argument(flag, type=typ, help=f"{what} (default {default})")
+    p.set_defaults(handler=_replay_examples)
+
+
+def _replay_examples(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from proxy.replay_examples import print_summary, run_replay
+    from proxy.settings import load_settings
+    from semcache.iccache import ReplayConfig
+
+    settings = load_settings({k: getattr(args, k) for k in _STORE_SETTINGS}, args.config)
+    _setup_logging(settings.log_level)
+    knobs = {k: getattr(args, k) for k in ("token_budget", "low_utility", "keep_agreement", "evict_min_scored",
+                                           "evict_utility_per_kb")}
+    try:
+        replay = ReplayConfig(**{k: v for k, v in knobs.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}"
+                                    for e in exc.errors())) from exc
+    outcome = asyncio.run(run_replay(settings, replay, dry_run=args.dry_run, max_seconds=args.max_seconds,
+                                     max_waiting=args.max_waiting, max_tokens=args.max_tokens))
+    print_summary(outcome, replay, dry_run=args.dry_run)
+    return 1 if outcome.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semcache", description="semcache: a semantic response cache for LLM "
                                      "serving, run as an OpenAI-compatible proxy.",
@@ -156,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _local_llm_parser(sub)
     _embed_server_parser(sub)
+    _replay_examples_parser(sub)
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
             ep.load()(sub)
