@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from proxy.admin import build_admin_router
 from proxy.errors import install_error_handlers
 from proxy.feedback import build_feedback_router
+from proxy.iccache import ICCacheService, metrics_url
 from proxy.limits import BodySizeLimit
 from proxy.metrics import ProxyMetrics
 from proxy.routes import build_health_router, build_openai_router
@@ -30,7 +31,8 @@ from proxy.serving import CachedEndpoint
 from proxy.settings import ProxySettings
 from proxy.upstream import UpstreamPool
 from semcache import RedisStore, SemanticCache, SQLiteStore, SystemClock, load_policies
-from semcache.errors import CacheUnavailableError
+from semcache.errors import CacheUnavailableError, ConfigError
+from semcache.iccache import load_iccache_config
 from semcache.protocols import Embedder, Store
 
 log = logging.getLogger("semcache.proxy")
@@ -45,6 +47,7 @@ class _Parts:
     embedder: Embedder | None = None
     cache: SemanticCache | None = None
     endpoint: CachedEndpoint | None = None
+    iccache: ICCacheService | None = None
     cache_error: str | None = "starting"
 
     def need(self, name: str) -> Any:
@@ -59,6 +62,20 @@ def make_store(settings: ProxySettings) -> Store:
         return RedisStore(url=settings.redis_url, prefix=settings.redis_prefix)
     settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     return SQLiteStore(settings.sqlite_path)
+
+
+def build_iccache(settings: ProxySettings, pool: UpstreamPool, embedder: Embedder, clock) -> ICCacheService | None:
+    """The IC-Cache service if ``settings.iccache`` names a config (its models must have upstreams)."""
+    if settings.iccache is None:
+        return None
+    config = load_iccache_config(settings.iccache)
+    engines = {}
+    for spec in config.models:
+        upstreams = pool.router.candidates(spec.name)
+        if not upstreams:
+            raise ConfigError(f"{settings.iccache}: no upstream serves model {spec.name!r} ({spec.role})")
+        engines[spec.name] = spec.metrics_url or metrics_url(upstreams[0].base_url)
+    return ICCacheService(config, embedder, clock, engines=engines, scrape_interval_s=config.scrape_interval_s)
 
 
 async def build_default_embedder(settings: ProxySettings) -> Embedder:
@@ -97,10 +114,17 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
         starter = None
         try:
             parts.embedder = embedder or await build_default_embedder(settings)
+            clock = SystemClock()
             parts.cache = SemanticCache(policies=policies, store=make_store(settings),
-                                        embedder=parts.embedder, clock=SystemClock())
+                                        embedder=parts.embedder, clock=clock)
             metrics.watch_cache(parts.cache.stats_snapshot)
-            parts.endpoint = CachedEndpoint(parts.cache, parts.pool, metrics, coalesce=settings.coalesce)
+            parts.iccache = build_iccache(settings, parts.pool, parts.embedder, clock)
+            if parts.iccache is not None:
+                parts.cache.listeners.append(parts.iccache)  # before start: the rebuild fills the bank
+                metrics.watch_iccache(parts.iccache.stats.snapshot)
+                parts.iccache.start()
+            parts.endpoint = CachedEndpoint(parts.cache, parts.pool, metrics, coalesce=settings.coalesce,
+                                            iccache=parts.iccache)
             starter = asyncio.create_task(start_cache(parts.cache), name="semcache-start")
             await asyncio.wait({starter}, timeout=30.0)  # serve soon even if the store hangs
             yield
@@ -109,6 +133,8 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 starter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await starter
+            if parts.iccache is not None:
+                await parts.iccache.aclose()
             if parts.cache is not None:
                 with contextlib.suppress(Exception):
                     await parts.cache.close()
@@ -129,13 +155,15 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
         return {"cache_ready": parts.cache_error is None, "cache_error": parts.cache_error,
                 "coalescing": len(parts.need("endpoint").coalescer),
                 "upstreams": [{"base_url": u.base_url, "model": u.model, "in_flight": u.in_flight}
-                              for u in pool.router.upstreams]}
+                              for u in pool.router.upstreams],
+                "iccache": parts.iccache.snapshot() if parts.iccache is not None else None}
 
     app.include_router(build_openai_router(lambda: parts.need("endpoint"), lambda: parts.need("pool"),
                                            settings.tenant_salt))
     app.include_router(build_health_router(ready, metrics))
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.include_router(build_admin_router(token, lambda: parts.need("cache"), proxy_stats))
-    app.include_router(build_feedback_router(lambda: parts.need("cache"), settings.tenant_salt))
+    app.include_router(build_feedback_router(lambda: parts.need("cache"), settings.tenant_salt,
+                                             lambda: parts.iccache))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -71,6 +71,7 @@ class EngineLoadScraper:
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
         self._own_client = client is None
         self._task: asyncio.Task | None = None
+        self._failing: set[str] = set()
 
     async def scrape_once(self) -> None:
         """Scrape every engine once (concurrently)."""
@@ -82,7 +83,14 @@ class EngineLoadScraper:
             r.raise_for_status()
             self.tracker.observe(model, parse_vllm_metrics(r.text, at=time.time()))
         except (httpx.HTTPError, ValueError) as exc:
-            log.warning("engine metrics scrape of %s (%s) failed: %s", model, url, exc)
+            # Warn when an engine's metrics go away, not on every scrape while they stay away.
+            level = logging.DEBUG if model in self._failing else logging.WARNING
+            log.log(level, "engine metrics scrape of %s (%s) failed: %s", model, url, exc)
+            self._failing.add(model)
+            return
+        if model in self._failing:
+            self._failing.discard(model)
+            log.info("engine metrics of %s are back", model)
 
     async def _loop(self) -> None:
         while True:

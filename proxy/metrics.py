@@ -6,17 +6,23 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class _CacheStatsCollector(Collector):
-    """Per-category counters of the cache, read from ``stats_snapshot()`` at scrape time."""
+    """Per-category figures read from a snapshot at scrape time (the cache's, or IC-Cache's).
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]):
+    Counters by default; names in ``gauges`` (rates, means) are exported as gauges.
+    """
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]], prefix: str = "semcache_category_",
+                 gauges: frozenset[str] = frozenset()):
         self._snapshot = snapshot
+        self._prefix = prefix
+        self._gauges = gauges
 
     def collect(self):  # type: ignore[override]
         try:
@@ -33,8 +39,9 @@ class _CacheStatsCollector(Collector):
                     continue
                 fam = families.get(name)
                 if fam is None:
-                    fam = families[name] = CounterMetricFamily(
-                        f"semcache_category_{name}", f"Cache counter '{name}' per category.", labels=["category"])
+                    kind = GaugeMetricFamily if name in self._gauges else CounterMetricFamily
+                    fam = families[name] = kind(f"{self._prefix}{name}", f"'{name}' per category.",
+                                                labels=["category"])
                 fam.add_metric([str(category)], float(value))
         yield from families.values()
 
@@ -58,10 +65,18 @@ class ProxyMetrics:
         self.stores = Counter("semcache_stores", "Store attempts after a miss, by outcome.", ["stored"], registry=r)
         self.aborted_streams = Counter("semcache_aborted_streams", "Streams the client left before the end.",
                                        registry=r)
+        self.ic_routes = Counter("semcache_ic_routes", "IC-Cache decisions per category: cache, small "
+                                 "(with examples), large, small_failed (fell back to large).",
+                                 ["category", "route"], registry=r)
         self.in_flight = Gauge("semcache_upstream_in_flight", "Requests in flight upstream.", registry=r)
 
     def watch_cache(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         self.registry.register(_CacheStatsCollector(snapshot))
+
+    def watch_iccache(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """IC-Cache per category: routed counts, offload rate, mean quality, cost saved."""
+        self.registry.register(_CacheStatsCollector(
+            snapshot, prefix="semcache_ic_", gauges=frozenset({"offload_rate", "mean_examples", "mean_quality"})))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -29,6 +29,7 @@ import numpy as np
 
 from proxy.app import build_default_embedder, make_store
 from proxy.engine_load import parse_vllm_metrics
+from proxy.iccache import metrics_url
 from proxy.settings import ProxySettings
 from proxy.upstream import UpstreamPool
 from semcache import load_policies
@@ -43,12 +44,6 @@ log = logging.getLogger("semcache.replay_examples")
 
 class ReplayStopped(Exception):
     """The run's time (``--max-seconds``) ran out while the large model was busy or before a request."""
-
-
-def metrics_url(base_url: str) -> str:
-    """vLLM serves ``/metrics`` at the server root, beside ``/v1``."""
-    root = base_url.rstrip("/")
-    return (root[: -len("/v1")] if root.endswith("/v1") else root) + "/metrics"
 
 
 class IdleGate:
@@ -209,7 +204,9 @@ async def run_replay(settings: ProxySettings, replay: ReplayConfig, *, dry_run: 
         store = make_store(settings)
         bank = await load_bank(store, config, policies, dim=embedder.dim, embedder=embedder.identity)
         deadline = asyncio.get_running_loop().time() + (max_seconds if max_seconds is not None else math.inf)
-        gate = IdleGate(sorted({metrics_url(u.base_url) for u in candidates}), max_waiting=max_waiting,
+        spec = config.model("large")
+        urls = [spec.metrics_url] if spec.metrics_url else sorted({metrics_url(u.base_url) for u in candidates})
+        gate = IdleGate(urls, max_waiting=max_waiting,
                         deadline=deadline, client=client)
         large = LargeModel(pool, large_name, gate, max_tokens=max_tokens)
         progress = Progress(replay.keep_agreement)

@@ -7,8 +7,11 @@ One request goes::
       miss   -> forward (identical concurrent non-streamed misses coalesced),
                 relay streams chunk by chunk, store once complete
       bypass -> forward uncached (policy says so, or the cache failed: degrade)
+      ic     -> (IC-Cache on, a chat miss for the large model) the router may send it
+                to the small model with past large answers as examples; not stored
 
-Upstream errors go back with their status and body and are never stored.
+Upstream errors go back with their status and body and are never stored; a
+failing small model falls back to the large one.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
@@ -33,6 +37,10 @@ from proxy.transport import TransportError
 from proxy.upstream import UpstreamPool
 from semcache import CacheRequest, LookupResult, SemanticCache
 from semcache.errors import CacheUnavailableError, UpstreamError
+
+if TYPE_CHECKING:
+    from proxy.iccache import ICCacheService
+    from semcache.iccache import Decision
 
 log = logging.getLogger("semcache.proxy")
 
@@ -54,8 +62,10 @@ def cache_headers(status: str, lookup: LookupResult | None) -> dict[str, str]:
 class CachedEndpoint:
     """Serves ``/v1/chat/completions`` and ``/v1/completions`` through the cache."""
 
-    def __init__(self, cache: SemanticCache, pool: UpstreamPool, metrics: ProxyMetrics, *, coalesce: bool):
+    def __init__(self, cache: SemanticCache, pool: UpstreamPool, metrics: ProxyMetrics, *, coalesce: bool,
+                 iccache: ICCacheService | None = None):
         self.cache = cache
+        self.iccache = iccache
         self.pool = pool
         self.metrics = metrics
         self.coalesce = coalesce
@@ -77,18 +87,35 @@ class CachedEndpoint:
             lookup = await self._lookup(request, controls)
         stream = bool(body.get("stream"))
         if lookup is not None and lookup.status == "hit" and lookup.entry is not None:
+            if self.iccache is not None:
+                self.iccache.cache_hit(lookup.category)
+                self.metrics.ic_routes.labels(lookup.category, "cache").inc()
             return self._hit(endpoint, body, lookup, stream, started)
         status = "miss" if lookup is not None and lookup.status == "miss" else "bypass"
         if status == "bypass":
             self.metrics.bypass.labels("unavailable" if lookup is None else "policy").inc()
         storable = status == "miss" and not controls.no_store
+        extra: dict[str, str] = {}
+        if self.iccache is not None and self.iccache.applies(endpoint, body, lookup):
+            assert lookup is not None
+            decision = self.iccache.decide(body, lookup)
+            if decision.route == "small":
+                small = await self._small(request, lookup, controls, decision, storable, started)
+                if small is not None:
+                    self.metrics.ic_routes.labels(lookup.category, "small").inc()
+                    self.iccache.answered(decision, "small")
+                    return small
+                self.metrics.ic_routes.labels(lookup.category, "small_failed").inc()
+            self.metrics.ic_routes.labels(lookup.category, "large").inc()
+            self.iccache.answered(decision, "large")
+            extra = {"x-semcache-route": "large", "x-semcache-examples": "0"}
         try:
             if stream:
-                return await self._relay(endpoint, request, lookup, controls, status, storable, started)
+                return await self._relay(endpoint, request, lookup, controls, status, storable, started, extra)
             answer, joined, storing = await self._forward(endpoint, request, lookup, controls, storable)
         except UpstreamError as exc:
             return self._upstream_error(endpoint, exc, status, lookup, started)
-        headers = cache_headers(status, lookup)
+        headers = {**cache_headers(status, lookup), **extra}
         if joined:
             headers["x-semcache-coalesced"] = "true"
         self._observe(endpoint, status, started)
@@ -185,7 +212,11 @@ class CachedEndpoint:
 
     # --------------------------------------------------------------- streamed
     async def _relay(self, endpoint: str, request: CacheRequest, lookup: LookupResult | None,
-                     controls: CacheControls, status: str, storable: bool, started: float) -> Response:
+                     controls: CacheControls, status: str, storable: bool, started: float,
+                     extra_headers: dict[str, str] | None = None,
+                     on_complete: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> Response:
+        """Relay a stream; once complete, store it (``storable``) and/or call ``on_complete``
+        with the assembled answer, both before ``[DONE]`` goes out."""
         upstream = self.pool.router.choose(request.body)
         upstream.in_flight += 1
         self.metrics.in_flight.inc()
@@ -198,7 +229,7 @@ class CachedEndpoint:
 
         async def relay() -> AsyncIterator[bytes]:
             parser = SSEParser()
-            chunks: list[dict[str, Any]] | None = [] if storable else None
+            chunks: list[dict[str, Any]] | None = [] if storable or on_complete else None
             complete = False
             try:
                 async for data in response.aiter_bytes():
@@ -207,10 +238,13 @@ class CachedEndpoint:
                         if event.strip() == "[DONE]":
                             complete = True
                             if chunks:
+                                answer = assemble(chunks, endpoint)
                                 # Before [DONE] (a client may repeat the moment it sees it); shielded:
                                 # a client leaving now must not cut a store in half.
-                                await asyncio.shield(self._store(request, lookup, assemble(chunks, endpoint),
-                                                                 chunks))
+                                if storable and lookup is not None:
+                                    await asyncio.shield(self._store(request, lookup, answer, chunks))
+                                if on_complete is not None:
+                                    await asyncio.shield(on_complete(answer))
                             out.append(DONE)
                             continue
                         out.append(frame(event))
@@ -229,7 +263,47 @@ class CachedEndpoint:
                     self.metrics.aborted_streams.inc()
                 self._observe(endpoint, status, started)
 
-        return StreamingResponse(relay(), media_type="text/event-stream", headers=cache_headers(status, lookup))
+        headers = {**cache_headers(status, lookup), **(extra_headers or {})}
+        return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+
+    # ------------------------------------------------------------- IC-Cache
+    async def _small(self, request: CacheRequest, lookup: LookupResult, controls: CacheControls,
+                     decision: Decision, storable: bool, started: float) -> Response | None:
+        """Answer with the small model and the decision's examples; None if the small model failed."""
+        ic = self.iccache
+        assert ic is not None
+        small = replace(request, body=ic.small_body(request.body, decision))
+        headers = {**cache_headers("ic", lookup), **decision.headers()}
+        request_id = uuid.uuid4().hex
+
+        async def learn(answer: dict[str, Any]) -> None:
+            ic.remember(answer.get("id"), decision, controls.tenant)
+
+            async def ask_large() -> dict[str, Any]:
+                return await self.pool.post_json(PATHS["chat"], {**request.body, "stream": False},
+                                                 controls.authorization)
+
+            async def store_large(large_answer: dict[str, Any]) -> None:
+                if storable:
+                    await self._store(request, lookup, large_answer, None)
+
+            ic.maybe_shadow(decision, request_id, answer, ask_large, store_large)
+
+        try:
+            if request.body.get("stream"):
+                return await self._relay("chat", small, lookup, controls, "ic", False, started, headers,
+                                         on_complete=learn)
+            self.metrics.in_flight.inc()
+            try:
+                answer = await self.pool.post_json(PATHS["chat"], small.body, controls.authorization)
+            finally:
+                self.metrics.in_flight.dec()
+        except UpstreamError as exc:
+            log.warning("small model failed (%s), answering with the large model", exc.status_code)
+            return None
+        await learn(answer)
+        self._observe("chat", "ic", started)
+        return JSONResponse(answer, headers=headers)
 
     # ------------------------------------------------------------------ misc
     def _upstream_error(self, endpoint: str, exc: UpstreamError, status: str, lookup: LookupResult | None,

@@ -72,3 +72,16 @@ class Store(Protocol):
     async def record_hit(self, id: str, at: float) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class EntryListener(Protocol):
+    """Told when an entry joins or leaves a cache's index (IC-Cache's example bank follows it).
+
+    Called for entries rebuilt from the store on start, stored here, or
+    followed from other processes; and for every removal (eviction, expiry,
+    invalidation, feedback). Must be quick and must not raise.
+    """
+
+    def entry_added(self, entry: CacheEntry) -> None: ...
+
+    def entry_removed(self, id: str) -> None: ...

@@ -10,6 +10,7 @@ Pieces, one concept each (none imports HTTP libraries):
 * :mod:`.bandit`    LinUCB; :mod:`.router` the per-request decision;
 * :mod:`.quality`   shadow agreement and per-category counters;
 * :mod:`.replay`    offline re-validation and utility-per-byte eviction.
+* :mod:`.persist`   the bank from a cache store, and its changes written back.
 """
 
 from semcache.iccache.bank import Example, ExampleBank, approx_tokens, scope_of

@@ -80,7 +80,12 @@ class Example:
 
 def entry_answer(entry: CacheEntry) -> str | None:
     """The assistant text of a cached chat or completions response, if any."""
-    choices = entry.response.get("choices") or []
+    return response_text(entry.response)
+
+
+def response_text(response: dict) -> str | None:
+    """The first choice's text of an OpenAI chat or completions response, if any."""
+    choices = response.get("choices") or []
     if not choices:
         return None
     first = choices[0]
@@ -155,7 +160,8 @@ class ExampleBank:
             id=entry.id, scope=scope_of(entry.tenant, entry.namespace, shared_namespace),
             category=entry.category, question=entry.query, answer=answer,
             vector=np.asarray(entry.vector, dtype=np.float32), tokens=tokens,
-            created_at=entry.created_at, validated=entry.feedback.positive > 0,
+            created_at=entry.created_at,
+            validated=entry.feedback.positive > 0 or entry.validated_at is not None,
             scored=scored, score_sum=entry.utility * scored,
             accepted=round(entry.utility * scored),
             feedback_positive=entry.feedback.positive, feedback_negative=entry.feedback.negative,

@@ -33,6 +33,8 @@ class ModelSpec(_Strict):
     context_tokens: int = Field(default=8192, ge=64)
     nominal_latency_s: float = Field(default=1.0, gt=0)
     """Latency of one request on an idle engine, used until its metrics say otherwise."""
+    metrics_url: str | None = None
+    """The engine's Prometheus ``/metrics`` (vLLM names); unset: derived from its upstream URL."""
 
 
 class SelectionConfig(_Strict):
@@ -94,6 +96,8 @@ class ICCacheConfig(_Strict):
     """Fraction of small answers also asked of the large model (when it has room) to score them."""
     shadow_max_waiting: int = Field(default=0, ge=0)
     """The large model 'has spare capacity' when at most this many requests wait."""
+    scrape_interval_s: float = Field(default=1.0, gt=0)
+    """How often each engine's ``/metrics`` is read for the load model."""
 
     @model_validator(mode="after")
     def _one_of_each(self) -> ICCacheConfig:

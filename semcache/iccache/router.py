@@ -56,12 +56,15 @@ class Decision:
         return self.selection.ids
 
     def headers(self) -> dict[str, str]:
-        """The response headers the proxy adds (``X-Semcache-Status: ic`` for small answers)."""
+        """The response headers the proxy adds (``X-Semcache-Status: ic`` for small answers).
+
+        Lower-case, as the proxy writes all its headers, so merging never duplicates one.
+        """
         if self.route == "cache":
             return {}
-        out = {"X-Semcache-Route": self.route, "X-Semcache-Examples": str(len(self.selection.examples))}
+        out = {"x-semcache-route": self.route, "x-semcache-examples": str(len(self.selection.examples))}
         if self.route == "small":
-            out["X-Semcache-Status"] = "ic"
+            out["x-semcache-status"] = "ic"
         return out
 
 

@@ -38,8 +38,8 @@ def test_idle_engines_keep_the_large_model_and_a_long_queue_shifts_to_small():
     assert busy.costs["large"] > idle.costs["large"]
     assert busy.messages[0] == MESSAGES[0] and busy.messages[-1] == MESSAGES[-1]
     assert len(busy.messages) == len(MESSAGES) + 4
-    assert busy.headers() == {"X-Semcache-Route": "small", "X-Semcache-Examples": "2", "X-Semcache-Status": "ic"}
-    assert idle.headers() == {"X-Semcache-Route": "large", "X-Semcache-Examples": "2"}
+    assert busy.headers() == {"x-semcache-route": "small", "x-semcache-examples": "2", "x-semcache-status": "ic"}
+    assert idle.headers() == {"x-semcache-route": "large", "x-semcache-examples": "2"}
     assert router.bank.get("e1").uses == 1  # counted only when actually used
 
 

@@ -1,0 +1,185 @@
+"""IC-Cache in the proxy: a miss for the large model may go to the small one, with examples.
+
+For a chat request that asks for the configured *large* model and missed
+the cache, :class:`ICCacheService` asks the library router
+(:class:`~semcache.iccache.ICCacheRouter`) where it should go:
+
+* ``small``: the caller's messages with past large-model answers inserted as
+  earlier turns (after its system prompt), sent to the small model; the
+  answer is *not* stored in the cache (its quality is unproven) and carries
+  ``X-Semcache-Status: ic``;
+* ``large``: forwarded unchanged and stored as usual (it becomes an example).
+
+The example bank follows the cache's index (:class:`~semcache.protocols.EntryListener`):
+entries the large model produced, in the same tenant/namespace scope, are the
+examples. Engine load comes from scraping each model's ``/metrics`` (vLLM
+names). Quality is learned from shadow checks (a fraction of small answers is
+also asked of the large model when it has room, scored by embedding
+agreement; the large answer is then stored like any miss) and from explicit
+feedback on a response id (``POST /v1/semcache/feedback`` with ``response_id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from proxy.engine_load import EngineLoadScraper
+from semcache.clock import Clock
+from semcache.entry import CacheEntry
+from semcache.iccache import Decision, ExampleBank, ICCacheConfig, ICCacheRouter, ICStats, LoadTracker, scope_of
+from semcache.iccache.bank import response_text
+from semcache.iccache.quality import agreement
+from semcache.protocols import Embedder
+from semcache.results import LookupResult
+
+log = logging.getLogger("semcache.iccache")
+
+# Request fields the small model cannot be trusted with: tool use and several choices.
+_NOT_FOR_SMALL = ("tools", "functions", "tool_choice", "function_call")
+
+
+@dataclass(slots=True)
+class _Routed:
+    """What feedback on one IC-routed response needs."""
+
+    decision: Decision
+    tenant: str
+
+
+def metrics_url(base_url: str) -> str:
+    """An engine's ``/metrics`` from its OpenAI base URL (``http://h:8000/v1`` -> ``http://h:8000/metrics``)."""
+    root = base_url.rstrip("/")
+    if root.endswith("/v1"):
+        root = root[: -len("/v1")]
+    return root + "/metrics"
+
+
+class ICCacheService:
+    """Routing, example bank, load scraping and outcome learning for one proxy app."""
+
+    def __init__(self, config: ICCacheConfig, embedder: Embedder, clock: Clock, *,
+                 engines: dict[str, str], remember: int = 10_000, scrape_interval_s: float = 1.0):
+        self.config = config
+        self.embedder = embedder
+        self.clock = clock
+        self.large, self.small = config.model("large"), config.model("small")
+        self.bank = ExampleBank(embedder.dim)
+        self.load = LoadTracker()
+        self.router = ICCacheRouter(config, self.bank, self.load)
+        self.stats = ICStats()
+        self.scraper = EngineLoadScraper(engines, self.load, interval_s=scrape_interval_s) if engines else None
+        self._routed: OrderedDict[str, _Routed] = OrderedDict()
+        self._remember_max = remember
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ----------------------------------------------------- the bank follows the cache
+    def entry_added(self, entry: CacheEntry) -> None:
+        self.bank.add_entry(entry, large_models={self.large.name})
+
+    def entry_removed(self, id: str) -> None:
+        self.bank.remove(id)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self.scraper is not None:
+            self.scraper.start()
+
+    async def aclose(self) -> None:
+        if self.scraper is not None:
+            await self.scraper.aclose()
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -------------------------------------------------------------------- routing
+    def applies(self, endpoint: str, body: dict[str, Any], lookup: LookupResult | None) -> bool:
+        """Is this request one IC-Cache may route? (A chat miss for the large model, no tools.)"""
+        if endpoint != "chat" or body.get("model") != self.large.name:
+            return False
+        if lookup is None or lookup.status != "miss" or lookup.context is None or lookup.context.vector is None:
+            return False
+        return not any(body.get(k) for k in _NOT_FOR_SMALL) and body.get("n", 1) in (1, None)
+
+    def decide(self, body: dict[str, Any], lookup: LookupResult) -> Decision:
+        ctx = lookup.context
+        assert ctx is not None and ctx.vector is not None
+        return self.router.decide(body["messages"], scope=scope_of(ctx.tenant, ctx.namespace),
+                                  category=lookup.category, vector=ctx.vector, now=self.clock.now())
+
+    def answered(self, decision: Decision, route: str) -> None:
+        """Count where a routed request was answered (``large`` when the small model failed)."""
+        if route == "small":
+            saved = max(0.0, decision.costs.get("large", 0.0) - decision.costs.get("small", 0.0))
+            self.stats.routed(decision.category, "small", len(decision.selection.examples), saved)
+        else:
+            self.stats.routed(decision.category, "large")
+
+    def small_body(self, body: dict[str, Any], decision: Decision) -> dict[str, Any]:
+        return {**body, "model": self.small.name, "messages": decision.messages}
+
+    def cache_hit(self, category: str) -> None:
+        self.stats.routed(category, "cache")
+
+    # ------------------------------------------------------------------- learning
+    def remember(self, response_id: str | None, decision: Decision, tenant: str) -> None:
+        """Keep a routed decision (bounded, oldest dropped) so feedback on it can be learnt."""
+        if not response_id:
+            return
+        self._routed[response_id] = _Routed(decision, tenant)
+        self._routed.move_to_end(response_id)
+        while len(self._routed) > self._remember_max:
+            self._routed.popitem(last=False)
+
+    def feedback(self, response_id: str, *, correct: bool, tenant: str) -> Decision | None:
+        """Explicit feedback on an IC-routed answer; None if unknown (or another tenant's)."""
+        routed = self._routed.get(response_id)
+        if routed is None or routed.tenant != tenant:
+            return None
+        self.router.record_feedback(routed.decision, correct)
+        self.stats.scored(routed.decision.category, 1.0 if correct else 0.0)
+        del self._routed[response_id]
+        return routed.decision
+
+    def maybe_shadow(self, decision: Decision, request_id: str, small_answer: dict[str, Any],
+                     ask_large: Callable[[], Awaitable[dict[str, Any]]],
+                     store_large: Callable[[dict[str, Any]], Awaitable[None]]) -> bool:
+        """Start a shadow check of a small answer if the router wants one; returns whether it did."""
+        if not self.router.should_shadow(decision, request_id):
+            return False
+        task = asyncio.ensure_future(self._shadow(decision, small_answer, ask_large, store_large))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return True
+
+    async def _shadow(self, decision: Decision, small_answer: dict[str, Any],
+                      ask_large: Callable[[], Awaitable[dict[str, Any]]],
+                      store_large: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        try:
+            large_answer = await ask_large()
+            texts = [response_text(small_answer), response_text(large_answer)]
+            if not all(texts):
+                return
+            vectors = np.asarray(await self.embedder.embed(texts), dtype=np.float32)
+            quality = agreement(vectors[0], vectors[1])
+            self.router.record(decision, quality)
+            self.stats.scored(decision.category, quality)
+            await store_large(large_answer)
+        except Exception as exc:  # a shadow check is best effort: never surfaces to a caller
+            log.warning("IC-Cache shadow check failed: %s: %s", type(exc).__name__, exc)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Examples, per-category routing counters and each model's load (admin stats, report)."""
+        loads = {}
+        for name in (self.large.name, self.small.name):
+            load = self.load.get(name)
+            loads[name] = {"waiting": load.waiting, "running": load.running, "kv_usage": load.kv_usage,
+                           "ttft_s": load.ttft_s, "e2e_s": load.e2e_s}
+        return {"examples": len(self.bank), "categories": self.stats.snapshot(), "load": loads}

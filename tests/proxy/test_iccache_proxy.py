@@ -1,0 +1,175 @@
+"""IC-Cache through the live proxy: load-aware routing to the small model with examples.
+
+Real uvicorn servers on loopback: the proxy (real MiniLM embedder, SQLite
+store) in front of two engine simulators, a slow one-at-a-time "large" model
+and a fast "small" one. The large engine's load is what its own ``/metrics``
+says (the proxy scrapes it): the test loads it with real requests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from evaluation.engine_sim import SimSettings
+from evaluation.engine_sim import create_app as create_sim_app
+from proxy.app import create_app
+from proxy.settings import ProxySettings
+
+pytestmark = pytest.mark.slow
+
+ADMIN = "ic-admin"
+POLICIES = """\
+defaults:
+  threshold: 0.97
+  cache_truncated: true
+categories:
+  default: {}
+"""
+# Large: 50 ms per output token, one request at a time, so a few requests make a queue.
+LARGE = SimSettings(model="big", decode_ms_per_token=50.0, default_max_tokens=8, max_batch=1)
+SMALL = SimSettings(model="tiny", decode_ms_per_token=1.0, default_max_tokens=8)
+QUESTIONS = [
+    "How do I cancel my order?",
+    "How can I track the delivery of my package?",
+    "What payment methods do you accept?",
+]
+PARAPHRASE = "I want to cancel the order I placed, how do I do that?"
+
+
+def iccache_yaml(**router: float) -> str:
+    router_yaml = "".join(f"  {k}: {v}\n" for k, v in router.items())
+    return f"""\
+models:
+  - {{name: big, role: large, nominal_latency_s: 0.4}}
+  - {{name: tiny, role: small, nominal_latency_s: 0.05}}
+selection: {{max_examples: 2, min_similarity: 0.2}}
+router:
+  latency_weight: 0.5
+{router_yaml}shadow_fraction: 0
+scrape_interval_s: 0.1
+"""
+
+
+def start_proxy(tmp: Path, live_server, large_url: str, small_url: str, yaml_text: str):
+    (tmp / "policies.yaml").write_text(POLICIES)
+    (tmp / "iccache.yaml").write_text(yaml_text)
+    settings = ProxySettings(upstreams=[f"big={large_url}/v1", f"tiny={small_url}/v1"],
+                             sqlite_path=tmp / "cache.db", policies=tmp / "policies.yaml",
+                             iccache=tmp / "iccache.yaml", admin_token=ADMIN, log_level="warning")
+    return live_server(create_app(settings))
+
+
+def chat(client: httpx.Client, question: str, *, key: str = "k1", **extra) -> httpx.Response:
+    body = {"model": "big", "messages": [{"role": "system", "content": "You are a support agent."},
+                                         {"role": "user", "content": question}], **extra}
+    return client.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
+
+
+def ic_stats(client: httpx.Client) -> dict:
+    r = client.get("/admin/stats", headers={"authorization": f"Bearer {ADMIN}"})
+    r.raise_for_status()
+    return r.json()["proxy"]["iccache"]
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def engines(live_server):
+    with live_server(create_sim_app(LARGE)) as large, live_server(create_sim_app(SMALL)) as small:
+        yield large, small
+
+
+def test_load_on_the_large_engine_shifts_requests_to_the_small_one(tmp_path, live_server, engines):
+    large, small = engines
+    with start_proxy(tmp_path, live_server, large.url, small.url, iccache_yaml()) as proxy, \
+            httpx.Client(base_url=proxy.url, timeout=60) as client:
+        for q in QUESTIONS:  # answered by the large model: cached, and so examples
+            r = chat(client, q)
+            assert r.status_code == 200 and r.headers["x-semcache-route"] == "large"
+        wait_for(lambda: ic_stats(client)["examples"] == len(QUESTIONS))
+
+        # Idle large engine: a new question still goes to the large model.
+        idle = chat(client, PARAPHRASE)
+        assert idle.status_code == 200
+        assert idle.headers["x-semcache-status"] == "miss" and idle.headers["x-semcache-route"] == "large"
+
+        # Queue requests on the large engine directly; the proxy sees it in the scraped metrics.
+        flood = ThreadPoolExecutor(6)
+        body = {"model": "big", "messages": [{"role": "user", "content": "long job"}], "max_tokens": 40}
+        pending = [flood.submit(httpx.post, f"{large.url}/v1/chat/completions", json=body, timeout=60)
+                   for _ in range(6)]
+        try:
+            wait_for(lambda: ic_stats(client)["load"]["big"]["waiting"] >= 3)
+            r = chat(client, "Please tell me how to cancel an order I made")
+            assert r.status_code == 200
+            assert r.headers["x-semcache-status"] == "ic"
+            assert r.headers["x-semcache-route"] == "small"
+            examples = int(r.headers["x-semcache-examples"])
+            assert examples >= 1
+            answer = r.json()
+            assert answer["model"] == "tiny" and answer["choices"][0]["message"]["content"]
+            # The small engine saw the examples: its prompt is longer than the bare request's.
+            bare = httpx.post(f"{small.url}/v1/chat/completions", timeout=30, json={
+                "model": "tiny", "messages": [{"role": "system", "content": "You are a support agent."},
+                                              {"role": "user", "content": "Please tell me how to cancel an order I made"}]})
+            assert answer["usage"]["prompt_tokens"] > bare.json()["usage"]["prompt_tokens"]
+
+            # Streamed, too: SSE chunks from the small model, same headers.
+            with client.stream("POST", "/v1/chat/completions", headers={"authorization": "Bearer k1"}, json={
+                    "model": "big", "stream": True,
+                    "messages": [{"role": "system", "content": "You are a support agent."},
+                                 {"role": "user", "content": "how would I go about cancelling my order"}]}) as s:
+                assert s.status_code == 200 and s.headers["x-semcache-status"] == "ic"
+                lines = [line for line in s.iter_lines() if line.startswith("data: ")]
+            assert lines[-1] == "data: [DONE]"
+            assert json.loads(lines[0][6:])["model"] == "tiny"
+
+            # Small answers are not cached: the same question again is not a hit.
+            again = chat(client, "Please tell me how to cancel an order I made")
+            assert again.headers["x-semcache-status"] != "hit"
+
+            # Feedback on the small answer, by response id; another tenant cannot give it.
+            fb = {"correct": True, "response_id": answer["id"]}
+            other = client.post("/v1/semcache/feedback", json=fb, headers={"authorization": "Bearer k2"})
+            assert other.status_code == 404
+            ok = client.post("/v1/semcache/feedback", json=fb, headers={"authorization": "Bearer k1"})
+            assert ok.status_code == 200 and ok.json()["route"] == "small"
+            assert ok.json()["examples"] == examples
+            stats = ic_stats(client)["categories"]["default"]
+            assert stats["small"] >= 2 and stats["offload_rate"] > 0 and stats["mean_quality"] == 1.0
+        finally:
+            for f in pending:
+                f.result()
+            flood.shutdown()
+        metrics = client.get("/metrics").text
+        assert 'semcache_ic_routes_total{category="default",route="small"}' in metrics
+
+
+def test_a_failing_small_model_falls_back_to_the_large_one(tmp_path, live_server, engines):
+    large, _ = engines
+    dead = "http://127.0.0.1:9"  # nothing listens on the discard port
+    # Priors that always pick the small model, so the request goes there first.
+    yaml_text = iccache_yaml() + "  prior_quality: {large: 0.1, small: 0.99}\n"
+    yaml_text = yaml_text.replace("router:\n", "router:\n  prior_quality: {large: 0.1, small: 0.99}\n", 1)
+    yaml_text = yaml_text.rsplit("  prior_quality", 1)[0]
+    with start_proxy(tmp_path, live_server, large.url, dead, yaml_text) as proxy, \
+            httpx.Client(base_url=proxy.url, timeout=60) as client:
+        for question in (QUESTIONS[0], PARAPHRASE):  # both routed small first, both answered large
+            r = chat(client, question)
+            assert r.status_code == 200
+            assert r.headers["x-semcache-route"] == "large" and r.json()["model"] == "big"
+        metrics = client.get("/metrics").text
+        assert 'semcache_ic_routes_total{category="default",route="small_failed"} 2.0' in metrics
+        counted = ic_stats(client)["categories"]["default"]
+        assert counted["small"] == 0 and counted["large"] == 2 and counted["cost_saved"] == 0
