@@ -75,7 +75,8 @@ def build_iccache(settings: ProxySettings, pool: UpstreamPool, embedder: Embedde
         if not upstreams:
             raise ConfigError(f"{settings.iccache}: no upstream serves model {spec.name!r} ({spec.role})")
         engines[spec.name] = spec.metrics_url or metrics_url(upstreams[0].base_url)
-    return ICCacheService(config, embedder, clock, engines=engines, scrape_interval_s=config.scrape_interval_s)
+    return ICCacheService(config, embedder, clock, engines=engines, scrape_interval_s=config.scrape_interval_s,
+                          in_flight=lambda model: sum(u.in_flight for u in pool.router.candidates(model)))
 
 
 async def build_default_embedder(settings: ProxySettings) -> Embedder:

@@ -72,6 +72,7 @@ class EngineLoadScraper:
         self._own_client = client is None
         self._task: asyncio.Task | None = None
         self._failing: set[str] = set()
+        self._seen: set[str] = set()
 
     async def scrape_once(self) -> None:
         """Scrape every engine once (concurrently)."""
@@ -88,9 +89,14 @@ class EngineLoadScraper:
             log.log(level, "engine metrics scrape of %s (%s) failed: %s", model, url, exc)
             self._failing.add(model)
             return
+        self._seen.add(model)
         if model in self._failing:
             self._failing.discard(model)
             log.info("engine metrics of %s are back", model)
+
+    def healthy(self, model: str) -> bool:
+        """Whether ``model``'s last scrape worked (false before the first one succeeds)."""
+        return model in self._seen and model not in self._failing
 
     async def _loop(self) -> None:
         while True:

@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -65,7 +65,8 @@ class ICCacheService:
     """Routing, example bank, load scraping and outcome learning for one proxy app."""
 
     def __init__(self, config: ICCacheConfig, embedder: Embedder, clock: Clock, *,
-                 engines: dict[str, str], remember: int = 10_000, scrape_interval_s: float = 1.0):
+                 engines: dict[str, str], remember: int = 10_000, scrape_interval_s: float = 1.0,
+                 in_flight: Callable[[str], int] | None = None):
         self.config = config
         self.embedder = embedder
         self.clock = clock
@@ -78,6 +79,7 @@ class ICCacheService:
         self._routed: OrderedDict[str, _Routed] = OrderedDict()
         self._remember_max = remember
         self._background: set[asyncio.Task[None]] = set()
+        self._in_flight = in_flight
 
     # ----------------------------------------------------- the bank follows the cache
     def entry_added(self, entry: CacheEntry) -> None:
@@ -111,8 +113,20 @@ class ICCacheService:
     def decide(self, body: dict[str, Any], lookup: LookupResult) -> Decision:
         ctx = lookup.context
         assert ctx is not None and ctx.vector is not None
+        self._fill_unscraped_load()
         return self.router.decide(body["messages"], scope=scope_of(ctx.tenant, ctx.namespace),
                                   category=lookup.category, vector=ctx.vector, now=self.clock.now())
+
+    def _fill_unscraped_load(self) -> None:
+        """Engines without ``/metrics`` (llama.cpp, hosted APIs): the proxy's own count of
+        requests in flight to them stands in for their queue, as if they ran one at a time."""
+        if self._in_flight is None:
+            return
+        for spec in (self.large, self.small):
+            if self.scraper is not None and spec.name in self.scraper.engines and self.scraper.healthy(spec.name):
+                continue
+            busy = self._in_flight(spec.name)
+            self.load.set(spec.name, replace(self.load.get(spec.name), running=min(1, busy), waiting=max(0, busy - 1)))
 
     def answered(self, decision: Decision, route: str) -> None:
         """Count where a routed request was answered (``large`` when the small model failed)."""
