@@ -178,8 +178,9 @@ def test_dry_run_writes_nothing(setup, live_server, capsys):
 
 def test_a_busy_large_model_is_left_alone_until_max_seconds(setup, live_server, capsys):
     before = _rows(setup / "cache.db")
-    # One request at a time, 0.3 s each: ten background requests keep others waiting for seconds.
-    sim = SimSettings(model="big-model", max_batch=1, decode_ms_per_token=10.0, default_max_tokens=30)
+    # One request at a time, 1 s each: ten background requests keep others waiting for ~10 s,
+    # longer than the command takes to start even on a loaded machine.
+    sim = SimSettings(model="big-model", max_batch=1, decode_ms_per_token=10.0, default_max_tokens=100)
     with live_server(create_app(sim)) as engine:
         def load():
             with httpx.Client(timeout=30) as client:
