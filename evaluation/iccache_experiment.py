@@ -54,13 +54,18 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def split(rows: list[dict[str, Any]], per_intent: int, seed: int) -> tuple[list[int], list[int]]:
+def split(rows: list[dict[str, Any]], per_intent: int, seed: int, max_groups: int = 0
+          ) -> tuple[list[int], list[int]]:
+    """Held-out rows (``per_intent`` of each group, of ``max_groups`` seeded groups if > 0) and the rest."""
     rng = random.Random(seed)
     by_group: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         by_group.setdefault(row["group"], []).append(i)
+    groups = sorted(by_group)
+    if 0 < max_groups < len(groups):
+        groups = sorted(rng.sample(groups, max_groups))
     held = []
-    for group in sorted(by_group):
+    for group in groups:
         held += rng.sample(by_group[group], per_intent)
     held_set = set(held)
     return held, [i for i in range(len(rows)) if i not in held_set]
@@ -111,10 +116,11 @@ def selection_config(args: argparse.Namespace) -> SelectionConfig:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = load_rows(Path(args.data))
-    held, bank_idx = split(rows, args.per_intent, args.seed)
+    held, bank_idx = split(rows, args.per_intent, args.seed, args.max_groups)
     cache_dir = Path(tempfile.gettempdir())
-    q_vecs = await embed_all([r["question"] for r in rows], cache_dir / "iccache_bitext_q.npy")
-    a_vecs = await embed_all([r["answer"] for r in rows], cache_dir / "iccache_bitext_a.npy")
+    stem = Path(args.data).parent.name
+    q_vecs = await embed_all([r["question"] for r in rows], cache_dir / f"iccache_{stem}_q.npy")
+    a_vecs = await embed_all([r["answer"] for r in rows], cache_dir / f"iccache_{stem}_a.npy")
 
     bank = ExampleBank(q_vecs.shape[1])
     bank.add_many(Example(id=rows[i]["id"], scope=SCOPE, category=CATEGORY, question=rows[i]["question"],
@@ -198,6 +204,7 @@ def main() -> None:
     p.add_argument("--small-url", default="", help="OpenAI base URL of the small model (default: start SmolLM2)")
     p.add_argument("--small-model", default="smollm2-135m-instruct")
     p.add_argument("--per-intent", type=int, default=3)
+    p.add_argument("--max-groups", type=int, default=0, help="hold out from this many seeded groups (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-tokens", type=int, default=80)
     p.add_argument("--candidates", type=int, default=16)

@@ -136,7 +136,7 @@ def serve(args: argparse.Namespace, work: Path, name: str, large_url: str, small
 
 async def score(rows: list[dict], bank: list[int], result: dict[str, Any]) -> dict[str, Any]:
     cache_dir = Path(tempfile.gettempdir())
-    a_vecs = await embed_all([r["answer"] for r in rows], cache_dir / "iccache_bitext_a.npy")
+    a_vecs = await embed_all([r["answer"] for r in rows], cache_dir / f"iccache_{Path(DATA).parent.name}_a.npy")
     groups = sorted({rows[i]["group"] for i in bank})
     centroids = np.stack([a_vecs[[i for i in bank if rows[i]["group"] == g]].mean(0) for g in groups])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
