@@ -30,3 +30,18 @@ def test_the_library_imports_no_http_framework():
     code = "import sys, semcache.iccache; print(sorted(m for m in ('fastapi', 'httpx', 'starlette') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_shipped_example_config_loads_and_errors_name_the_field(tmp_path):
+    from pathlib import Path
+
+    from semcache.errors import ConfigError
+    from semcache.iccache import load_iccache_config
+
+    example = Path(__file__).resolve().parents[2] / "policies" / "iccache.example.yaml"
+    config = load_iccache_config(example)
+    assert config.model("large").name == "large" and not config.selection_for("code").enabled
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(example.read_text().replace("max_examples: 3", "max_exemples: 3"))
+    with pytest.raises(ConfigError, match=r"bad.yaml.*selection.max_exemples"):
+        load_iccache_config(bad)
