@@ -28,7 +28,7 @@ class VerifierVerdict:
 class VerifierGate:
     """Loads the model on first use (off the event loop) and judges candidates.
 
-    Scoring one candidate takes ~0.1 ms of pure CPU (measured in
+    Scoring one candidate takes ~0.25 ms of pure CPU (measured in
     ``evaluation/bench_verifier.py``), less than a thread hand-off, so it runs
     inline.
     """

@@ -23,11 +23,17 @@ FEATURES = (
     "cosine", "word_jaccard", "stem_jaccard", "idf_overlap", "idf_diff_sum", "idf_diff_max",
     "diff_words_min", "diff_words_max", "bigram_jaccard", "order_agreement", "trigram_jaccard",
     "len_ratio", "len_max", "numbers_differ", "negation_differ", "entities_differ",
-    "identifiers_differ", "wh_differ", "diff_vec_cos", "align_min", "align_mean",
+    "identifiers_differ", "wh_differ", "diff_vec_cos", "align_min", "align_mean", "self_refs", "context_refs",
 )
 _TOKEN_RE = re.compile(r"[a-z0-9]+")
 _WH = frozenset({"what", "why", "how", "when", "where", "who", "which", "whom", "whose", "can", "should",
                  "is", "are", "do", "does", "will", "would", "could"})
+# Words that tie a question to context the cache cannot see: the asker ("my code",
+# "could I be pregnant") or something shown alongside ("this circuit", "the
+# following program"). On QQP, identical-looking questions with these are often
+# labelled different, and a cached answer to them is only right for the same context.
+_SELF = frozenset({"i", "me", "my", "mine", "myself", "im", "ive", "id", "ill", "we", "us", "our", "ours"})
+_CONTEXT = frozenset({"this", "these", "following", "above", "below", "attached", "here", "such", "given", "said"})
 IDF_BUCKETS = 1 << 16
 DEFAULT_IDF = 8.0
 
@@ -48,6 +54,8 @@ class TextInfo:
     trigrams: frozenset[str]
     buckets: dict[str, int]
     wh: frozenset[str]
+    self_refs: int
+    context_refs: int
 
 
 @lru_cache(maxsize=16384)
@@ -62,6 +70,8 @@ def text_info(text: str) -> TextInfo:
         trigrams=frozenset(squashed[i:i + 3] for i in range(max(0, len(squashed) - 2))),
         buckets={w: _bucket(w) for w in set(words)},
         wh=frozenset(w for w in words[:3] if w in _WH),
+        self_refs=sum(w in _SELF for w in words),
+        context_refs=sum(w in _CONTEXT for w in words),
     )
 
 
@@ -149,6 +159,8 @@ def pair_features(a: str, b: str, cosine: float, idf: np.ndarray | None,
         diff_cos,
         align_min,
         align_mean,
+        float(max(ia.self_refs, ib.self_refs)),
+        float(max(ia.context_refs, ib.context_refs)),
     ]
 
 

@@ -88,6 +88,7 @@ def test_policy_rejects_unknown_verifier_field():
 def test_trained_model_separates_repeats_from_traps():
     v = Verifier.load()
     assert v.info["features"] == list(FEATURES)
+    assert v.trees.feature.shape[0] == v.info["trees"] and v.trees.feature.shape == v.trees.threshold.shape
     near = v.probability("How do I reset my Netflix password?", "How can I reset my Netflix password?", 0.97)
     negation = v.probability("How do I turn on 2FA on my Google account?",
                              "How do I turn off 2FA on my Google account?", 0.95)
