@@ -11,7 +11,10 @@ global threshold) and for the verifier (``semcache/verifier/verifier.npz``):
   same topic different question, near-repeats): false-hit rate on the traps
   and hit rate on near-repeats, at the operating point picked on QQP
   held-out for precision 0.95 (baseline also at its default 0.90 + guards);
-* the verifier's added latency per lookup (features + model, 1 and 4 candidates).
+* the verifier's added latency per lookup (features + model, 1 and 4 candidates);
+* 95% bootstrap intervals of the recalls (same resamples for both scorers);
+* with ``--other-embedder onnx-fp32``: QQP held-out again with fp32 vectors
+  (baseline cosine and the verifier fed the fp32 cosine).
 """
 
 from __future__ import annotations
@@ -50,6 +53,24 @@ def recall_at(scores, labels, precision: float) -> tuple[float, float | None]:
         return 0.0, None
     best = ok[np.argmax(r[ok])]
     return float(r[best]), float(thr[best])
+
+
+def recall_interval(scores: dict[str, np.ndarray], labels: np.ndarray, precision: float, *, rounds: int = 200,
+                    seed: int = 0) -> dict[str, list[float]]:
+    """95% bootstrap intervals of recall at ``precision`` for each scorer.
+
+    Pairs are resampled once per round and every scorer is measured on the
+    same resample, so the intervals are comparable (the top of a QQP ranking is
+    a few hundred pairs, so recall at precision 0.95 moves a lot between samples).
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    draws: dict[str, list[float]] = {name: [] for name in scores}
+    for _ in range(rounds):
+        idx = rng.integers(0, len(labels), len(labels))
+        for name, s in scores.items():
+            draws[name].append(recall_at(np.asarray(s)[idx], labels[idx], precision)[0])
+    return {name: [round(float(q), 4) for q in np.quantile(d, [0.025, 0.975])] for name, d in draws.items()}
 
 
 def best_precision(scores, labels, min_recall: float = 0.01) -> float:
@@ -96,7 +117,23 @@ def latency_ms(verifier: Verifier, pairs: list[dict], cos: np.ndarray, candidate
             "p50_ms": round(float(np.median(times)), 3), "p99_ms": round(float(np.quantile(times, 0.99)), 3)}
 
 
-def run(seed: int, artefact: Path) -> dict:
+def other_embedder(pairs: list[dict], backend: str, verifier: Verifier) -> dict:
+    """Baseline and verifier on ``pairs`` with vectors from another embedder ``backend`` (e.g. onnx-fp32)."""
+    from evaluation.train_verifier import embedded_pairs
+
+    pairs, va, vb = embedded_pairs("qqp", backend, pairs)
+    x, y, cos = pair_rows(pairs, va, vb, verifier.idf, verifier.words)
+    prob = 1 / (1 + np.exp(-verifier.trees.raw(x)))
+    row = {"embedder": backend}
+    for label, scores in (("baseline_cosine", cos), ("verifier", prob)):
+        row[label] = {"recall_at_p95": round(recall_at(scores, y, 0.95)[0], 4),
+                      "recall_at_p90": round(recall_at(scores, y, 0.90)[0], 4),
+                      "best_precision": round(best_precision(scores, y), 4)}
+    row["interval_p95"] = recall_interval({"baseline_cosine": cos, "verifier": prob}, y, 0.95)
+    return row
+
+
+def run(seed: int, artefact: Path, other_backend: str | None = None) -> dict:
     verifier = Verifier.load(artefact)
     report: dict = {"seed": seed, "model": verifier.info}
     verifier_p95_thr = None
@@ -110,12 +147,17 @@ def run(seed: int, artefact: Path) -> dict:
             r90, t90 = recall_at(scores, y, 0.90)
             row[label] = {"recall_at_p95": round(r95, 4), "threshold_p95": t95, "recall_at_p90": round(r90, 4),
                           "threshold_p90": t90, "best_precision": round(best_precision(scores, y), 4)}
+        both = {"baseline_cosine": cos, "verifier": prob}
+        row["interval_p95"] = recall_interval(both, y, 0.95, seed=seed)
+        row["interval_p90"] = recall_interval(both, y, 0.90, seed=seed)
         if name == "qqp":
             # No cut-off reaching the precision: serve nothing (cut-off above every score).
             verifier_p95_thr = row["verifier"]["threshold_p95"] or 1.01
             verifier_p90_thr = row["verifier"]["threshold_p90"] or 1.01
             baseline_p95_thr = row["baseline_cosine"]["threshold_p95"] or 1.01
             report["latency"] = [latency_ms(verifier, pairs, cos, k, warm) for k in (1, 4) for warm in (True, False)]
+            if other_backend:
+                report["qqp_other_embedder"] = other_embedder(pairs, other_backend, verifier)
         report[name] = row
 
     traps = load_pairs(str(TRAPS))
@@ -144,8 +186,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", type=Path, default=DEFAULT_ARTEFACT)
     parser.add_argument("--out", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--other-embedder", metavar="BACKEND",
+                        help="also report QQP held-out with this embedder backend's vectors, e.g. onnx-fp32 "
+                             "(first run embeds the 37k held-out texts: ~11 min on this box)")
     args = parser.parse_args(argv)
-    report = run(args.seed, args.model)
+    report = run(args.seed, args.model, args.other_embedder)
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
