@@ -135,6 +135,8 @@ class ICCacheRouter:
         score = {arm: est[arm].ucb(r.alpha) - r.cost_weight * costs[arm] for arm in est}
         if not sel_cfg.enabled:
             route, reason = "large", "IC-Cache disabled for this category"
+        elif request_tokens + sel_cfg.answer_reserve > small.context_tokens:
+            route, reason = "large", "request too long for the small model's context"
         elif est["small"].mean < r.quality_floor and est["small"].width < r.known_after:
             route, reason = "large", "small model known to fail here"
         elif score["small"] > score["large"]:

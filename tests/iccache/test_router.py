@@ -146,3 +146,12 @@ async def test_a_real_simulated_engine_with_a_long_queue_shifts_traffic():
                 task.cancel()
             await asyncio.gather(*flood, return_exceptions=True)
         await scraper.aclose()
+
+
+def test_a_request_longer_than_the_small_context_stays_large_even_under_load():
+    router = _router()
+    router.load.set("big", EngineLoad(waiting=40, running=4, e2e_s=2.0))
+    long_messages = [MESSAGES[0], {"role": "user", "content": "word " * 2000}]  # ~2,500 tokens > 2,048
+    decision = router.decide(long_messages, scope="tenant:a/", category="support", vector=unit(1, 0))
+    assert decision.route == "large" and "too long" in decision.reason
+    assert _decide(router).route == "small"  # the same load with a short request does offload
