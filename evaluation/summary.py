@@ -62,9 +62,14 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         out[name] = {**_block(records), "categories": {c: _block(rs) for c, rs in sorted(by_cat.items())},
                      "lookup_ms": _lookup_ms(sysres.get("admin_stats"))}
     direct = out.get("direct")
+    direct_records = result["systems"].get("direct", {}).get("records", [])
+    direct_cost = {r["i"]: r["upstream_prompt_tokens"] + r["upstream_completion_tokens"] for r in direct_records}
     for name, s in out.items():
         if direct:
-            s["tokens_saved"] = direct["upstream_tokens"] - s["upstream_tokens"]
+            # A failed request saved nothing: it counts at what direct spent on it, not at 0.
+            failed = sum(direct_cost.get(r["i"], 0) for r in result["systems"][name]["records"]
+                         if r.get("http") != 200)
+            s["tokens_saved"] = direct["upstream_tokens"] - s["upstream_tokens"] - failed
             s["tokens_saved_share"] = s["tokens_saved"] / direct["upstream_tokens"] if direct["upstream_tokens"] else 0
         if direct and s.get("lookup_ms"):
             s["break_even"] = {c: s["lookup_ms"] / d["total_mean_ms"]

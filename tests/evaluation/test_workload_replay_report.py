@@ -115,3 +115,15 @@ def test_replay_without_streaming_and_best_threshold_from_pairs(tmp_path):
     assert len(recs) == 60 and all(r["http"] == 200 and r["ttft_s"] is None for r in recs)
     assert any(r["status"] == "hit" for r in recs)
     assert all(r["upstream_completion_tokens"] > 0 for r in recs if r["status"] == "miss")
+
+
+def test_a_failed_request_saves_no_tokens():
+    failed = {**_rec(3, "a", "error", None, None, 1.0, 0), "http": 0}
+    result = {"meta": {}, "systems": {
+        "direct": {"records": [_rec(i, "a", "direct", None, None, 1.0, 10) for i in range(4)]},
+        "semcache": {"records": [_rec(0, "a", "miss", None, 0.5, 1.0, 10), _rec(1, "a", "hit", True, 0.95, 0.01, 0),
+                                 _rec(2, "a", "miss", None, 0.7, 1.0, 10), failed]},
+    }}
+    s = summary.summarise(result)["semcache"]
+    assert s["errors"] == 1
+    assert s["tokens_saved"] == 20  # only the hit saved (direct spent 20 on it); the failure saved nothing
