@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import json
 import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -159,8 +160,12 @@ def _gptcache_description(threshold: float) -> str:
 def replay(workdir: Path, *, systems_wanted: list[str], speedup: float, concurrency: int, limit: int | None,
            best_threshold: float, policy: Path, decode_ms: float, max_batch: int, deadline_s: float,
            progress: bool = True, stream: bool = True, best_threshold_from: Path | None = None,
-           gptcache_threshold: float = 0.8) -> dict[str, Any]:
-    """Replay the workload in ``workdir`` through each wanted system; returns the result document."""
+           gptcache_threshold: float = 0.8, logs_to: Path | None = None) -> dict[str, Any]:
+    """Replay the workload in ``workdir`` through each wanted system; returns the result document.
+
+    ``logs_to``: a directory that keeps each server's log (they live in a temporary
+    directory otherwise), so a failed request can be traced after the run.
+    """
     requests = workload.read(workdir)[:limit]
     with tempfile.TemporaryDirectory(prefix="semcache-replay-") as tmp:
         tmpdir = Path(tmp)
@@ -200,6 +205,11 @@ def replay(workdir: Path, *, systems_wanted: list[str], speedup: float, concurre
                     described = policies[name].read_text()
                 result["systems"][name] = {"records": records, "admin_stats": stats, "policy": described,
                                            "wall_s": round(time.perf_counter() - began, 2)}
+        if logs_to is not None:
+            logs_to.mkdir(parents=True, exist_ok=True)
+            for log in tmpdir.glob("*.log"):
+                shutil.copy(log, logs_to / log.name)
+            result["meta"]["logs"] = str(logs_to)
     return result
 
 
@@ -215,7 +225,8 @@ def run_cli(args: Any) -> int:
                     limit=args.limit, best_threshold=args.best_threshold, policy=args.policy,
                     decode_ms=args.decode_ms, max_batch=args.max_batch, deadline_s=args.max_seconds,
                     stream=not args.no_stream, best_threshold_from=args.best_threshold_from,
-                    gptcache_threshold=args.gptcache_threshold)
+                    gptcache_threshold=args.gptcache_threshold,
+                    logs_to=args.out.parent / f"{args.out.stem}-logs")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result), encoding="utf-8")
     from evaluation.summary import format_table, summarise

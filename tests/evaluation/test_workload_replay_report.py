@@ -61,7 +61,8 @@ def test_small_replay_records_and_report(tmp_path):
     workload.write(reqs, tmp_path / "wl", arrivals, {"test": True})
     result = replay(tmp_path / "wl", systems_wanted=["direct", "semcache"], speedup=20, concurrency=16,
                     limit=None, best_threshold=0.8, policy=Path("policies/default.yaml"), decode_ms=0.2,
-                    max_batch=32, deadline_s=60, progress=False)
+                    max_batch=32, deadline_s=60, progress=False, logs_to=tmp_path / "logs")
+    assert {p.name for p in (tmp_path / "logs").iterdir()} >= {"engine-sim.log", "semcache.log"}
     direct, cached = result["systems"]["direct"]["records"], result["systems"]["semcache"]["records"]
     assert len(direct) == len(cached) == 160
     assert all(r["http"] == 200 and r["status"] == "direct" for r in direct)
