@@ -28,7 +28,7 @@ from semcache.catalog import EntryCatalog, EntryMeta
 from semcache.index import HNSWParams
 from semcache.keys import CacheRequest, normalize, partition_id, text_digest
 from semcache.policy import PolicySet
-from semcache.protocols import Embedder, EntryListener, Store
+from semcache.protocols import Embedder, Store
 from semcache.results import KeyContext, LookupResult, StoreResult
 from semcache.stats import CacheStats
 from semcache.verifier import VerifierGate
@@ -68,8 +68,7 @@ class SemanticCache:
         self._policies = policies
         self._classifier = Classifier(policies)
         self._tasks: list[asyncio.Task] = []
-        self.listeners: list[EntryListener] = []
-        """Followers of the index's contents (add before :meth:`start` to see the rebuild too)."""
+        self.listeners = self.catalog.listeners  # EntryListeners; add before start() to see the rebuild
 
     # ----------------------------------------------------------- lifecycle
     @property
@@ -303,15 +302,9 @@ class SemanticCache:
     def _remember(self, entry: CacheEntry) -> None:
         policy = self._policies.get(entry.category)
         self.catalog.add(entry, capacity_hint=policy.quota.max_entries if policy else None)
-        for listener in self.listeners:
-            _notify(listener.entry_added, entry)
 
     def _forget(self, id: str) -> EntryMeta | None:
-        meta = self.catalog.forget(id)
-        if meta is not None:
-            for listener in self.listeners:
-                _notify(listener.entry_removed, id)
-        return meta
+        return self.catalog.forget(id)
 
     async def _remove(self, ids: list[str], *, reason: str | None) -> int:
         if not ids:
@@ -405,10 +398,3 @@ class SemanticCache:
                            limit: int = 100) -> list[dict[str, Any]]:
         """Metadata of up to ``limit`` entries (newest first); no vectors, no responses."""
         return self.catalog.describe(tenant=tenant, category=category, limit=limit)
-
-
-def _notify(callback, arg) -> None:
-    try:
-        callback(arg)
-    except Exception:  # a follower's bug must not fail a store or a lookup
-        log.exception("semcache entry listener failed")

@@ -7,7 +7,8 @@ exact-repeat map, and per-category counts and bytes for quotas.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,9 @@ import numpy as np
 from semcache.entry import CacheEntry
 from semcache.index import HNSWParams, PartitionedIndex
 from semcache.keys import text_digest
+from semcache.protocols import EntryListener
+
+log = logging.getLogger("semcache.catalog")
 
 
 @dataclass(slots=True)
@@ -47,6 +51,8 @@ class EntryCatalog:
         self._exact: dict[tuple[str, str], str] = {}
         self._count: dict[str, int] = {}
         self._bytes: dict[str, int] = {}
+        self.listeners: list[EntryListener] = []
+        """Followers of the catalog's contents (told of every entry added and removed)."""
 
     def __len__(self) -> int:
         return len(self._meta)
@@ -99,6 +105,8 @@ class EntryCatalog:
         self._exact[(meta.partition, meta.digest)] = meta.id
         self._count[meta.category] = self._count.get(meta.category, 0) + 1
         self._bytes[meta.category] = self._bytes.get(meta.category, 0) + meta.size
+        for listener in self.listeners:
+            _notify(listener.entry_added, entry)
         return meta
 
     def forget(self, id: str) -> EntryMeta | None:
@@ -110,6 +118,8 @@ class EntryCatalog:
             del self._exact[(meta.partition, meta.digest)]
         self._count[meta.category] -= 1
         self._bytes[meta.category] -= meta.size
+        for listener in self.listeners:
+            _notify(listener.entry_removed, id)
         return meta
 
     def counts(self) -> dict[str, int]:
@@ -130,3 +140,10 @@ class EntryCatalog:
              "created_at": m.created_at, "expires_at": m.expires_at, "bytes": m.size}
             for m in metas[:limit]
         ]
+
+
+def _notify(callback: Callable, arg: object) -> None:
+    try:
+        callback(arg)
+    except Exception:  # a follower's bug must not fail a store or a lookup
+        log.exception("semcache entry listener failed")

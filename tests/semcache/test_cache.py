@@ -277,3 +277,27 @@ async def test_embedder_failure_raises_cache_unavailable(cache, embedder):
     embedder.fail_with = EmbedderOverloadedError("queue full")
     with pytest.raises(CacheUnavailableError):
         await cache.lookup(chat("a fresh question"))
+
+
+async def test_listeners_follow_adds_and_removals_and_cannot_break_the_cache(cache):
+    seen: list[tuple[str, str]] = []
+
+    class Recorder:
+        def entry_added(self, entry):
+            seen.append(("added", entry.id))
+
+        def entry_removed(self, id):
+            seen.append(("removed", id))
+
+    class Broken:
+        def entry_added(self, entry):
+            raise RuntimeError("listener bug")
+
+        def entry_removed(self, id):
+            raise RuntimeError("listener bug")
+
+    cache.listeners.extend([Broken(), Recorder()])
+    entry_id = await put(cache, chat("how do I reverse a list in python"))
+    assert (await cache.lookup(chat("how do I reverse a list in python"))).status == "hit"
+    assert await cache.invalidate(entry_id=entry_id) == 1
+    assert seen == [("added", entry_id), ("removed", entry_id)]
