@@ -24,6 +24,7 @@ from proxy.admin import build_admin_router
 from proxy.errors import install_error_handlers
 from proxy.feedback import build_feedback_router
 from proxy.iccache import ICCacheService, metrics_url
+from proxy.keycheck import KeyCheck
 from proxy.limits import BodySizeLimit
 from proxy.metrics import ProxyMetrics
 from proxy.routes import build_health_router, build_openai_router
@@ -124,8 +125,11 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 parts.cache.listeners.append(parts.iccache)  # before start: the rebuild fills the bank
                 metrics.watch_iccache(parts.iccache.stats.snapshot)
                 parts.iccache.start()
+            keycheck = None
+            if settings.verify_keys and settings.upstream_api_key is None:
+                keycheck = KeyCheck(parts.pool.probe_key, ttl_s=settings.key_check_ttl_s)
             parts.endpoint = CachedEndpoint(parts.cache, parts.pool, metrics, coalesce=settings.coalesce,
-                                            iccache=parts.iccache)
+                                            iccache=parts.iccache, keycheck=keycheck)
             starter = asyncio.create_task(start_cache(parts.cache), name="semcache-start")
             await asyncio.wait({starter}, timeout=30.0)  # serve soon even if the store hangs
             yield

@@ -40,6 +40,7 @@ from semcache.errors import CacheUnavailableError, UpstreamError
 
 if TYPE_CHECKING:
     from proxy.iccache import ICCacheService
+    from proxy.keycheck import KeyCheck
     from semcache.iccache import Decision
 
 log = logging.getLogger("semcache.proxy")
@@ -63,9 +64,10 @@ class CachedEndpoint:
     """Serves ``/v1/chat/completions`` and ``/v1/completions`` through the cache."""
 
     def __init__(self, cache: SemanticCache, pool: UpstreamPool, metrics: ProxyMetrics, *, coalesce: bool,
-                 iccache: ICCacheService | None = None):
+                 iccache: ICCacheService | None = None, keycheck: KeyCheck | None = None):
         self.cache = cache
         self.iccache = iccache
+        self.keycheck = keycheck
         self.pool = pool
         self.metrics = metrics
         self.coalesce = coalesce
@@ -87,6 +89,9 @@ class CachedEndpoint:
             lookup = await self._lookup(request, controls)
         stream = bool(body.get("stream"))
         if lookup is not None and lookup.status == "hit" and lookup.entry is not None:
+            refusal = await self.keycheck.refusal(controls.tenant, controls.authorization) if self.keycheck else None
+            if refusal is not None:  # never serve the cache to a key the upstream rejects
+                return self._upstream_error(endpoint, refusal, "denied", None, started)
             if self.iccache is not None:
                 self.iccache.cache_hit(lookup.category)
                 self.metrics.ic_routes.labels(lookup.category, "cache").inc()
@@ -177,6 +182,7 @@ class CachedEndpoint:
                 answer = await self.pool.post_json(PATHS[endpoint], request.body, controls.authorization)
             finally:
                 self.metrics.in_flight.dec()
+            self._vouch(controls)
             if storable and lookup is not None:
                 # Off the critical path: the answer goes back while it is stored. Started here,
                 # inside the (shielded) coalesced flight, so a leaving leader cannot lose it.
@@ -226,6 +232,7 @@ class CachedEndpoint:
             upstream.in_flight -= 1
             self.metrics.in_flight.dec()
             raise
+        self._vouch(controls)
 
         async def relay() -> AsyncIterator[bytes]:
             parser = SSEParser()
@@ -312,6 +319,11 @@ class CachedEndpoint:
         self._observe(endpoint, status, started)
         body = exc.body if isinstance(exc.body, dict) else error_body(str(exc), exc.status_code)
         return JSONResponse(body, status_code=exc.status_code, headers=cache_headers(status, lookup))
+
+    def _vouch(self, controls: CacheControls) -> None:
+        """An upstream success with the caller's key: it may be served from the cache for a while."""
+        if self.keycheck is not None:
+            self.keycheck.vouch(controls.tenant)
 
     def _observe(self, endpoint: str, status: str, started: float) -> None:
         self.metrics.requests.labels(endpoint, status).inc()

@@ -55,6 +55,9 @@ class ProxySettings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin; unset = admin disabled")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     coalesce: bool = True
+    verify_keys: bool = Field(True, description="check a caller's key upstream before serving it a cached answer "
+                                                "(off when upstream_api_key is set)")
+    key_check_ttl_s: float = Field(300.0, gt=0, description="how long an accepted key stays trusted")
     tenant_salt: str = Field("", description="mixed into the API-key hash that names a tenant")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 

@@ -175,6 +175,21 @@ class UpstreamPool:
             raise UpstreamError("upstream answered a non-object JSON", status_code=502)
         return data
 
+    async def probe_key(self, authorization: str | None) -> int:
+        """Status of ``GET /models`` on the first upstream with the caller's Authorization.
+
+        Raises :class:`UpstreamError` (502) when no upstream can be reached.
+        """
+        upstream = self.router.upstreams[0]
+        url = upstream.base_url + "/models"
+        try:
+            response = await self.client_for(url).request("GET", url, self.headers(authorization))
+            await response.aclose()
+        except TransportError as exc:
+            raise UpstreamError(f"upstream {upstream.base_url} unreachable: {type(exc).__name__}",
+                                status_code=502) from exc
+        return response.status_code
+
     async def list_models(self, authorization: str | None) -> list[dict[str, Any]]:
         """Merge every upstream's ``/models`` (first listing of an id wins; failures skipped)."""
 

@@ -50,7 +50,12 @@ def create_app(settings: SimSettings) -> FastAPI:
         err = SimRequestError(503, str(exc), type_="ServiceUnavailableError")
         return JSONResponse(err.body(), status_code=503)
 
+    def _authorised(request: Request) -> None:
+        if settings.api_key and request.headers.get("authorization") != f"Bearer {settings.api_key}":
+            raise SimRequestError(401, "invalid API key", type_="AuthenticationError")
+
     async def _answer(endpoint: str, request: Request) -> Response:
+        _authorised(request)
         body = await _json_body(request)
         plan = engine.plan(endpoint, body)
         if body.get("stream"):
@@ -69,7 +74,8 @@ def create_app(settings: SimSettings) -> FastAPI:
         return await _answer("completions", request)
 
     @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
+    async def models(request: Request) -> dict[str, Any]:
+        _authorised(request)
         return {"object": "list", "data": [{
             "id": settings.model, "object": "model", "created": int(time.time()),
             "owned_by": "semcache-engine-sim", "max_model_len": settings.max_model_len,

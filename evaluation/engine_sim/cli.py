@@ -34,6 +34,7 @@ _OPTIONS = {  # flag -> (settings field, type, help)
     "--max-model-len": ("max_model_len", int, "context length (default: 8192)"),
     "--default-max-tokens": ("default_max_tokens", int, "output tokens when a request names none (default: 32)"),
     "--answers": ("answers_file", str, 'JSONL file of {"question": ..., "answer": ...} lines'),
+    "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' on /v1 routes, as vLLM's --api-key"),
 }
 
 

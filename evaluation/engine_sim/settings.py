@@ -31,6 +31,9 @@ class SimSettings(BaseSettings):
     kv_cache_tokens: int = Field(65536, ge=1, description="KV-cache capacity in tokens")
     max_model_len: int = Field(8192, ge=16)
     default_max_tokens: int = Field(32, ge=1, description="output tokens when the request names none")
+    api_key: str | None = Field(
+        None, description="like vLLM's --api-key: /v1 routes need 'Authorization: Bearer KEY' (401 otherwise)"
+    )
     answers_file: Path | None = Field(
         None, description='JSONL of {"question","answer"}: matching prompts get that answer'
     )
