@@ -6,9 +6,12 @@ the API is disabled (every ``/admin`` path answers 404 saying so), never open.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -43,8 +46,12 @@ def _bearer_check(token: str) -> Callable[[Request], None]:
 
 
 def build_admin_router(token: str | None, cache: Callable[[], SemanticCache],
-                       proxy_stats: Callable[[], dict[str, Any]]) -> APIRouter:
-    """Routes under ``/admin``; ``cache`` returns the running cache (built in the lifespan)."""
+                       proxy_stats: Callable[[], dict[str, Any]], policy_file: Path | None = None) -> APIRouter:
+    """Routes under ``/admin``; ``cache`` returns the running cache (built in the lifespan).
+
+    ``policy_file``: where a policy reload is also written (atomically), so it survives a
+    restart; None keeps reloads in memory only.
+    """
     if not token:
         disabled = APIRouter(include_in_schema=False)
 
@@ -80,7 +87,9 @@ def build_admin_router(token: str | None, cache: Callable[[], SemanticCache],
         dropped = await cache().reload_policies(policies)
         log.info("policies reloaded via admin API: %d categories, %d stale entries dropped",
                  len(policies), dropped)
-        return {"reloaded": True, "categories": policies.names, "dropped_entries": dropped}
+        persisted, why = _persist(policy_file, text)
+        return {"reloaded": True, "categories": policies.names, "dropped_entries": dropped,
+                "persisted": persisted, **({"not_persisted_because": why} if why else {})}
 
     @router.post("/invalidate")
     async def invalidate(body: InvalidateRequest) -> dict[str, Any]:
@@ -105,3 +114,19 @@ def build_admin_router(token: str | None, cache: Callable[[], SemanticCache],
         return {"data": await cache().list_entries(tenant=tenant, category=category, limit=limit)}
 
     return router
+
+
+def _persist(path: Path | None, text: str) -> tuple[bool, str | None]:
+    """Write reloaded policy YAML over the policy file (temp file + rename: never half-written)."""
+    if path is None:
+        return False, "no policy file configured"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # clean up a half-written temp file, if any
+            tmp.unlink(missing_ok=True)
+        log.warning("reloaded policies are in force but not written to %s: %s", path, exc.strerror or exc)
+        return False, f"cannot write {path.name}: {exc.strerror or exc}"
+    return True, None

@@ -167,7 +167,8 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                                            settings.tenant_salt))
     app.include_router(build_health_router(ready, metrics))
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    app.include_router(build_admin_router(token, lambda: parts.need("cache"), proxy_stats))
+    app.include_router(build_admin_router(token, lambda: parts.need("cache"), proxy_stats,
+                                          settings.policies if settings.persist_policy_reloads else None))
     app.include_router(build_feedback_router(lambda: parts.need("cache"), settings.tenant_salt,
                                              lambda: parts.iccache))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

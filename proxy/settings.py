@@ -53,6 +53,7 @@ class ProxySettings(BaseSettings):
                                        description="see gpu_embed; env e.g. SEMCACHE_EMBEDDER__BACKEND=onnx-int8")
 
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin; unset = admin disabled")
+    persist_policy_reloads: bool = Field(True, description="write a policy reloaded via /admin over the policies file")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     coalesce: bool = True
     verify_keys: bool = Field(True, description="check a caller's key upstream before serving it a cached answer "

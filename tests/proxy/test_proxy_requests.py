@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 
@@ -67,7 +69,7 @@ async def test_admin_api_is_disabled_without_a_token(make_proxy, admin_headers):
             assert "disabled" in err["message"]
 
 
-async def test_admin_policy_reload_is_validated_and_atomic(harness, admin_headers):
+async def test_admin_policy_reload_is_validated_and_atomic(harness, admin_headers, policy_file):
     c = harness.client
     current = await c.get("/admin/policies", headers=admin_headers)
     assert current.status_code == 200 and "categories:" in current.text
@@ -80,6 +82,25 @@ async def test_admin_policy_reload_is_validated_and_atomic(harness, admin_header
     ok = await c.put("/admin/policies", content=new, headers=admin_headers)
     assert ok.status_code == 200 and ok.json()["reloaded"] and "default" in ok.json()["categories"]
     assert (await c.get("/admin/policies", headers=admin_headers)).text == new
+    # Written over the policy file (so a restart keeps it); a rejected reload never was.
+    assert ok.json()["persisted"] is True and policy_file.read_text() == new
+
+
+async def test_a_reload_that_cannot_be_written_is_in_force_and_says_so(make_proxy, admin_headers, policy_file):
+    # The temp file's name is taken by a directory, so the write fails (even for root).
+    blocker = policy_file.with_name(f".{policy_file.name}.{os.getpid()}.tmp")
+    blocker.mkdir()
+    try:
+        async with make_proxy() as c:
+            current = (await c.get("/admin/policies", headers=admin_headers)).text
+            new = current.replace("threshold: 0.80", "threshold: 0.90")
+            ok = await c.put("/admin/policies", content=new, headers=admin_headers)
+            assert ok.status_code == 200 and ok.json()["persisted"] is False
+            assert "cannot write" in ok.json()["not_persisted_because"]
+            assert (await c.get("/admin/policies", headers=admin_headers)).text == new
+        assert policy_file.read_text() == current
+    finally:
+        blocker.rmdir()
 
 
 async def test_admin_entries_and_invalidate(harness, admin_headers):
