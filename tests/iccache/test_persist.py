@@ -8,7 +8,7 @@ import pytest
 
 from semcache import ManualClock, SQLiteStore, load_policies_text
 from semcache.entry import CacheEntry, Feedback
-from semcache.iccache import ReplayConfig, ReplayReport, SelectionConfig, load_bank, replay_examples, save_bank
+from semcache.iccache import ReplayConfig, SelectionConfig, load_bank, replay_examples, save_bank
 from semcache.iccache.bank import scope_of
 from semcache.stores import MemoryStore
 from semcache.stores.base import dumps_record
