@@ -160,9 +160,7 @@ def test_a_failing_small_model_falls_back_to_the_large_one(tmp_path, live_server
     large, _ = engines
     dead = "http://127.0.0.1:9"  # nothing listens on the discard port
     # Priors that always pick the small model, so the request goes there first.
-    yaml_text = iccache_yaml() + "  prior_quality: {large: 0.1, small: 0.99}\n"
-    yaml_text = yaml_text.replace("router:\n", "router:\n  prior_quality: {large: 0.1, small: 0.99}\n", 1)
-    yaml_text = yaml_text.rsplit("  prior_quality", 1)[0]
+    yaml_text = iccache_yaml(prior_quality="{large: 0.1, small: 0.99}")
     with start_proxy(tmp_path, live_server, large.url, dead, yaml_text) as proxy, \
             httpx.Client(base_url=proxy.url, timeout=60) as client:
         for question in (QUESTIONS[0], PARAPHRASE):  # both routed small first, both answered large
