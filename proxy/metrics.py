@@ -19,10 +19,11 @@ class _CacheStatsCollector(Collector):
     """
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]], prefix: str = "semcache_category_",
-                 gauges: frozenset[str] = frozenset()):
+                 gauges: frozenset[str] = frozenset(), skip: frozenset[str] = frozenset()):
         self._snapshot = snapshot
         self._prefix = prefix
         self._gauges = gauges
+        self._skip = skip
 
     def collect(self):  # type: ignore[override]
         try:
@@ -35,7 +36,7 @@ class _CacheStatsCollector(Collector):
             if not isinstance(counters, dict):
                 continue
             for name, value in counters.items():
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or name in self._skip:
                     continue
                 fam = families.get(name)
                 if fam is None:
@@ -74,9 +75,13 @@ class ProxyMetrics:
         self.registry.register(_CacheStatsCollector(snapshot))
 
     def watch_iccache(self, snapshot: Callable[[], dict[str, Any]]) -> None:
-        """IC-Cache per category: routed counts, offload rate, mean quality, cost saved."""
+        """IC-Cache per category: offload rate, mean examples and quality, cost saved.
+
+        Route counts are not repeated here: ``semcache_ic_routes`` counts them as they happen.
+        """
         self.registry.register(_CacheStatsCollector(
-            snapshot, prefix="semcache_ic_", gauges=frozenset({"offload_rate", "mean_examples", "mean_quality"})))
+            snapshot, prefix="semcache_ic_", gauges=frozenset({"offload_rate", "mean_examples", "mean_quality"}),
+            skip=frozenset({"requests", "cache", "small", "large"})))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
