@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -35,6 +36,32 @@ def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     return frames()
 
 
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone (the body is already read, so only a disconnect comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, work: asyncio.Future[Any]) -> Any:
+    """``work``'s result, or None after cancelling it when the client leaves first.
+
+    vLLM aborts a request whose client disconnects (its ``with_cancellation``
+    wrapper), freeing the batch slot; the simulator does the same, so a caller
+    that gives up on a request (e.g. the proxy's speculative forward after a
+    cache hit) costs the engine only the time it was running.
+    """
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if work in done:
+        return work.result()
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)
+    return None
+
+
 def create_app(settings: SimSettings) -> FastAPI:
     """Build one simulated engine serving ``settings.model``."""
     engine = SimEngine(settings)
@@ -63,7 +90,11 @@ def create_app(settings: SimSettings) -> FastAPI:
             if engine.scheduler.running >= settings.max_batch and engine.scheduler.waiting >= settings.max_waiting:
                 raise QueueFullError(f"engine queue full ({settings.max_waiting} waiting)")
             return StreamingResponse(_sse(engine.stream(plan)), media_type="text/event-stream")
-        return JSONResponse(await engine.complete(plan))
+        answer = await _unless_disconnected(request, asyncio.ensure_future(engine.complete(plan)))
+        if answer is None:
+            engine.metrics.finished("abort")
+            return Response(status_code=499)  # nobody is listening; nginx's "client closed request"
+        return JSONResponse(answer)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -182,6 +182,22 @@ class SimEngine:
                 choice = {"index": i, "text": text or "", "logprobs": None, "finish_reason": finish}
             return {**base, "choices": [choice]}
 
+        steps = self._stream_steps(plan, chunk)
+        finished = False
+        try:
+            async for item in steps:
+                yield item
+            finished = True
+        finally:
+            await steps.aclose()  # releases the batch slot now, not whenever it is collected
+            if not finished:  # the client left (or the server stopped): vLLM counts an abort
+                self.metrics.finished("abort")
+        if plan.include_usage:
+            yield {**base, "choices": [], "usage": plan.usage()}
+        self._account(plan)
+
+    async def _stream_steps(self, plan: Plan, chunk) -> AsyncIterator[dict[str, Any]]:
+        chat = plan.endpoint == "chat"
         async with self.scheduler.slot(plan.prompt_tokens + plan.completion_tokens):
             await asyncio.sleep(self._prefill_s(plan))
             self.metrics.ttft.observe(time.perf_counter() - plan.started)
@@ -195,6 +211,3 @@ class SimEngine:
                         yield chunk(i, pieces[step], None)
         for i in range(len(plan.choices)):
             yield chunk(i, None if chat else "", plan.finish_reasons[i])
-        if plan.include_usage:
-            yield {**base, "choices": [], "usage": plan.usage()}
-        self._account(plan)

@@ -160,3 +160,45 @@ async def test_scheduler_is_fifo_bounded_and_survives_cancellation():
     gate.set()
     await asyncio.gather(a, c)
     assert order == ["a", "c"] and (s.running, s.waiting, s.kv_tokens_in_use) == (0, 0, 0)
+
+
+def test_a_client_that_disconnects_frees_its_batch_slot(live_server):
+    """Like vLLM: a non-streamed request whose client leaves is aborted, not finished."""
+    import socket
+
+    app = create_app(SimSettings(model="m", decode_ms_per_token=50.0, max_batch=1))
+    with live_server(app) as server:
+        body = json.dumps(_chat("a long answer please", max_tokens=60)).encode()  # ~3 s of decode
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: sim\r\ncontent-type: application/json\r\n"
+                      b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            deadline = time.monotonic() + 5
+            while 'num_requests_running{model_name="m"} 1.0' not in httpx.get(server.url + "/metrics").text:
+                assert time.monotonic() < deadline, "the request never started running"
+                time.sleep(0.01)
+        left = time.monotonic()
+        while True:
+            metrics = httpx.get(server.url + "/metrics").text
+            if 'num_requests_running{model_name="m"} 0.0' in metrics:
+                break
+            assert time.monotonic() - left < 1.0, "the slot stayed taken after the client left"
+            time.sleep(0.01)
+        assert 'vllm:request_success_total{finished_reason="abort",model_name="m"} 1.0' in metrics
+        # The engine is free again: the next request runs at once.
+        quick = httpx.post(server.url + "/v1/chat/completions", json=_chat("short", max_tokens=1), timeout=5)
+        assert quick.status_code == 200
+
+
+def test_a_stream_whose_client_leaves_is_counted_as_aborted(live_server):
+    app = create_app(SimSettings(model="m", decode_ms_per_token=50.0, max_batch=1))
+    with live_server(app) as server:
+        with httpx.Client(base_url=server.url, timeout=5) as c:
+            with c.stream("POST", "/v1/chat/completions", json=_chat("stream long", max_tokens=60, stream=True)) as r:
+                next(r.iter_bytes())  # the stream has started; now leave
+        deadline = time.monotonic() + 2
+        while True:
+            metrics = httpx.get(server.url + "/metrics").text
+            if 'finished_reason="abort"' in metrics and 'num_requests_running{model_name="m"} 0.0' in metrics:
+                break
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.02)
