@@ -11,7 +11,11 @@ Prints, from one run: hit p50/p99 with 1 client; hits/s and p99 with N
 clients; miss p50 through the proxy and directly against the simulator
 (same prompts, interleaved, each side on its own warm keep-alive
 connection) and the difference (the miss overhead), also as the median of
-per-prompt differences; the load average (the box is shared).
+per-prompt differences; the same for a second proxy with speculative
+forwarding off (``SEMCACHE_SPECULATIVE_FORWARD=false``: the lookup finishes
+before the upstream call starts), for no-store requests, and for requests
+that skip the cache entirely (the bare HTTP hop); the load average (the box
+is shared).
 """
 
 from __future__ import annotations
@@ -150,18 +154,26 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None
 def run(args: argparse.Namespace) -> dict:
     import uvloop
 
-    sim_port, proxy_port = free_port(), free_port()
+    sim_port, proxy_port, plain_port = free_port(), free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="semcache-bench-"))
     env = {**os.environ, "SEMCACHE_LOG_LEVEL": "warning"}
     sim = subprocess.Popen([sys.executable, "-m", "evaluation.engine_sim", "--model", MODEL, "--port", str(sim_port),
                             "--prefill-ms-per-token", "0", "--decode-ms-per-token", str(args.decode_ms)],
                            cwd=ROOT, env=env)
-    proxy = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--upstream",
-                              f"http://127.0.0.1:{sim_port}/v1", "--port", str(proxy_port),
-                              "--sqlite-path", str(work / "cache.db"), "--log-level", "warning"], cwd=ROOT, env=env)
+
+    def serve(port: int, name: str, **extra_env: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--upstream",
+                                 f"http://127.0.0.1:{sim_port}/v1", "--port", str(port),
+                                 "--sqlite-path", str(work / f"{name}.db"), "--log-level", "warning"],
+                                cwd=ROOT, env={**env, **extra_env})
+
+    proxy = serve(proxy_port, "cache")
+    # The baseline for speculative forwarding: the same proxy, deciding before it forwards.
+    plain = serve(plain_port, "plain", SEMCACHE_SPECULATIVE_FORWARD="false")
     try:
         wait_ready(f"http://127.0.0.1:{sim_port}/health", sim)
         wait_ready(f"http://127.0.0.1:{proxy_port}/readyz", proxy)
+        wait_ready(f"http://127.0.0.1:{plain_port}/readyz", plain)
         hit_raw = chat_request(proxy_port, "What is the capital of France?")
         first = uvloop.run(_sequential(proxy_port, [hit_raw, hit_raw]))
         if b"x-semcache-status: hit" not in first[1][2].lower():
@@ -178,20 +190,25 @@ def run(args: argparse.Namespace) -> dict:
         for w in workers:
             w.join()
 
-        def misses(tag: str, headers: str) -> tuple[list[float], list[float]]:
+        def misses(tag: str, headers: str, port: int = proxy_port) -> tuple[list[float], list[float]]:
             """Same new prompts through the proxy and directly, alternating which goes first.
 
             Both sides are measured the same way: one keep-alive connection each
             (the proxy keeps its own to the simulator), opened and warmed before.
             """
-            pairs = [(chat_request(proxy_port, f"Unique {tag} prompt number {i}: what is {i} plus {i + 7}?",
+            pairs = [(chat_request(port, f"Unique {tag} prompt number {i}: what is {i} plus {i + 7}?",
                                    headers),
                       chat_request(sim_port, f"Unique {tag} prompt number {i}: what is {i} plus {i + 7}?"))
                      for i in range(args.misses)]
-            return uvloop.run(_paired(proxy_port, sim_port, pairs))
+            return uvloop.run(_paired(port, sim_port, pairs))
 
         via_proxy, direct = misses("miss", "")
+        plain_proxy, plain_direct = misses("plain", "", plain_port)
         nostore_proxy, nostore_direct = misses("nostore", "cache-control: no-store\r\n")
+        # Forced category + no-cache + no-store: no embedding, no search, no store --
+        # what the HTTP hop through the proxy costs by itself.
+        bare_proxy, bare_direct = misses("bare", "cache-control: no-cache, no-store\r\n"
+                                         "x-semcache-category: default\r\n")
         return {
             "hit_p50_ms_1_client": pct(single, 0.50), "hit_p99_ms_1_client": pct(single, 0.99),
             "clients": args.clients, "hits_per_s": len(many) / args.duration,
@@ -204,9 +221,15 @@ def run(args: argparse.Namespace) -> dict:
             "misses_measured": len(via_proxy), "sim_decode_ms_per_token": args.decode_ms,
             "miss_overhead_p50_ms_no_store": (statistics.median(nostore_proxy)
                                               - statistics.median(nostore_direct)) * 1000,
+            "miss_overhead_p50_ms_no_speculation": (statistics.median(plain_proxy)
+                                                    - statistics.median(plain_direct)) * 1000,
+            "miss_overhead_paired_p50_ms_no_speculation": statistics.median(
+                p - d for p, d in zip(plain_proxy, plain_direct)) * 1000,
+            "miss_overhead_p50_ms_forward_only": (statistics.median(bare_proxy)
+                                                  - statistics.median(bare_direct)) * 1000,
         }
     finally:
-        for p in (proxy, sim):
+        for p in (proxy, plain, sim):
             p.terminate()
             p.wait(timeout=20)
 
@@ -233,8 +256,13 @@ def main(argv: list[str] | None = None) -> int:
           f"({r['misses_measured']} misses)")
     print(f"miss overhead, paired:        p50 {r['miss_overhead_paired_p50_ms']:.2f} ms "
           "(median of per-prompt differences)")
+    print(f"miss overhead, no speculation: {r['miss_overhead_p50_ms_no_speculation']:.2f} ms "
+          f"(paired {r['miss_overhead_paired_p50_ms_no_speculation']:.2f} ms; speculative_forward off: "
+          "embedding + search before forwarding)")
     print(f"load average at the end:      {' '.join(f'{x:.2f}' for x in r['load_average'])}")
     print(f"miss overhead, no-store:      {r['miss_overhead_p50_ms_no_store']:.2f} ms (lookup + forward only)")
+    print(f"miss overhead, forward only:  {r['miss_overhead_p50_ms_forward_only']:.2f} ms "
+          "(category forced, no-cache + no-store: no embedding, no search)")
     return 0
 
 

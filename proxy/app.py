@@ -128,8 +128,10 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
             keycheck = None
             if settings.verify_keys and settings.upstream_api_key is None:
                 keycheck = KeyCheck(parts.pool.probe_key, ttl_s=settings.key_check_ttl_s)
-            parts.endpoint = CachedEndpoint(parts.cache, parts.pool, metrics, coalesce=settings.coalesce,
-                                            iccache=parts.iccache, keycheck=keycheck)
+            parts.endpoint = CachedEndpoint(
+                parts.cache, parts.pool, metrics, coalesce=settings.coalesce, iccache=parts.iccache,
+                keycheck=keycheck,
+                speculate_below=settings.speculative_max_in_flight if settings.speculative_forward else None)
             starter = asyncio.create_task(start_cache(parts.cache), name="semcache-start")
             await asyncio.wait({starter}, timeout=30.0)  # serve soon even if the store hangs
             yield

@@ -69,6 +69,9 @@ class ProxyMetrics:
         self.ic_routes = Counter("semcache_ic_routes", "IC-Cache decisions per category: cache, small "
                                  "(with examples), large, small_failed (fell back to large).",
                                  ["category", "route"], registry=r)
+        self.speculative = Counter("semcache_speculative_forwards", "Upstream calls started before the cache "
+                                   "decided: used (a miss took it) or dropped (a hit or another's answer).",
+                                   ["outcome"], registry=r)
         self.in_flight = Gauge("semcache_upstream_in_flight", "Requests in flight upstream.", registry=r)
 
     def watch_cache(self, snapshot: Callable[[], dict[str, Any]]) -> None:

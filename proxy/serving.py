@@ -32,11 +32,12 @@ from proxy.coalesce import Coalescer
 from proxy.controls import CacheControls
 from proxy.errors import error_body
 from proxy.metrics import ProxyMetrics
+from proxy.speculate import Speculation
 from proxy.sse import DONE, SSEParser, assemble, frame, replay_chunks
 from proxy.transport import TransportError
 from proxy.upstream import UpstreamPool
 from semcache import CacheRequest, LookupResult, SemanticCache
-from semcache.errors import CacheUnavailableError, UpstreamError
+from semcache.errors import CacheUnavailableError, RequestError, UpstreamError
 
 if TYPE_CHECKING:
     from proxy.iccache import ICCacheService
@@ -64,8 +65,12 @@ class CachedEndpoint:
     """Serves ``/v1/chat/completions`` and ``/v1/completions`` through the cache."""
 
     def __init__(self, cache: SemanticCache, pool: UpstreamPool, metrics: ProxyMetrics, *, coalesce: bool,
-                 iccache: ICCacheService | None = None, keycheck: KeyCheck | None = None):
+                 iccache: ICCacheService | None = None, keycheck: KeyCheck | None = None,
+                 speculate_below: int | None = None):
         self.cache = cache
+        self.speculate_below = speculate_below  # in-flight count under which misses are raced; None = off
+        self._dropping: set[asyncio.Task[None]] = set()
+        self._racing: set[tuple[str, str, str]] = set()  # (tenant, endpoint, text digest) speculated now
         self.iccache = iccache
         self.keycheck = keycheck
         self.pool = pool
@@ -79,6 +84,19 @@ class CachedEndpoint:
         started = time.perf_counter()
         request = CacheRequest(endpoint=endpoint, body=body, tenant=controls.tenant,
                                namespace=controls.namespace, category=controls.category)
+        race = self._race_key(endpoint, request, controls)
+        speculation = self._speculate(endpoint, request, controls) if race is not None else None
+        if speculation is not None:
+            self._racing.add(race)  # type: ignore[arg-type]
+        try:
+            return await self._handle(endpoint, body, controls, request, speculation, started)
+        finally:
+            if speculation is not None:
+                self._racing.discard(race)  # type: ignore[arg-type]
+                self._settle(speculation)
+
+    async def _handle(self, endpoint: str, body: dict[str, Any], controls: CacheControls, request: CacheRequest,
+                      speculation: Speculation | None, started: float) -> Response:
         lookup = await self._lookup(request, controls)
         key = lookup.coalesce_key if lookup is not None and lookup.status == "miss" else None
         pending = self._storing.get(key) if key is not None else None
@@ -116,8 +134,10 @@ class CachedEndpoint:
             extra = {"x-semcache-route": "large", "x-semcache-examples": "0"}
         try:
             if stream:
-                return await self._relay(endpoint, request, lookup, controls, status, storable, started, extra)
-            answer, joined, storing = await self._forward(endpoint, request, lookup, controls, storable)
+                return await self._relay(endpoint, request, lookup, controls, status, storable, started, extra,
+                                         speculation=speculation)
+            answer, joined, storing = await self._forward(endpoint, request, lookup, controls, storable,
+                                                          speculation)
         except UpstreamError as exc:
             return self._upstream_error(endpoint, exc, status, lookup, started)
         headers = {**cache_headers(status, lookup), **extra}
@@ -170,18 +190,21 @@ class CachedEndpoint:
 
     # ---------------------------------------------------------- non-streamed
     async def _forward(self, endpoint: str, request: CacheRequest, lookup: LookupResult | None,
-                       controls: CacheControls, storable: bool
+                       controls: CacheControls, storable: bool, speculation: Speculation | None = None
                        ) -> tuple[dict[str, Any], bool, asyncio.Task[None] | None]:
         """The answer, whether it was another caller's, and the task storing it (the leader's only)."""
         storing: asyncio.Task[None] | None = None
 
         async def work() -> dict[str, Any]:
             nonlocal storing
-            self.metrics.in_flight.inc()
-            try:
-                answer = await self.pool.post_json(PATHS[endpoint], request.body, controls.authorization)
-            finally:
-                self.metrics.in_flight.dec()
+            if speculation is not None and not speculation.taken:
+                answer = await speculation.take()  # under way since before the lookup
+            else:
+                self.metrics.in_flight.inc()
+                try:
+                    answer = await self.pool.post_json(PATHS[endpoint], request.body, controls.authorization)
+                finally:
+                    self.metrics.in_flight.dec()
             self._vouch(controls)
             if storable and lookup is not None:
                 # Off the critical path: the answer goes back while it is stored. Started here,
@@ -220,18 +243,25 @@ class CachedEndpoint:
     async def _relay(self, endpoint: str, request: CacheRequest, lookup: LookupResult | None,
                      controls: CacheControls, status: str, storable: bool, started: float,
                      extra_headers: dict[str, str] | None = None,
-                     on_complete: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> Response:
+                     on_complete: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+                     speculation: Speculation | None = None) -> Response:
         """Relay a stream; once complete, store it (``storable``) and/or call ``on_complete``
         with the assembled answer, both before ``[DONE]`` goes out."""
-        upstream = self.pool.router.choose(request.body)
-        upstream.in_flight += 1
         self.metrics.in_flight.inc()
-        try:
-            response = await self.pool.open(upstream, PATHS[endpoint], request.body, controls.authorization)
-        except BaseException:
-            upstream.in_flight -= 1
-            self.metrics.in_flight.dec()
-            raise
+        if speculation is not None and not speculation.taken:
+            upstream = speculation.upstream  # its in_flight was counted when the stream was opened
+            try:
+                response = await speculation.take()
+            except BaseException:
+                self.metrics.in_flight.dec()
+                raise
+        else:
+            upstream = self.pool.router.choose(request.body)
+            try:
+                response = await self._open_counted(upstream, endpoint, request, controls)
+            except BaseException:
+                self.metrics.in_flight.dec()
+                raise
         self._vouch(controls)
 
         async def relay() -> AsyncIterator[bytes]:
@@ -312,6 +342,56 @@ class CachedEndpoint:
         self._observe("chat", "ic", started)
         return JSONResponse(answer, headers=headers)
 
+    # ------------------------------------------------------------ speculation
+    def _race_key(self, endpoint: str, request: CacheRequest, controls: CacheControls
+                  ) -> tuple[str, str, str] | None:
+        """The key to race this request under, or None when racing the cache is not worth it."""
+        if self.speculate_below is None or not self.cache_ready:
+            return None
+        if self.iccache is not None and endpoint == "chat":
+            return None  # the router may pick the small model: a large call would be wasted load
+        digest = self.cache.text_digest_of(request)
+        if digest is None or self.cache.seen_before(digest):
+            return None  # probably an exact repeat: decided without embedding, nothing to hide
+        key = (controls.tenant, endpoint, digest)
+        if key in self._racing:
+            return None  # the same text is already racing: this one coalesces onto it instead
+        return key
+
+    def _speculate(self, endpoint: str, request: CacheRequest, controls: CacheControls) -> Speculation | None:
+        """Start the upstream call now (see proxy.speculate) if the chosen engine is nearly idle."""
+        try:
+            upstream = self.pool.router.choose(request.body)
+        except RequestError:
+            return None  # the normal path reports it
+        if upstream.in_flight >= self.speculate_below:
+            return None
+        if request.body.get("stream"):
+            return Speculation(upstream, self._open_counted(upstream, endpoint, request, controls),
+                               release=lambda: _uncount(upstream))
+        return Speculation(upstream, self.pool.post_json(PATHS[endpoint], request.body, controls.authorization,
+                                                         upstream))
+
+    async def _open_counted(self, upstream: Any, endpoint: str, request: CacheRequest,
+                            controls: CacheControls) -> Any:
+        """Open a stream upstream, counting it in flight until the relay (or a drop) releases it."""
+        upstream.in_flight += 1
+        try:
+            return await self.pool.open(upstream, PATHS[endpoint], request.body, controls.authorization)
+        except BaseException:
+            upstream.in_flight -= 1
+            raise
+
+    def _settle(self, speculation: Speculation) -> None:
+        """Count the speculation's outcome; drop it (in the background: a hit must not wait) if unused."""
+        if speculation.taken:
+            self.metrics.speculative.labels("used").inc()
+            return
+        self.metrics.speculative.labels("dropped").inc()
+        task = asyncio.ensure_future(speculation.drop())
+        self._dropping.add(task)
+        task.add_done_callback(self._dropping.discard)
+
     # ------------------------------------------------------------------ misc
     def _upstream_error(self, endpoint: str, exc: UpstreamError, status: str, lookup: LookupResult | None,
                         started: float) -> Response:
@@ -332,6 +412,10 @@ class CachedEndpoint:
 
 async def _finish_store(storing: asyncio.Task[None]) -> None:
     await asyncio.shield(storing)  # a leaving client must not cancel the store
+
+
+def _uncount(upstream: Any) -> None:
+    upstream.in_flight -= 1
 
 
 def _collect(chunks: list[dict[str, Any]], event: str) -> list[dict[str, Any]] | None:

@@ -158,9 +158,10 @@ class UpstreamPool:
             raise upstream_error(response.status_code, await _read_all(upstream, response))
         return response
 
-    async def post_json(self, path: str, body: dict[str, Any], authorization: str | None) -> dict[str, Any]:
-        """Forward a non-streamed request to a routed upstream and return its JSON answer."""
-        upstream = self.router.choose(body)
+    async def post_json(self, path: str, body: dict[str, Any], authorization: str | None,
+                        upstream: Upstream | None = None) -> dict[str, Any]:
+        """Forward a non-streamed request to ``upstream`` (default: a routed one); its JSON answer."""
+        upstream = upstream or self.router.choose(body)
         upstream.in_flight += 1
         try:
             response = await self.open(upstream, path, body, authorization)

@@ -49,6 +49,7 @@ class EntryCatalog:
         self.index = PartitionedIndex(dim, hnsw=hnsw, promote_at=promote_at)
         self._meta: dict[str, EntryMeta] = {}
         self._exact: dict[tuple[str, str], str] = {}
+        self._texts: dict[str, int] = {}  # text digest -> live entries with that text, any partition
         self._count: dict[str, int] = {}
         self._bytes: dict[str, int] = {}
         self.listeners: list[EntryListener] = []
@@ -68,6 +69,10 @@ class EntryCatalog:
 
     def exact(self, partition: str, digest: str) -> str | None:
         return self._exact.get((partition, digest))
+
+    def has_text(self, digest: str) -> bool:
+        """True when some entry (any tenant, category or partition) was asked with this exact text."""
+        return digest in self._texts
 
     def count(self, category: str) -> int:
         return self._count.get(category, 0)
@@ -103,6 +108,7 @@ class EntryCatalog:
         )
         self._meta[meta.id] = meta
         self._exact[(meta.partition, meta.digest)] = meta.id
+        self._texts[meta.digest] = self._texts.get(meta.digest, 0) + 1
         self._count[meta.category] = self._count.get(meta.category, 0) + 1
         self._bytes[meta.category] = self._bytes.get(meta.category, 0) + meta.size
         for listener in self.listeners:
@@ -116,6 +122,11 @@ class EntryCatalog:
         self.index.delete(id)
         if self._exact.get((meta.partition, meta.digest)) == id:
             del self._exact[(meta.partition, meta.digest)]
+        left = self._texts[meta.digest] - 1
+        if left:
+            self._texts[meta.digest] = left
+        else:
+            del self._texts[meta.digest]
         self._count[meta.category] -= 1
         self._bytes[meta.category] -= meta.size
         for listener in self.listeners:

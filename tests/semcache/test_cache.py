@@ -301,3 +301,18 @@ async def test_listeners_follow_adds_and_removals_and_cannot_break_the_cache(cac
     assert (await cache.lookup(chat("how do I reverse a list in python"))).status == "hit"
     assert await cache.invalidate(entry_id=entry_id) == 1
     assert seen == [("added", entry_id), ("removed", entry_id)]
+
+
+async def test_seen_before_follows_entries_across_tenants_until_the_last_goes(cache):
+    req_a, req_b = chat("how do I reset my router", tenant="a"), chat("how do I reset my router", tenant="b")
+    digest = cache.text_digest_of(req_a)
+    assert digest == cache.text_digest_of(req_b) and not cache.seen_before(digest)
+    first = await put(cache, req_a)
+    await put(cache, req_b)
+    assert cache.seen_before(digest)
+    assert not cache.seen_before(cache.text_digest_of(chat("how do I reset my modem")))
+    await cache.invalidate(entry_id=first)
+    assert cache.seen_before(digest)  # tenant b's entry still has that text
+    await cache.invalidate(tenant="b")
+    assert not cache.seen_before(digest)
+    assert cache.text_digest_of(CacheRequest("chat", {"model": "m", "messages": []}, tenant="a")) is None
