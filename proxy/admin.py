@@ -88,8 +88,11 @@ def build_admin_router(token: str | None, cache: Callable[[], SemanticCache],
         log.info("policies reloaded via admin API: %d categories, %d stale entries dropped",
                  len(policies), dropped)
         persisted, why = _persist(policy_file, text)
+        # Replicas sharing the store (Redis) switch too; a restarting one adopts it.
+        shared = await cache().share_policies()
         return {"reloaded": True, "categories": policies.names, "dropped_entries": dropped,
-                "persisted": persisted, **({"not_persisted_because": why} if why else {})}
+                "persisted": persisted, **({"not_persisted_because": why} if why else {}),
+                "shared_with_replicas": shared}
 
     @router.post("/invalidate")
     async def invalidate(body: InvalidateRequest) -> dict[str, Any]:

@@ -23,11 +23,11 @@ from semcache import admission, feedback, guards
 from semcache.categories import Classifier
 from semcache.clock import Clock, SystemClock
 from semcache.entry import CacheEntry
-from semcache.errors import CacheUnavailableError, SemcacheError
+from semcache.errors import CacheUnavailableError, PolicyError, SemcacheError
 from semcache.catalog import EntryCatalog, EntryMeta
 from semcache.index import HNSWParams
 from semcache.keys import CacheRequest, normalize, partition_id, text_digest
-from semcache.policy import PolicySet
+from semcache.policy import PolicySet, load_policies_text
 from semcache.protocols import Embedder, Store
 from semcache.results import KeyContext, LookupResult, StoreResult
 from semcache.stats import CacheStats
@@ -77,10 +77,12 @@ class SemanticCache:
 
     async def start(self) -> None:
         """Build prototypes, rebuild the index from the store, start upkeep tasks."""
-        self._classifier = await self._build_classifier(self._policies)
         follow_from = None
         if hasattr(self.doc_store, "changes"):
             follow_from = await self.doc_store.last_event_id()
+        # A replica (re)starting joins the policies an admin reload gave the others.
+        if not await self.adopt_shared_policies():
+            self._classifier = await self._build_classifier(self._policies)
         now = self.clock.now()
         stale = []
         async for entry in self.doc_store.scan():
@@ -385,9 +387,49 @@ class SemanticCache:
             except SemcacheError as exc:
                 log.warning("semcache purge failed: %s", exc)
 
+    async def share_policies(self) -> bool | None:
+        """Publish the policies in force to every process sharing the store.
+
+        True once published, None when the store is not shared (nothing to
+        tell), False when publishing failed (logged; this process keeps them).
+        """
+        publish = getattr(self.doc_store, "publish_policies", None)
+        if publish is None:
+            return None
+        try:
+            await publish(self._policies.source_text)
+        except SemcacheError as exc:
+            log.warning("policies in force here but not shared with other replicas: %s", exc)
+            return False
+        return True
+
+    async def adopt_shared_policies(self) -> bool:
+        """Switch to the policies another process published, if any differ; True if switched.
+
+        Invalid shared YAML (e.g. from a newer version) is logged and ignored.
+        """
+        read = getattr(self.doc_store, "shared_policies", None)
+        if read is None:
+            return False
+        text = await read()
+        if text is None or text == self._policies.source_text:
+            return False
+        try:
+            policies = load_policies_text(text, source="shared")
+        except PolicyError as exc:
+            log.warning("ignoring policies shared by another replica: %s", exc)
+            return False
+        dropped = await self.reload_policies(policies)
+        log.info("adopted policies shared by another replica: %d categories, %d stale entries dropped",
+                 len(policies), dropped)
+        return True
+
     async def _follow(self, after: str) -> None:
         async for event in self.doc_store.changes(after):
             try:
+                if event.op == "policies":
+                    await self.adopt_shared_policies()
+                    continue
                 if event.op == "delete":
                     for id in event.ids:
                         self._forget(id)

@@ -11,9 +11,13 @@ from semcache.entry import CacheEntry
 
 @dataclass(frozen=True, slots=True)
 class StoreEvent:
-    """A change made by another process sharing the store (Redis only)."""
+    """A change made by another process sharing the store (Redis only).
 
-    op: Literal["put", "delete"]
+    ``policies``: an admin reload elsewhere published new policy YAML (read it
+    with the store's ``shared_policies``).
+    """
+
+    op: Literal["put", "delete", "policies"]
     ids: tuple[str, ...]
     origin: str
 

@@ -88,6 +88,25 @@ class RedisStore:
         except _ERRORS as exc:
             raise StoreError(f"redis put failed: {exc}") from exc
 
+    async def publish_policies(self, text: str) -> None:
+        """Make ``text`` the policy YAML of every process sharing this store (an admin reload)."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(f"{self.prefix}:policies", text.encode("utf-8"))
+                pipe.xadd(self._events, {"op": "policies", "ids": "", "origin": self.origin},
+                          maxlen=self.events_maxlen, approximate=True)
+                await pipe.execute()
+        except _ERRORS as exc:
+            raise StoreError(f"redis policy publish failed: {exc}") from exc
+
+    async def shared_policies(self) -> str | None:
+        """The policy YAML last published by any process, or None if none was."""
+        try:
+            raw = await self._redis.get(f"{self.prefix}:policies")
+        except _ERRORS as exc:
+            raise StoreError(f"redis policy read failed: {exc}") from exc
+        return None if raw is None else raw.decode("utf-8")
+
     async def get(self, id: str) -> CacheEntry | None:
         try:
             record, vector, category, expires_at = await self._redis.hmget(
@@ -221,6 +240,8 @@ class RedisStore:
                     ids = tuple(i for i in fields.get(b"ids", b"").decode().split(",") if i)
                     if op in ("put", "delete") and ids:
                         yield StoreEvent(op=op, ids=ids, origin=origin)
+                    elif op == "policies":
+                        yield StoreEvent(op="policies", ids=(), origin=origin)
 
     async def close(self) -> None:
         self._closed = True

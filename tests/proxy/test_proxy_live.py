@@ -180,7 +180,7 @@ def test_admin_auth_and_policy_reload(proxy):
     bad = httpx.put(proxy.url + "/admin/policies", content=current.replace("0.88", "1.5"), headers=admin)
     assert bad.status_code == 400 and "threshold" in bad.json()["error"]["message"]
     good = httpx.put(proxy.url + "/admin/policies", content=current + "\n# reloaded\n", headers=admin)
-    assert good.status_code == 200
+    assert good.status_code == 200 and good.json()["shared_with_replicas"] is True  # Redis: other replicas follow
     assert httpx.get(proxy.url + "/admin/policies", headers=admin).text.endswith("# reloaded\n")
 
 

@@ -84,6 +84,7 @@ async def test_admin_policy_reload_is_validated_and_atomic(harness, admin_header
     assert (await c.get("/admin/policies", headers=admin_headers)).text == new
     # Written over the policy file (so a restart keeps it); a rejected reload never was.
     assert ok.json()["persisted"] is True and policy_file.read_text() == new
+    assert ok.json()["shared_with_replicas"] is None  # SQLite: no other replica to tell
 
 
 async def test_a_reload_that_cannot_be_written_is_in_force_and_says_so(make_proxy, admin_headers, policy_file):

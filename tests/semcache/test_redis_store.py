@@ -151,3 +151,50 @@ async def test_two_processes_share_one_redis(redis_url, policies):
         assert info["id"] not in here.catalog
     finally:
         await here.close()
+
+
+async def test_a_policy_reload_reaches_every_replica_and_a_restarting_one(redis_url, policies):
+    """Replicas sharing Redis must not drift apart: thresholds and keys would differ per replica."""
+    from semcache import load_policies_text
+
+    prefix = uuid.uuid4().hex
+    a = await make_cache(redis_url, prefix, policies)
+    b = await make_cache(redis_url, prefix, policies)
+    try:
+        await store(a, "python list sorting")  # category "code" at its current version
+        deadline = time.time() + 5
+        while len(b.catalog) < 1 and time.time() < deadline:
+            await asyncio.sleep(0.005)
+        new_text = POLICY.replace("threshold: 0.9", "threshold: 0.95\n    version: v2")
+        assert await a.reload_policies(load_policies_text(new_text, source="admin")) == 1  # code v1 entry gone
+        assert await a.share_policies() is True
+        deadline = time.time() + 5
+        while b.policies.source_text != new_text and time.time() < deadline:
+            await asyncio.sleep(0.005)
+        assert b.policies.source_text == new_text and b.policies.get("code").threshold == 0.95
+        assert len(b.catalog) == 0  # b dropped the stale "code" entry too
+        c = await make_cache(redis_url, prefix, policies)  # a replica starting from its old file
+        try:
+            assert c.policies.source_text == new_text
+        finally:
+            await c.close()
+        # Invalid shared YAML (say, from a newer version) is ignored, not adopted.
+        raw = sync_redis.Redis.from_url(redis_url)
+        raw.set(f"{prefix}:policies", b"categories: [not, a, mapping]")
+        raw.close()
+        assert await b.adopt_shared_policies() is False and b.policies.source_text == new_text
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_sharing_policies_without_a_shared_store_is_a_no_op(policies, tmp_path):
+    from semcache import SQLiteStore
+
+    cache = SemanticCache(policies=policies, store=SQLiteStore(tmp_path / "c.db"), embedder=HashEmbedder(),
+                          purge_interval_s=0)
+    await cache.start()
+    try:
+        assert await cache.share_policies() is None and await cache.adopt_shared_policies() is False
+    finally:
+        await cache.close()
