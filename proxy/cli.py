@@ -79,6 +79,16 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def with_local_engine(settings, base_url: str):
+    """``settings`` pointed at the local engine, with what suits it."""
+    update: dict = {"upstreams": [base_url]}
+    if "speculative_forward" not in settings.model_fields_set:
+        # llama-cpp-python finishes a non-streamed generation whose client has left, so a
+        # dropped speculative call would hold the one-slot CPU engine for a whole answer.
+        update["speculative_forward"] = False
+    return settings.model_copy(update=update)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -95,7 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
         Path(".semcache").mkdir(exist_ok=True)
         print("semcache: no --upstream given: starting the local engine (SmolLM2-135M on llama.cpp)...", flush=True)
         engine.start()
-        settings = settings.model_copy(update={"upstreams": [engine.base_url]})
+        settings = with_local_engine(settings, engine.base_url)
         print(f"semcache: local engine ready at {engine.base_url} (model smollm2-135m-instruct)", flush=True)
     try:
         print(f"semcache: proxy on http://{settings.host}:{settings.port}/v1 -> {', '.join(settings.upstreams)}",
