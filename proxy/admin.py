@@ -89,7 +89,7 @@ def build_admin_router(token: str | None, cache: Callable[[], SemanticCache],
                  len(policies), dropped)
         persisted, why = _persist(policy_file, text)
         # Replicas sharing the store (Redis) switch too; a restarting one adopts it.
-        shared = await cache().share_policies()
+        shared = await cache().replicas.share_policies()
         return {"reloaded": True, "categories": policies.names, "dropped_entries": dropped,
                 "persisted": persisted, **({"not_persisted_because": why} if why else {}),
                 "shared_with_replicas": shared}

@@ -32,12 +32,12 @@ from proxy.coalesce import Coalescer
 from proxy.controls import CacheControls
 from proxy.errors import error_body
 from proxy.metrics import ProxyMetrics
-from proxy.speculate import Speculation
+from proxy.speculate import Speculation, Speculator
 from proxy.sse import DONE, SSEParser, assemble, frame, replay_chunks
 from proxy.transport import TransportError
-from proxy.upstream import UpstreamPool
+from proxy.upstream import PATHS, UpstreamPool
 from semcache import CacheRequest, LookupResult, SemanticCache
-from semcache.errors import CacheUnavailableError, RequestError, UpstreamError
+from semcache.errors import CacheUnavailableError, UpstreamError
 
 if TYPE_CHECKING:
     from proxy.iccache import ICCacheService
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("semcache.proxy")
 
-PATHS = {"chat": "/chat/completions", "completions": "/completions"}
 ID_PREFIX = {"chat": "chatcmpl-", "completions": "cmpl-"}
 
 
@@ -68,9 +67,8 @@ class CachedEndpoint:
                  iccache: ICCacheService | None = None, keycheck: KeyCheck | None = None,
                  speculate_below: int | None = None):
         self.cache = cache
-        self.speculate_below = speculate_below  # in-flight count under which misses are raced; None = off
-        self._dropping: set[asyncio.Task[None]] = set()
-        self._racing: set[tuple[str, str, str]] = set()  # (tenant, endpoint, text digest) speculated now
+        self.speculator = Speculator(cache, pool, metrics, below=speculate_below,
+                                     race_chat=iccache is None) if speculate_below else None
         self.iccache = iccache
         self.keycheck = keycheck
         self.pool = pool
@@ -84,16 +82,13 @@ class CachedEndpoint:
         started = time.perf_counter()
         request = CacheRequest(endpoint=endpoint, body=body, tenant=controls.tenant,
                                namespace=controls.namespace, category=controls.category)
-        race = self._race_key(endpoint, request, controls)
-        speculation = self._speculate(endpoint, request, controls) if race is not None else None
-        if speculation is not None:
-            self._racing.add(race)  # type: ignore[arg-type]
+        speculator = self.speculator if self.cache_ready else None
+        speculation = speculator.start(endpoint, request, controls) if speculator else None
         try:
             return await self._handle(endpoint, body, controls, request, speculation, started)
         finally:
             if speculation is not None:
-                self._racing.discard(race)  # type: ignore[arg-type]
-                self._settle(speculation)
+                speculator.finish(speculation)  # type: ignore[union-attr]
 
     async def _handle(self, endpoint: str, body: dict[str, Any], controls: CacheControls, request: CacheRequest,
                       speculation: Speculation | None, started: float) -> Response:
@@ -258,7 +253,8 @@ class CachedEndpoint:
         else:
             upstream = self.pool.router.choose(request.body)
             try:
-                response = await self._open_counted(upstream, endpoint, request, controls)
+                response = await self.pool.open_counted(upstream, PATHS[endpoint], request.body,
+                                                        controls.authorization)
             except BaseException:
                 self.metrics.in_flight.dec()
                 raise
@@ -342,56 +338,6 @@ class CachedEndpoint:
         self._observe("chat", "ic", started)
         return JSONResponse(answer, headers=headers)
 
-    # ------------------------------------------------------------ speculation
-    def _race_key(self, endpoint: str, request: CacheRequest, controls: CacheControls
-                  ) -> tuple[str, str, str] | None:
-        """The key to race this request under, or None when racing the cache is not worth it."""
-        if self.speculate_below is None or not self.cache_ready:
-            return None
-        if self.iccache is not None and endpoint == "chat":
-            return None  # the router may pick the small model: a large call would be wasted load
-        digest = self.cache.text_digest_of(request)
-        if digest is None or self.cache.seen_before(digest):
-            return None  # probably an exact repeat: decided without embedding, nothing to hide
-        key = (controls.tenant, endpoint, digest)
-        if key in self._racing:
-            return None  # the same text is already racing: this one coalesces onto it instead
-        return key
-
-    def _speculate(self, endpoint: str, request: CacheRequest, controls: CacheControls) -> Speculation | None:
-        """Start the upstream call now (see proxy.speculate) if the chosen engine is nearly idle."""
-        try:
-            upstream = self.pool.router.choose(request.body)
-        except RequestError:
-            return None  # the normal path reports it
-        if upstream.in_flight >= self.speculate_below:
-            return None
-        if request.body.get("stream"):
-            return Speculation(upstream, self._open_counted(upstream, endpoint, request, controls),
-                               release=lambda: _uncount(upstream))
-        return Speculation(upstream, self.pool.post_json(PATHS[endpoint], request.body, controls.authorization,
-                                                         upstream))
-
-    async def _open_counted(self, upstream: Any, endpoint: str, request: CacheRequest,
-                            controls: CacheControls) -> Any:
-        """Open a stream upstream, counting it in flight until the relay (or a drop) releases it."""
-        upstream.in_flight += 1
-        try:
-            return await self.pool.open(upstream, PATHS[endpoint], request.body, controls.authorization)
-        except BaseException:
-            upstream.in_flight -= 1
-            raise
-
-    def _settle(self, speculation: Speculation) -> None:
-        """Count the speculation's outcome; drop it (in the background: a hit must not wait) if unused."""
-        if speculation.taken:
-            self.metrics.speculative.labels("used").inc()
-            return
-        self.metrics.speculative.labels("dropped").inc()
-        task = asyncio.ensure_future(speculation.drop())
-        self._dropping.add(task)
-        task.add_done_callback(self._dropping.discard)
-
     # ------------------------------------------------------------------ misc
     def _upstream_error(self, endpoint: str, exc: UpstreamError, status: str, lookup: LookupResult | None,
                         started: float) -> Response:
@@ -412,10 +358,6 @@ class CachedEndpoint:
 
 async def _finish_store(storing: asyncio.Task[None]) -> None:
     await asyncio.shield(storing)  # a leaving client must not cancel the store
-
-
-def _uncount(upstream: Any) -> None:
-    upstream.in_flight -= 1
 
 
 def _collect(chunks: list[dict[str, Any]], event: str) -> list[dict[str, Any]] | None:

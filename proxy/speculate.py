@@ -20,9 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxy.upstream import Upstream
+from proxy.upstream import PATHS, Upstream, UpstreamPool
+from semcache.errors import RequestError
+
+if TYPE_CHECKING:
+    from proxy.controls import CacheControls
+    from proxy.metrics import ProxyMetrics
+    from semcache import CacheRequest, SemanticCache
 
 
 class Speculation:
@@ -60,3 +66,59 @@ class Speculation:
         finally:
             if self._release is not None:
                 self._release()
+
+
+class Speculator:
+    """Decides which requests race the cache, starts their calls and settles them."""
+
+    def __init__(self, cache: SemanticCache, pool: UpstreamPool, metrics: ProxyMetrics, *, below: int,
+                 race_chat: bool = True):
+        self.cache = cache
+        self.pool = pool
+        self.metrics = metrics
+        self.below = below  # race only while the chosen upstream has fewer requests in flight
+        self.race_chat = race_chat  # False with IC-Cache: its router may pick the small model
+        self._racing: dict[Speculation, tuple[str, str, str]] = {}  # -> (tenant, endpoint, text digest)
+        self._dropping: set[asyncio.Task[None]] = set()
+
+    def start(self, endpoint: str, request: CacheRequest, controls: CacheControls) -> Speculation | None:
+        """The call started for this request, or None when racing the cache is not worth it."""
+        if endpoint == "chat" and not self.race_chat:
+            return None
+        digest = self.cache.text_digest_of(request)
+        if digest is None or self.cache.seen_before(digest):
+            return None  # probably an exact repeat: decided without embedding, nothing to hide
+        key = (controls.tenant, endpoint, digest)
+        if key in self._racing.values():
+            return None  # the same text is racing already: this one coalesces onto it instead
+        try:
+            upstream = self.pool.router.choose(request.body)
+        except RequestError:
+            return None  # the normal path reports it
+        if upstream.in_flight >= self.below:
+            return None
+        path = PATHS[endpoint]
+        if request.body.get("stream"):
+            speculation = Speculation(upstream, self.pool.open_counted(upstream, path, request.body,
+                                                                       controls.authorization),
+                                      release=lambda: _give_back(upstream))
+        else:
+            speculation = Speculation(upstream, self.pool.post_json(path, request.body, controls.authorization,
+                                                                    upstream))
+        self._racing[speculation] = key
+        return speculation
+
+    def finish(self, speculation: Speculation) -> None:
+        """Count the outcome; drop the call if nobody took it (in the background: a hit must not wait)."""
+        self._racing.pop(speculation, None)
+        if speculation.taken:
+            self.metrics.speculative.labels("used").inc()
+            return
+        self.metrics.speculative.labels("dropped").inc()
+        task = asyncio.ensure_future(speculation.drop())
+        self._dropping.add(task)
+        task.add_done_callback(self._dropping.discard)
+
+
+def _give_back(upstream: Upstream) -> None:
+    upstream.in_flight -= 1

@@ -72,6 +72,9 @@ class LeastLoaded:
 
 STRATEGIES = {"round_robin": RoundRobin, "least_loaded": LeastLoaded}
 
+# OpenAI paths of the cached endpoints, relative to an upstream base URL.
+PATHS = {"chat": "/chat/completions", "completions": "/completions"}
+
 
 class UpstreamRouter:
     def __init__(self, upstreams: Sequence[Upstream], strategy: RoutingStrategy):
@@ -157,6 +160,17 @@ class UpstreamPool:
         if response.status_code >= 400:
             raise upstream_error(response.status_code, await _read_all(upstream, response))
         return response
+
+    async def open_counted(self, upstream: Upstream, path: str, body: dict[str, Any],
+                           authorization: str | None) -> UpstreamResponse:
+        """:meth:`open`, counting the request in ``upstream.in_flight`` from now until whoever
+        holds the response (a stream relay, a dropped speculation) gives the count back."""
+        upstream.in_flight += 1
+        try:
+            return await self.open(upstream, path, body, authorization)
+        except BaseException:
+            upstream.in_flight -= 1
+            raise
 
     async def post_json(self, path: str, body: dict[str, Any], authorization: str | None,
                         upstream: Upstream | None = None) -> dict[str, Any]:

@@ -23,11 +23,12 @@ from semcache import admission, feedback, guards
 from semcache.categories import Classifier
 from semcache.clock import Clock, SystemClock
 from semcache.entry import CacheEntry
-from semcache.errors import CacheUnavailableError, PolicyError, SemcacheError
+from semcache.errors import CacheUnavailableError, SemcacheError
 from semcache.catalog import EntryCatalog, EntryMeta
 from semcache.index import HNSWParams
 from semcache.keys import CacheRequest, normalize, partition_id, text_digest
-from semcache.policy import PolicySet, load_policies_text
+from semcache.policy import PolicySet
+from semcache.replica_sync import ReplicaSync
 from semcache.protocols import Embedder, Store
 from semcache.results import KeyContext, LookupResult, StoreResult
 from semcache.stats import CacheStats
@@ -69,6 +70,7 @@ class SemanticCache:
         self._classifier = Classifier(policies)
         self._tasks: list[asyncio.Task] = []
         self.listeners = self.catalog.listeners  # EntryListeners; add before start() to see the rebuild
+        self.replicas = ReplicaSync(self)
 
     # ----------------------------------------------------------- lifecycle
     @property
@@ -81,7 +83,7 @@ class SemanticCache:
         if hasattr(self.doc_store, "changes"):
             follow_from = await self.doc_store.last_event_id()
         # A replica (re)starting joins the policies an admin reload gave the others.
-        if not await self.adopt_shared_policies():
+        if not await self.replicas.adopt_shared_policies():
             self._classifier = await self._build_classifier(self._policies)
         now = self.clock.now()
         stale = []
@@ -94,7 +96,7 @@ class SemanticCache:
             await self.doc_store.delete(stale)
         log.info("semcache index rebuilt: %d entries (%d stale dropped)", len(self.catalog), len(stale))
         if follow_from is not None:
-            self._tasks.append(asyncio.create_task(self._follow(follow_from), name="semcache-follow"))
+            self._tasks.append(asyncio.create_task(self.replicas.follow(follow_from), name="semcache-follow"))
         if self.purge_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._purge_loop(), name="semcache-purge"))
 
@@ -386,60 +388,6 @@ class SemanticCache:
                 await self.purge_expired()
             except SemcacheError as exc:
                 log.warning("semcache purge failed: %s", exc)
-
-    async def share_policies(self) -> bool | None:
-        """Publish the policies in force to every process sharing the store.
-
-        True once published, None when the store is not shared (nothing to
-        tell), False when publishing failed (logged; this process keeps them).
-        """
-        publish = getattr(self.doc_store, "publish_policies", None)
-        if publish is None:
-            return None
-        try:
-            await publish(self._policies.source_text)
-        except SemcacheError as exc:
-            log.warning("policies in force here but not shared with other replicas: %s", exc)
-            return False
-        return True
-
-    async def adopt_shared_policies(self) -> bool:
-        """Switch to the policies another process published, if any differ; True if switched.
-
-        Invalid shared YAML (e.g. from a newer version) is logged and ignored.
-        """
-        read = getattr(self.doc_store, "shared_policies", None)
-        if read is None:
-            return False
-        text = await read()
-        if text is None or text == self._policies.source_text:
-            return False
-        try:
-            policies = load_policies_text(text, source="shared")
-        except PolicyError as exc:
-            log.warning("ignoring policies shared by another replica: %s", exc)
-            return False
-        dropped = await self.reload_policies(policies)
-        log.info("adopted policies shared by another replica: %d categories, %d stale entries dropped",
-                 len(policies), dropped)
-        return True
-
-    async def _follow(self, after: str) -> None:
-        async for event in self.doc_store.changes(after):
-            try:
-                if event.op == "policies":
-                    await self.adopt_shared_policies()
-                    continue
-                if event.op == "delete":
-                    for id in event.ids:
-                        self._forget(id)
-                    continue
-                for id in event.ids:
-                    entry = await self.doc_store.get(id)
-                    if entry is not None and self._current(entry.category, entry.policy_version):
-                        self._remember(entry)
-            except SemcacheError as exc:
-                log.warning("semcache sync failed: %s", exc)
 
     # ---------------------------------------------------------- inspection
     def stats_snapshot(self) -> dict[str, Any]:

@@ -167,7 +167,7 @@ async def test_a_policy_reload_reaches_every_replica_and_a_restarting_one(redis_
             await asyncio.sleep(0.005)
         new_text = POLICY.replace("threshold: 0.9", "threshold: 0.95\n    version: v2")
         assert await a.reload_policies(load_policies_text(new_text, source="admin")) == 1  # code v1 entry gone
-        assert await a.share_policies() is True
+        assert await a.replicas.share_policies() is True
         deadline = time.time() + 5
         while b.policies.source_text != new_text and time.time() < deadline:
             await asyncio.sleep(0.005)
@@ -182,7 +182,7 @@ async def test_a_policy_reload_reaches_every_replica_and_a_restarting_one(redis_
         raw = sync_redis.Redis.from_url(redis_url)
         raw.set(f"{prefix}:policies", b"categories: [not, a, mapping]")
         raw.close()
-        assert await b.adopt_shared_policies() is False and b.policies.source_text == new_text
+        assert await b.replicas.adopt_shared_policies() is False and b.policies.source_text == new_text
     finally:
         await a.close()
         await b.close()
@@ -195,6 +195,7 @@ async def test_sharing_policies_without_a_shared_store_is_a_no_op(policies, tmp_
                           purge_interval_s=0)
     await cache.start()
     try:
-        assert await cache.share_policies() is None and await cache.adopt_shared_policies() is False
+        assert await cache.replicas.share_policies() is None
+        assert await cache.replicas.adopt_shared_policies() is False
     finally:
         await cache.close()
