@@ -14,7 +14,12 @@ Conditions, each over the same held-out questions, temperature 0:
   ranking) under a per-request token budget equal to what the 2 nearest take;
 * ``large``          the reference answers served by the engine simulator
   (``--answers``: it answers a known question with its reference answer)
-  with GPU-like latency.
+  with GPU-like latency;
+* ``small+selected+check`` (derived from the two above): the proxy's answer
+  check (``min_answer_agreement``, ``--min-agreement``): a small answer whose
+  best MiniLM similarity to its examples' answers is below the threshold is
+  replaced by the large model's answer (latency and prompt tokens of both
+  calls); ``served_by_small`` is the share it kept.
 
 Measures: *intent accuracy*: the intent whose centroid of bank reference
 answers (MiniLM, unit mean) is nearest to the produced answer equals the
@@ -52,6 +57,7 @@ import numpy as np
 from semcache.iccache.bank import Example, ExampleBank, approx_tokens
 from semcache.iccache.config import SelectionConfig
 from semcache.iccache.prompt import with_examples
+from semcache.iccache.quality import follows_examples
 from semcache.iccache.selection import select_examples
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qa" / "bitext_cs_4k5" / "qa.jsonl"
@@ -146,10 +152,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed + 1)
     sel_cfg = selection_config(args)
 
-    def prompts(condition: str, i: int) -> tuple[list[dict], int]:
+    def prompts(condition: str, i: int) -> tuple[list[dict], list[Example]]:
         msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": rows[i]["question"]}]
         if condition == "small":
-            return msgs, 0
+            return msgs, []
         if condition == "small+random":
             shots = [bank.get(rows[j]["id"]) for j in rng.sample(bank_idx, 2)]
         else:
@@ -159,7 +165,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 budget = sum(e.tokens for e in near2)
                 shots = select_examples(bank, scope=SCOPE, category=CATEGORY, vector=q_vecs[i],
                                         config=sel_cfg, budget=budget).examples
-        return with_examples(msgs, shots), len(shots)
+        return with_examples(msgs, shots), list(shots)
 
     results: dict[str, Any] = {"held_out": len(held), "bank": len(bank_idx), "conditions": {}}
     async with httpx.AsyncClient(timeout=120) as client:
@@ -168,15 +174,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             answers = []
             for i in held:
-                msgs, n = prompts(condition, i)
+                msgs, shots = prompts(condition, i)
                 out = await ask(client, args.small_url, args.small_model, msgs, args.max_tokens,
                                 repeat_penalty=args.repeat_penalty)
-                out["examples"] = n
+                out["examples"] = len(shots)
+                out["example_answers"] = [e.answer for e in shots]
                 answers.append(out)
             results["conditions"][condition] = answers
             print(condition, "done", flush=True)
         if "large" in args.conditions:
             results["conditions"]["large"] = await run_large(args, rows, held)
+        conditions = results["conditions"]
+        if args.min_agreement >= 0 and "small+selected" in conditions and "large" in conditions:
+            conditions["small+selected+check"] = await checked(conditions["small+selected"], conditions["large"],
+                                                               args.min_agreement)
 
     # Score every condition with the same embedder and centroids.
     summary = {}
@@ -191,10 +202,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "latency_mean_s": float(np.mean(lat)), "latency_p50_s": float(np.median(lat)),
             "prompt_tokens_mean": float(np.mean([a["prompt_tokens"] for a in answers])),
             "examples_mean": float(np.mean([a.get("examples", 0) for a in answers])),
+            "served_by_small": float(np.mean([a.get("route", "small") == "small" for a in answers]))
+            if condition.startswith("small") else 0.0,
         }
     results["summary"] = summary
     results["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
     return results
+
+
+async def checked(small: list[dict], large: list[dict], threshold: float) -> list[dict]:
+    """The answer check the proxy runs (``min_answer_agreement``): a small answer that resembles
+    none of its examples' answers is replaced by the large model's, costing both calls' time."""
+    out = []
+    for s, big in zip(small, large):
+        texts = [s["text"] or " ", *s["example_answers"]]
+        vecs = await embed_all(texts)
+        if follows_examples(vecs[0], vecs[1:]) >= threshold:
+            out.append({**s, "route": "small"})
+        else:
+            out.append({**big, "route": "large", "examples": s["examples"],
+                        "latency_s": s["latency_s"] + big["latency_s"],
+                        "prompt_tokens": s["prompt_tokens"] + big["prompt_tokens"]})
+    return out
 
 
 async def run_large(args: argparse.Namespace, rows: list[dict], held: list[int]) -> list[dict]:
@@ -229,6 +258,9 @@ def main() -> None:
     p.add_argument("--large-decode-ms", type=float, default=20.0)
     p.add_argument("--repeat-penalty", type=float, default=1.1,
                    help="llama.cpp repeat_penalty sent with every small-model request (all conditions)")
+    p.add_argument("--min-agreement", type=float, default=0.75,
+                   help="also report small+selected+check: the proxy's min_answer_agreement answer check "
+                        "(needs the small+selected and large conditions); a negative value turns it off")
     p.add_argument("--conditions", nargs="+",
                    default=["small", "small+random", "small+nearest", "small+selected", "large"])
     p.add_argument("--out", default="")

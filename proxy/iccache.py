@@ -35,7 +35,7 @@ from semcache.clock import Clock
 from semcache.entry import CacheEntry
 from semcache.iccache import Decision, ExampleBank, ICCacheConfig, ICCacheRouter, ICStats, LoadTracker, scope_of
 from semcache.iccache.bank import response_text
-from semcache.iccache.quality import agreement
+from semcache.iccache.quality import agreement, follows_examples
 from semcache.protocols import Embedder
 from semcache.results import LookupResult
 
@@ -135,6 +135,28 @@ class ICCacheService:
             self.stats.routed(decision.category, "small", len(decision.selection.examples), saved)
         else:
             self.stats.routed(decision.category, "large")
+
+    async def accepts(self, decision: Decision, answer: dict[str, Any]) -> bool:
+        """Serve this small answer? False when it ignores its examples (``min_answer_agreement``).
+
+        A rejection teaches the router that the small model failed here (quality 0).
+        Embedding failures accept: the check must never fail a request.
+        """
+        threshold = self.config.selection_for(decision.category).min_answer_agreement
+        examples = decision.selection.examples
+        text = response_text(answer)
+        if threshold is None or not examples or not text:
+            return True
+        try:
+            vectors = np.asarray(await self.embedder.embed([text, *(e.answer for e in examples)]), dtype=np.float32)
+        except Exception as exc:
+            log.warning("IC-Cache answer check skipped: %s: %s", type(exc).__name__, exc)
+            return True
+        if follows_examples(vectors[0], vectors[1:]) >= threshold:
+            return True
+        self.router.record(decision, 0.0)
+        self.stats.scored(decision.category, 0.0)
+        return False
 
     def small_body(self, body: dict[str, Any], decision: Decision) -> dict[str, Any]:
         return {**body, "model": self.small.name, "messages": decision.messages}

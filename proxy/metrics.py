@@ -67,7 +67,8 @@ class ProxyMetrics:
         self.aborted_streams = Counter("semcache_aborted_streams", "Streams the client left before the end.",
                                        registry=r)
         self.ic_routes = Counter("semcache_ic_routes", "IC-Cache decisions per category: cache, small "
-                                 "(with examples), large, small_failed (fell back to large).",
+                                 "(with examples), large, small_failed (fell back to large: an error, or "
+                                 "small_rejected: its answer ignored its examples).",
                                  ["category", "route"], registry=r)
         self.speculative = Counter("semcache_speculative_forwards", "Upstream calls started before the cache "
                                    "decided: used (a miss took it) or dropped (a hit or another's answer).",

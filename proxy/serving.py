@@ -334,6 +334,9 @@ class CachedEndpoint:
         except UpstreamError as exc:
             log.warning("small model failed (%s), answering with the large model", exc.status_code)
             return None
+        if not await ic.accepts(decision, answer):
+            self.metrics.ic_routes.labels(lookup.category, "small_rejected").inc()
+            return None  # it ignored its examples: the large model answers instead
         await learn(answer)
         self._observe("chat", "ic", started)
         return JSONResponse(answer, headers=headers)

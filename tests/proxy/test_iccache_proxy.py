@@ -42,13 +42,13 @@ QUESTIONS = [
 PARAPHRASE = "I want to cancel the order I placed, how do I do that?"
 
 
-def iccache_yaml(**router: float) -> str:
+def iccache_yaml(selection: str = "", **router: float) -> str:
     router_yaml = "".join(f"  {k}: {v}\n" for k, v in router.items())
     return f"""\
 models:
   - {{name: big, role: large, nominal_latency_s: 0.4}}
   - {{name: tiny, role: small, nominal_latency_s: 0.05}}
-selection: {{max_examples: 2, min_similarity: 0.2}}
+selection: {{max_examples: 2, min_similarity: 0.2{selection}}}
 router:
   latency_weight: 0.5
 {router_yaml}shadow_fraction: 0
@@ -171,3 +171,29 @@ def test_a_failing_small_model_falls_back_to_the_large_one(tmp_path, live_server
         assert 'semcache_ic_routes_total{category="default",route="small_failed"} 2.0' in metrics
         counted = ic_stats(client)["categories"]["default"]
         assert counted["small"] == 0 and counted["large"] == 2 and counted["cost_saved"] == 0
+
+
+def test_a_small_answer_that_ignores_its_examples_goes_to_the_large_model(tmp_path, live_server, engines):
+    """``min_answer_agreement``: the simulator's small answers resemble no example answer."""
+    large, small = engines
+    always_small = dict(prior_quality="{large: 0.1, small: 0.99}")
+    # The large model's answers become the examples (the small model is down: every request falls back).
+    with start_proxy(tmp_path, live_server, large.url, "http://127.0.0.1:9", iccache_yaml(**always_small)) as proxy, \
+            httpx.Client(base_url=proxy.url, timeout=60) as client:
+        for q in QUESTIONS:
+            assert chat(client, q).headers["x-semcache-route"] == "large"
+    strict = iccache_yaml(", min_answer_agreement: 0.99", **always_small)
+    with start_proxy(tmp_path, live_server, large.url, small.url, strict) as proxy, \
+            httpx.Client(base_url=proxy.url, timeout=60) as client:
+        wait_for(lambda: ic_stats(client)["examples"] == len(QUESTIONS))
+        r = chat(client, PARAPHRASE)
+        assert r.status_code == 200 and r.json()["model"] == "big" and r.headers["x-semcache-route"] == "large"
+        metrics = client.get("/metrics").text
+        assert 'semcache_ic_routes_total{category="default",route="small_rejected"} 1.0' in metrics
+        assert ic_stats(client)["categories"]["default"]["mean_quality"] == 0.0  # the router learnt it
+    lenient = iccache_yaml(", min_answer_agreement: -1.0", **always_small)
+    with start_proxy(tmp_path, live_server, large.url, small.url, lenient) as proxy, \
+            httpx.Client(base_url=proxy.url, timeout=60) as client:
+        wait_for(lambda: ic_stats(client)["examples"] >= len(QUESTIONS))
+        r = chat(client, "How would I cancel an order?")
+        assert r.headers["x-semcache-status"] == "ic" and r.json()["model"] == "tiny"
