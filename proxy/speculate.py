@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.upstream import PATHS, Upstream, UpstreamPool
 from semcache.errors import RequestError
+from semcache.keys import request_digest
 
 if TYPE_CHECKING:
     from proxy.controls import CacheControls
@@ -85,7 +86,7 @@ class Speculator:
         """The call started for this request, or None when racing the cache is not worth it."""
         if endpoint == "chat" and not self.race_chat:
             return None
-        digest = self.cache.text_digest_of(request)
+        digest = request_digest(request)
         if digest is None or self.cache.seen_before(digest):
             return None  # probably an exact repeat: decided without embedding, nothing to hide
         key = (controls.tenant, endpoint, digest)

@@ -153,15 +153,8 @@ class SemanticCache:
                                  result.similarity, threshold)
         return result
 
-    def text_digest_of(self, request: CacheRequest) -> str | None:
-        """Digest of the request's semantic text (no embedding); None for a body that does not normalise."""
-        try:
-            return text_digest(normalize(request.endpoint, request.body).text)
-        except Exception:  # the lookup reports a bad body; this cheap probe just says "unknown"
-            return None
-
     def seen_before(self, digest: str) -> bool:
-        """Was this exact text (see :meth:`text_digest_of`) cached before, by anyone?
+        """Was this exact text (see :func:`semcache.keys.request_digest`) cached before, by anyone?
 
         A cheap guess, before any embedding, that the lookup will be an exact-repeat
         hit; the proxy uses it to decide whether racing the upstream is worth it.

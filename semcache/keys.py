@@ -168,3 +168,12 @@ def partition_id(
 def text_digest(text: str) -> str:
     """Digest of the semantic text (exact repeats, request coalescing)."""
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def request_digest(request: CacheRequest) -> str | None:
+    """:func:`text_digest` of a request's semantic text; None for a body that does not normalise
+    (a cheap probe before any lookup, which reports the bad body itself)."""
+    try:
+        return text_digest(normalize(request.endpoint, request.body).text)
+    except Exception:
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from semcache import CacheRequest, RequestError, SemanticCache, SQLiteStore
+from semcache.keys import request_digest
 
 
 def chat(text, *, earlier=(), tenant="t1", namespace=None, category=None, **params):
@@ -305,14 +306,14 @@ async def test_listeners_follow_adds_and_removals_and_cannot_break_the_cache(cac
 
 async def test_seen_before_follows_entries_across_tenants_until_the_last_goes(cache):
     req_a, req_b = chat("how do I reset my router", tenant="a"), chat("how do I reset my router", tenant="b")
-    digest = cache.text_digest_of(req_a)
-    assert digest == cache.text_digest_of(req_b) and not cache.seen_before(digest)
+    digest = request_digest(req_a)
+    assert digest == request_digest(req_b) and not cache.seen_before(digest)
     first = await put(cache, req_a)
     await put(cache, req_b)
     assert cache.seen_before(digest)
-    assert not cache.seen_before(cache.text_digest_of(chat("how do I reset my modem")))
+    assert not cache.seen_before(request_digest(chat("how do I reset my modem")))
     await cache.invalidate(entry_id=first)
     assert cache.seen_before(digest)  # tenant b's entry still has that text
     await cache.invalidate(tenant="b")
     assert not cache.seen_before(digest)
-    assert cache.text_digest_of(CacheRequest("chat", {"model": "m", "messages": []}, tenant="a")) is None
+    assert request_digest(CacheRequest("chat", {"model": "m", "messages": []}, tenant="a")) is None
