@@ -213,11 +213,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def checked(small: list[dict], large: list[dict], threshold: float) -> list[dict]:
     """The answer check the proxy runs (``min_answer_agreement``): a small answer that resembles
     none of its examples' answers is replaced by the large model's, costing both calls' time."""
-    out = []
+    texts = [t for s in small for t in (s["text"] or " ", *s["example_answers"])]
+    vecs = await embed_all(texts)  # one embedder load for every answer and example
+    out, at = [], 0
     for s, big in zip(small, large):
-        texts = [s["text"] or " ", *s["example_answers"]]
-        vecs = await embed_all(texts)
-        if follows_examples(vecs[0], vecs[1:]) >= threshold:
+        n = 1 + len(s["example_answers"])
+        answer, examples = vecs[at], vecs[at + 1 : at + n]
+        at += n
+        if follows_examples(answer, examples) >= threshold:
             out.append({**s, "route": "small"})
         else:
             out.append({**big, "route": "large", "examples": s["examples"],
