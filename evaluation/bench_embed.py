@@ -2,6 +2,10 @@
 
     .venv/bin/python -m evaluation.bench_embed [--duration 3] [--backends torch-cpu,onnx-fp32,onnx-int8]
 
+A backend name ending in ``-1lane`` (e.g. ``onnx-int8-1lane``) is that backend
+with ``onnx_lanes=1`` -- one row at a time on the all-cores session, the
+baseline for the side-by-side lanes the default uses.
+
 Per backend, in one run: single-query latency p50/p99 calling the backend
 directly and through the micro-batching embedder (LRU off, every query a
 distinct QQP question), the difference of the p50s ("batcher overhead on a lone
@@ -116,7 +120,7 @@ def device_note() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backends", default="torch-cpu,onnx-fp32,onnx-int8")
+    parser.add_argument("--backends", default="torch-cpu,onnx-fp32,onnx-int8-1lane,onnx-int8")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per throughput point")
     parser.add_argument("--singles", type=int, default=300, help="sequential queries per latency figure")
     parser.add_argument("--quality-limit", type=int, default=2000, help="pairs per quality data set")
@@ -130,15 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device_note()}; load average {os.getloadavg()[0]:.2f}")
     rows = []
     for name in names:
-        backend = load_backend(name, settings)
+        base, one_lane = (name[: -len("-1lane")], True) if name.endswith("-1lane") else (name, False)
+        backend = load_backend(base, settings.model_copy(update={"onnx_lanes": 1}) if one_lane else settings)
         rows.append({"backend": name, **asyncio.run(measure(backend, texts, settings, args.singles,
                                                               args.duration))})
         backend.close()
-    header = (f"{'backend':<10} {'direct p50/p99 ms':>18} {'embedder p50/p99 ms':>20} {'overhead ms':>11} "
+    header = (f"{'backend':<15} {'direct p50/p99 ms':>18} {'embedder p50/p99 ms':>20} {'overhead ms':>11} "
               f"{'1 caller/s':>10} {'8 callers/s':>11} {'32 callers/s':>12} {'batch@32':>8}")
     print(header)
     for r in rows:
-        print(f"{r['backend']:<10} {r['direct_p50_ms']:>8.2f} / {r['direct_p99_ms']:<7.2f} "
+        print(f"{r['backend']:<15} {r['direct_p50_ms']:>8.2f} / {r['direct_p99_ms']:<7.2f} "
               f"{r['embedder_p50_ms']:>9.2f} / {r['embedder_p99_ms']:<8.2f} {r['batcher_overhead_ms']:>11.3f} "
               f"{r['throughput_1']:>10.0f} {r['throughput_8']:>11.0f} {r['throughput_32']:>12.0f} "
               f"{r['mean_batch_32']:>8.1f}")

@@ -1,8 +1,8 @@
 """Micro-batching of concurrent embedding calls: :class:`MicroBatcher`.
 
 Concurrent callers on an event loop are gathered into one batch, the batch is
-computed off the loop in a single worker thread (the model uses all cores per
-call; two calls at once would only contend), and each caller gets its own rows.
+computed off the loop in a single worker thread (the backend spreads it over
+the cores itself: CUDA batches, ONNX lanes), and each caller gets its own rows.
 
 Dispatch rule (per event loop, one dispatcher task):
 

@@ -155,7 +155,7 @@ def _same_vectors(info: ModelInfo, a: Path, b: Path) -> bool:
     """Guard the graph optimiser: the fused model must give the raw model's vectors."""
     from gpu_embed.backends.onnx import OnnxRunner
 
-    verdict = run_probe(OnnxRunner(a, info).encode, OnnxRunner(b, info).encode)
+    verdict = run_probe(OnnxRunner(a, info, lanes=1).encode, OnnxRunner(b, info, lanes=1).encode)
     if verdict.min_cosine < 0.9999:
         log.warning("fused ONNX graph changed vectors (min cosine %.6f); using unfused", verdict.min_cosine)
         return False
@@ -205,7 +205,7 @@ def ensure_int8(info: ModelInfo, cache_dir: Path, variant: str) -> tuple[Path, P
                         quantize_dynamic(str(fp32), str(tmp), **quantize_options(variant))
                 finally:
                     root.disabled = was_disabled
-                verdict = run_probe(OnnxRunner(fp32, info).encode, OnnxRunner(tmp, info, row_by_row=True).encode)
+                verdict = run_probe(OnnxRunner(fp32, info, lanes=1).encode, OnnxRunner(tmp, info, lanes=1).encode)
                 tmp_verdict.write_text(verdict.model_dump_json())
                 os.replace(tmp, target)
                 os.replace(tmp_verdict, verdict_path)

@@ -43,7 +43,8 @@ def load_backend(name: str, settings: EmbedderSettings, *, require_quality: bool
         from gpu_embed.backends.onnx import OnnxBackend
 
         backend = OnnxBackend(info, settings.cache_dir, name.split("-")[1],
-                              threads=settings.onnx_threads, head_tokens=settings.head_tokens)
+                              threads=settings.onnx_threads, head_tokens=settings.head_tokens,
+                              lanes=settings.onnx_lanes)
         verdict = backend.verdict
         if verdict is not None and not verdict.passed:
             message = (f"int8 quality check failed for {info.name} on this CPU "

@@ -65,6 +65,9 @@ class EmbedderSettings(BaseModel):
 
     # ONNX Runtime threads per session; None = number of CPU cores.
     onnx_threads: int | None = Field(default=None, ge=1)
+    # ONNX rows computed side by side by one-thread sessions when several texts
+    # are waiting; None = number of CPU cores, 1 = one row at a time.
+    onnx_lanes: int | None = Field(default=None, ge=1)
     # Largest batch on CUDA (throughput grows up to a few hundred on an H100).
     cuda_batch_size: int = Field(default=256, ge=1)
 

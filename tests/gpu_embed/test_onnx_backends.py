@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -84,3 +85,63 @@ def test_export_is_reused_not_redone(settings, int8_backend, fp32_backend, monke
     assert not list(folder.glob(".tmp-*"))  # no half-written leftovers
     assert oct(os.stat(again.model_file).st_mode & 0o777) == "0o644"
     np.testing.assert_allclose(again.encode(TEXTS[:3]), int8_backend.encode(TEXTS[:3]), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def int8_three_lanes(settings):
+    from gpu_embed.factory import load_backend
+
+    backend = load_backend("onnx-int8", settings.model_copy(update={"onnx_lanes": 3}))
+    yield backend
+    backend.close()
+
+
+def test_int8_lanes_give_exactly_the_rows_of_one_at_a_time(int8_three_lanes, monkeypatch):
+    runner = int8_three_lanes._runner
+    assert runner.lanes == 3
+    texts = (TEXTS * 3)[:64]
+    alone = np.concatenate([int8_three_lanes.encode([t]) for t in texts])
+    threads: set[str] = set()
+    real_run = runner._run
+
+    def spy(batch, session=None):
+        threads.add(threading.current_thread().name)
+        return real_run(batch, session)
+
+    monkeypatch.setattr(runner, "_run", spy)
+    together = int8_three_lanes.encode(texts)
+    # Lane sessions use one thread, the lone-text session all cores: int8 must
+    # still give bit-identical rows, or cache keys would depend on traffic.
+    np.testing.assert_array_equal(together, alone)
+    assert len(threads) > 1  # rows really ran side by side
+
+
+def test_an_error_in_a_lane_reaches_the_caller_and_lanes_keep_working(int8_three_lanes, monkeypatch):
+    runner = int8_three_lanes._runner
+    real_run = runner._run
+
+    def failing(batch, session=None):
+        if batch == ["poison"]:
+            raise RuntimeError("bad row")
+        return real_run(batch, session)
+
+    monkeypatch.setattr(runner, "_run", failing)
+    with pytest.raises(RuntimeError, match="bad row"):
+        int8_three_lanes.encode(TEXTS[:10] + ["poison"] + TEXTS[10:20])
+    monkeypatch.undo()
+    rows = int8_three_lanes.encode(TEXTS[:6])
+    np.testing.assert_array_equal(rows, np.concatenate([int8_three_lanes.encode([t]) for t in TEXTS[:6]]))
+
+
+def test_one_lane_starts_no_threads_and_close_stops_the_lanes(settings):
+    from gpu_embed.factory import load_backend
+
+    one = load_backend("onnx-int8", settings.model_copy(update={"onnx_lanes": 1}))
+    assert one._runner.lanes == 1 and one._runner._lane_pool is None
+    two = load_backend("onnx-int8", settings.model_copy(update={"onnx_lanes": 2}))
+    np.testing.assert_array_equal(two.encode(TEXTS), one.encode(TEXTS))
+    pool = two._runner._lane_pool
+    two.close()
+    assert pool._shutdown
+    assert not [t for t in threading.enumerate() if t.name.startswith("gpu-embed-lane") and t in pool._threads]
+    one.close()
