@@ -23,14 +23,17 @@ from fastapi import FastAPI
 from proxy.admin import build_admin_router
 from proxy.errors import install_error_handlers
 from proxy.feedback import build_feedback_router
-from proxy.iccache import ICCacheService, metrics_url
+from proxy.engine_load import metrics_url
+from proxy.iccache import ICCacheService
 from proxy.keycheck import KeyCheck
 from proxy.limits import BodySizeLimit
 from proxy.metrics import ProxyMetrics
 from proxy.routes import build_health_router, build_openai_router
 from proxy.serving import CachedEndpoint
 from proxy.settings import ProxySettings
+from proxy.speculate import Speculator
 from proxy.upstream import UpstreamPool
+from proxy.upstream_load import UpstreamLoad
 from semcache import RedisStore, SemanticCache, SQLiteStore, SystemClock, load_policies
 from semcache.errors import CacheUnavailableError, ConfigError
 from semcache.iccache import load_iccache_config
@@ -49,6 +52,7 @@ class _Parts:
     cache: SemanticCache | None = None
     endpoint: CachedEndpoint | None = None
     iccache: ICCacheService | None = None
+    upstream_load: UpstreamLoad | None = None
     cache_error: str | None = "starting"
 
     def need(self, name: str) -> Any:
@@ -128,10 +132,19 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
             keycheck = None
             if settings.verify_keys and settings.upstream_api_key is None:
                 keycheck = KeyCheck(parts.pool.probe_key, ttl_s=settings.key_check_ttl_s)
+            if settings.upstream_metrics_interval_s > 0:
+                parts.upstream_load = UpstreamLoad(parts.pool.router.upstreams, client=parts.pool.metrics_client,
+                                                   interval_s=settings.upstream_metrics_interval_s)
+                await parts.upstream_load.refresh()  # know which engines are vLLM before the first request
+                parts.upstream_load.start()
+            speculator = None
+            if settings.speculative_forward is not False:
+                speculator = Speculator(parts.cache, parts.pool, metrics, below=settings.speculative_max_in_flight,
+                                        race_chat=parts.iccache is None, load=parts.upstream_load,
+                                        any_engine=settings.speculative_forward is True)
             parts.endpoint = CachedEndpoint(
                 parts.cache, parts.pool, metrics, coalesce=settings.coalesce, iccache=parts.iccache,
-                keycheck=keycheck,
-                speculate_below=settings.speculative_max_in_flight if settings.speculative_forward else None)
+                keycheck=keycheck, speculator=speculator)
             starter = asyncio.create_task(start_cache(parts.cache), name="semcache-start")
             await asyncio.wait({starter}, timeout=30.0)  # serve soon even if the store hangs
             yield
@@ -142,6 +155,8 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                     await starter
             if parts.iccache is not None:
                 await parts.iccache.aclose()
+            if parts.upstream_load is not None:
+                await parts.upstream_load.aclose()
             if parts.cache is not None:
                 with contextlib.suppress(Exception):
                     await parts.cache.close()
@@ -161,7 +176,8 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
         pool = parts.need("pool")
         return {"cache_ready": parts.cache_error is None, "cache_error": parts.cache_error,
                 "coalescing": len(parts.need("endpoint").coalescer),
-                "upstreams": [{"base_url": u.base_url, "model": u.model, "in_flight": u.in_flight}
+                "upstreams": [{"base_url": u.base_url, "model": u.model, "in_flight": u.in_flight,
+                               "engine": parts.upstream_load.snapshot(u) if parts.upstream_load else None}
                               for u in pool.router.upstreams],
                 "iccache": parts.iccache.snapshot() if parts.iccache is not None else None}
 

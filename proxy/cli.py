@@ -80,13 +80,12 @@ def _setup_logging(level: str) -> None:
 
 
 def with_local_engine(settings, base_url: str):
-    """``settings`` pointed at the local engine, with what suits it."""
-    update: dict = {"upstreams": [base_url]}
-    if "speculative_forward" not in settings.model_fields_set:
-        # llama-cpp-python finishes a non-streamed generation whose client has left, so a
-        # dropped speculative call would hold the one-slot CPU engine for a whole answer.
-        update["speculative_forward"] = False
-    return settings.model_copy(update=update)
+    """``settings`` pointed at the local engine.
+
+    Speculative forwarding's default ("auto") leaves it alone: llama-cpp-python
+    exports no vLLM metrics and finishes a generation whose client has left.
+    """
+    return settings.model_copy(update={"upstreams": [base_url]})
 
 
 def _serve(args: argparse.Namespace) -> int:

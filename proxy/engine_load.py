@@ -1,4 +1,7 @@
-"""Scrape engines' Prometheus ``/metrics`` (vLLM names) into the IC-Cache load model.
+"""Scrape engines' Prometheus ``/metrics`` (vLLM names) into a load model.
+
+Used by IC-Cache's router (per model) and by :mod:`proxy.upstream_load` (per
+upstream: which engines are vLLM, and their queues).
 
 The core library only models load (:mod:`semcache.iccache.load`); fetching
 over HTTP lives here. Names read, per vLLM (summed over ``model_name``
@@ -35,10 +38,28 @@ _HISTOGRAMS = {
 }
 
 
+def metrics_url(base_url: str) -> str:
+    """An engine's ``/metrics`` from its OpenAI base URL (``http://h:8000/v1`` -> ``http://h:8000/metrics``)."""
+    root = base_url.rstrip("/")
+    if root.endswith("/v1"):
+        root = root[: -len("/v1")]
+    return root + "/metrics"
+
+
+class NotVLLMError(ValueError):
+    """A ``/metrics`` body without any ``vllm:`` metric: not a vLLM engine (its load is unknown)."""
+
+
 def parse_vllm_metrics(text: str, *, at: float = 0.0) -> EngineMetrics:
-    """Read one ``/metrics`` body; metrics an engine does not export stay 0."""
+    """Read one ``/metrics`` body; vLLM metrics an engine does not export stay 0.
+
+    Raises :class:`NotVLLMError` when the body has no ``vllm:`` metric at all:
+    zeros would claim an idle engine whose load is simply not known.
+    """
     values: dict[str, float] = {}
+    seen_vllm = False
     for family in text_string_to_metric_families(text):
+        seen_vllm = seen_vllm or family.name.startswith("vllm:")
         gauge = _GAUGES.get(family.name)
         hist = _HISTOGRAMS.get(family.name)
         for sample in family.samples:
@@ -47,6 +68,8 @@ def parse_vllm_metrics(text: str, *, at: float = 0.0) -> EngineMetrics:
             elif hist is not None and sample.name in (family.name + "_sum", family.name + "_count"):
                 key = hist + sample.name[len(family.name):]
                 values[key] = values.get(key, 0.0) + sample.value
+    if not seen_vllm:
+        raise NotVLLMError("no vllm: metrics in the body")
     kv = values.get("kv_usage", values.get("kv_usage_old", 0.0))
     return EngineMetrics(
         waiting=values.get("waiting", 0.0), running=values.get("running", 0.0), kv_usage=kv,
@@ -64,8 +87,10 @@ class EngineLoadScraper:
     """
 
     def __init__(self, engines: dict[str, str], tracker: LoadTracker, *,
-                 client: httpx.AsyncClient | None = None, interval_s: float = 1.0, timeout_s: float = 2.0):
+                 client: httpx.AsyncClient | None = None, interval_s: float = 1.0, timeout_s: float = 2.0,
+                 first_failure_level: int = logging.WARNING):
         self.engines = dict(engines)
+        self.first_failure_level = first_failure_level
         self.tracker = tracker
         self.interval_s = interval_s
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
@@ -85,7 +110,7 @@ class EngineLoadScraper:
             self.tracker.observe(model, parse_vllm_metrics(r.text, at=time.time()))
         except (httpx.HTTPError, ValueError) as exc:
             # Warn when an engine's metrics go away, not on every scrape while they stay away.
-            level = logging.DEBUG if model in self._failing else logging.WARNING
+            level = logging.DEBUG if model in self._failing else self.first_failure_level
             log.log(level, "engine metrics scrape of %s (%s) failed: %s", model, url, exc)
             self._failing.add(model)
             return

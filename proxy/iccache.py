@@ -53,14 +53,6 @@ class _Routed:
     tenant: str
 
 
-def metrics_url(base_url: str) -> str:
-    """An engine's ``/metrics`` from its OpenAI base URL (``http://h:8000/v1`` -> ``http://h:8000/metrics``)."""
-    root = base_url.rstrip("/")
-    if root.endswith("/v1"):
-        root = root[: -len("/v1")]
-    return root + "/metrics"
-
-
 class ICCacheService:
     """Routing, example bank, load scraping and outcome learning for one proxy app."""
 

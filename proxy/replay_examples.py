@@ -29,7 +29,7 @@ import numpy as np
 
 from proxy.app import build_default_embedder, make_store
 from proxy.engine_load import parse_vllm_metrics
-from proxy.iccache import metrics_url
+from proxy.engine_load import metrics_url
 from proxy.settings import ProxySettings
 from proxy.upstream import UpstreamPool
 from semcache import load_policies

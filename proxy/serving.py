@@ -65,10 +65,9 @@ class CachedEndpoint:
 
     def __init__(self, cache: SemanticCache, pool: UpstreamPool, metrics: ProxyMetrics, *, coalesce: bool,
                  iccache: ICCacheService | None = None, keycheck: KeyCheck | None = None,
-                 speculate_below: int | None = None):
+                 speculator: Speculator | None = None):
         self.cache = cache
-        self.speculator = Speculator(cache, pool, metrics, below=speculate_below,
-                                     race_chat=iccache is None) if speculate_below else None
+        self.speculator = speculator
         self.iccache = iccache
         self.keycheck = keycheck
         self.pool = pool

@@ -56,12 +56,18 @@ class ProxySettings(BaseSettings):
     persist_policy_reloads: bool = Field(True, description="write a policy reloaded via /admin over the policies file")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     coalesce: bool = True
-    speculative_forward: bool = Field(
-        True, description="send a request that is not an exact repeat upstream while the cache searches; a "
-                          "semantic hit cancels it (the engine aborts it): misses stop paying for embedding + search")
+    speculative_forward: bool | Literal["auto"] = Field(
+        "auto", description="send a request that is not an exact repeat upstream while the cache searches; a "
+                            "semantic hit cancels it: misses stop paying for embedding + search. 'auto': only to "
+                            "upstreams whose /metrics show vLLM (it aborts a request whose client left) while their "
+                            "queue is empty; true: to any upstream (llama.cpp finishes dropped calls, hosted APIs "
+                            "bill them); false: never")
     speculative_max_in_flight: int = Field(
         4, ge=1, description="speculate only while the chosen upstream has fewer requests from this proxy in "
                              "flight: an idle engine loses nothing to an aborted call, a busy one would")
+    upstream_metrics_interval_s: float = Field(
+        1.0, ge=0, description="how often each upstream's /metrics (vLLM names: queue, KV use) is scraped; "
+                               "0 = never (speculation then needs speculative_forward: true)")
     verify_keys: bool = Field(True, description="check a caller's key upstream before serving it a cached answer "
                                                 "(off when upstream_api_key is set)")
     key_check_ttl_s: float = Field(300.0, gt=0, description="how long an accepted key stays trusted")

@@ -11,8 +11,16 @@ sends the request upstream at once and lets the cache decide meanwhile:
   simulator) aborts a request whose client left, so the waste is the few
   milliseconds it ran -- which an idle engine did not need for anything else.
 
-Gating on the engine's in-flight count keeps speculation off when capacity is
-scarce, where an aborted call would delay real work.
+Which engines are raced, and when:
+
+* only engines that abort a request whose client left. By default ("auto")
+  that is an engine whose ``/metrics`` show vLLM (:mod:`proxy.upstream_load`);
+  llama.cpp's server finishes the answer and a hosted API bills it, so they are
+  raced only with ``speculative_forward: true``;
+* only while the engine has an empty queue (``vllm:num_requests_waiting``, the
+  load of every proxy replica sharing it) and this proxy has fewer than
+  ``speculative_max_in_flight`` requests on it: an idle engine loses nothing to
+  an aborted call, a busy one would delay real work.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from semcache.keys import request_digest
 
 if TYPE_CHECKING:
     from proxy.controls import CacheControls
+    from proxy.upstream_load import UpstreamLoad
     from proxy.metrics import ProxyMetrics
     from semcache import CacheRequest, SemanticCache
 
@@ -73,11 +82,13 @@ class Speculator:
     """Decides which requests race the cache, starts their calls and settles them."""
 
     def __init__(self, cache: SemanticCache, pool: UpstreamPool, metrics: ProxyMetrics, *, below: int,
-                 race_chat: bool = True):
+                 race_chat: bool = True, load: UpstreamLoad | None = None, any_engine: bool = False):
         self.cache = cache
         self.pool = pool
         self.metrics = metrics
         self.below = below  # race only while the chosen upstream has fewer requests in flight
+        self.load = load
+        self.any_engine = any_engine  # also race engines not known to abort on disconnect
         self.race_chat = race_chat  # False with IC-Cache: its router may pick the small model
         self._racing: dict[Speculation, tuple[str, str, str]] = {}  # -> (tenant, endpoint, text digest)
         self._dropping: set[asyncio.Task[None]] = set()
@@ -96,7 +107,7 @@ class Speculator:
             upstream = self.pool.router.choose(request.body)
         except RequestError:
             return None  # the normal path reports it
-        if upstream.in_flight >= self.below:
+        if not self.worth_racing(upstream):
             return None
         path = PATHS[endpoint]
         if request.body.get("stream"):
@@ -108,6 +119,15 @@ class Speculator:
                                                                     upstream))
         self._racing[speculation] = key
         return speculation
+
+    def worth_racing(self, upstream: Upstream) -> bool:
+        """An engine that aborts lost calls (or any, if asked), with an empty queue and few of ours."""
+        if upstream.in_flight >= self.below:
+            return False
+        waiting = self.load.waiting(upstream) if self.load is not None else None
+        if waiting is None:  # not known to be vLLM
+            return self.any_engine
+        return waiting <= 0
 
     def finish(self, speculation: Speculation) -> None:
         """Count the outcome; drop the call if nobody took it (in the background: a hit must not wait)."""

@@ -122,6 +122,9 @@ class UpstreamPool:
         self._http1 = None if transport is not None else Http1Client(
             connect_timeout=settings.upstream_connect_timeout, read_timeout=settings.upstream_read_timeout,
             max_connections=settings.upstream_max_connections)
+        # For the engines' /metrics scrapes: short timeouts (a scrape must never hang a
+        # start or pile up), the same transport (tests route it in-process).
+        self.metrics_client = httpx.AsyncClient(timeout=httpx.Timeout(2.0), transport=transport)
 
     def client_for(self, url: str) -> UpstreamClient:
         if self._http1 is not None and url.startswith("http://"):
@@ -132,6 +135,7 @@ class UpstreamPool:
         if self._http1 is not None:
             await self._http1.aclose()
         await self._httpx.aclose()
+        await self.metrics_client.aclose()
 
     def headers(self, authorization: str | None) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}

@@ -51,11 +51,13 @@ def test_engine_sim_registers_as_a_plugin_command():
     assert (s.model, s.port, s.max_batch) == ("big", 9001, 4) and args.handler.__name__ == "run"
 
 
-def test_the_local_engine_is_not_raced_unless_asked(monkeypatch):
-    """llama-cpp-python finishes non-streamed work whose client left: speculation would waste it."""
+def test_the_local_engine_keeps_the_speculation_setting(monkeypatch):
+    """'auto' already skips llama.cpp (no vLLM metrics; see test_proxy_live); an explicit choice stays."""
     from proxy.cli import with_local_engine
 
     s = with_local_engine(load_settings({}, None), "http://127.0.0.1:9/v1")
-    assert s.upstreams == ["http://127.0.0.1:9/v1"] and s.speculative_forward is False
+    assert s.upstreams == ["http://127.0.0.1:9/v1"] and s.speculative_forward == "auto"
     monkeypatch.setenv("SEMCACHE_SPECULATIVE_FORWARD", "true")
     assert with_local_engine(load_settings({}, None), "http://127.0.0.1:9/v1").speculative_forward is True
+    monkeypatch.setenv("SEMCACHE_SPECULATIVE_FORWARD", "false")
+    assert with_local_engine(load_settings({}, None), "http://127.0.0.1:9/v1").speculative_forward is False

@@ -212,3 +212,26 @@ def test_models_are_merged_from_the_upstreams(proxy):
     ids = {m.id for m in client(proxy).models.list().data}
     assert {"sim-model", "slow-sim", MODEL_ALIAS} <= ids
     assert json.loads(httpx.get(proxy.url + "/healthz").text)["status"] == "ok"
+
+
+def _speculated(proxy) -> float:
+    text = httpx.get(proxy.url + "/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("semcache_speculative_forwards_total{"))
+
+
+def test_speculation_auto_races_vllm_engines_only(proxy, engine_sim, local_llm):
+    """Default 'auto': the simulator (vLLM metrics, aborts lost calls) is raced, llama.cpp never."""
+    stats = httpx.get(proxy.url + "/admin/stats", headers={"authorization": f"Bearer {ADMIN}"}).json()
+    engines = {u["base_url"]: u["engine"] for u in stats["proxy"]["upstreams"]}
+    assert engines[f"{engine_sim.url}/v1"]["vllm_metrics"] is True
+    assert engines[f"{engine_sim.url}/v1"]["waiting"] == 0
+    assert engines[local_llm] == {"vllm_metrics": False, "waiting": None, "running": None, "kv_usage": None}
+    c = client(proxy)
+    before = _speculated(proxy)
+    h, _ = ask(c, f"Which river flows through Vienna {uuid.uuid4().hex[:6]}?", MODEL_ALIAS, max_tokens=4)
+    assert h["x-semcache-status"] == "miss"
+    assert _speculated(proxy) == before  # llama.cpp would finish a dropped call: not raced
+    h, _ = ask(c, f"Which river flows through Budapest {uuid.uuid4().hex[:6]}?")
+    assert h["x-semcache-status"] == "miss"
+    assert _speculated(proxy) == before + 1

@@ -18,7 +18,7 @@ from evaluation.engine_sim import create_app as create_sim_app
 from proxy.app import create_app
 from proxy.speculate import Speculation
 from proxy.upstream import Upstream
-from tests.proxy.conftest import BagOfWordsEmbedder, make_settings
+from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -61,9 +61,9 @@ class Live:
 
 @pytest.fixture
 def live(tmp_path, policy_file, live_server):
-    def start(decode_ms: float = 20.0, **overrides):
+    def start(decode_ms: float = 20.0, max_batch: int = 32, **overrides):
         sim = live_server(create_sim_app(SimSettings(model="sim-model", decode_ms_per_token=decode_ms,
-                                                     default_max_tokens=40)))
+                                                     default_max_tokens=40, max_batch=max_batch)))
         sim.__enter__()
         settings = make_settings(tmp_path, policy_file, upstreams=[f"{sim.url}/v1"], **overrides)
         proxy = live_server(create_app(settings, embedder=BagOfWordsEmbedder()))
@@ -122,6 +122,29 @@ def test_no_speculation_while_the_engine_is_busy(live):
     assert h.ask("another new question", max_tokens=2).headers["x-semcache-status"] == "miss"
     slow.join()
     assert h.spec("used") == 1  # only the first, which found the engine idle
+
+
+def test_no_speculation_while_the_engine_has_a_queue_from_other_clients(live):
+    """Another proxy replica's load shows only in the engine's own queue (vllm:num_requests_waiting)."""
+    h = live(decode_ms=40.0, max_batch=1, upstream_metrics_interval_s=0.05)
+    body = {"model": "sim-model", "messages": [{"role": "user", "content": "elsewhere"}], "max_tokens": 25}
+    others = [threading.Thread(target=httpx.post, args=(h.sim.url + "/v1/chat/completions",),
+                               kwargs={"json": body, "timeout": 30}) for _ in range(2)]
+    for t in others:
+        t.start()
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def engine_waiting() -> float | None:
+        return h.http.get("/admin/stats", headers=admin).json()["proxy"]["upstreams"][0]["engine"]["waiting"]
+
+    h.wait_for(lambda: (engine_waiting() or 0) >= 1)
+    assert h.ask("a new question while others queue", max_tokens=2).headers["x-semcache-status"] == "miss"
+    assert h.spec("used") == 0  # this proxy had nothing in flight, but the engine had a queue
+    for t in others:
+        t.join()
+    h.wait_for(lambda: engine_waiting() == 0)
+    assert h.ask("a new question on an idle engine", max_tokens=2).headers["x-semcache-status"] == "miss"
+    assert h.spec("used") == 1
 
 
 def test_speculation_off_forwards_after_the_lookup(live):

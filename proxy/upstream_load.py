@@ -1,0 +1,67 @@
+"""What each upstream engine says about itself: :class:`UpstreamLoad`.
+
+Every upstream's Prometheus ``/metrics`` (next to its ``/v1``) is scraped in
+the background with the vLLM names :mod:`proxy.engine_load` reads. Two things
+follow from a scrape, and both matter beyond one proxy:
+
+* **whether the engine is vLLM** (it exports ``vllm:`` metrics). vLLM aborts a
+  request whose client disconnected, so a speculative call it loses costs the
+  engine only the milliseconds it ran; llama.cpp's server finishes the
+  answer, and a paid API bills it -- those are not raced unless asked;
+* **its queue** (``vllm:num_requests_waiting``), the load from *every* client:
+  several proxy replicas sharing one engine each see only their own in-flight
+  count, the engine's queue sees them all.
+
+A failed scrape keeps the proxy serving: the engine then counts as "not known
+to be vLLM" with no known queue. The data is at most ``interval_s`` old.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import httpx
+
+from proxy.engine_load import EngineLoadScraper, metrics_url
+from proxy.upstream import Upstream
+from semcache.iccache.load import LoadTracker
+
+
+class UpstreamLoad:
+    """Background scrapes of every upstream's ``/metrics``; answers per :class:`Upstream`."""
+
+    def __init__(self, upstreams: Sequence[Upstream], *, interval_s: float = 1.0, timeout_s: float = 2.0,
+                 client: httpx.AsyncClient | None = None):
+        self.tracker = LoadTracker()
+        engines = {u.base_url: metrics_url(u.base_url) for u in upstreams}
+        # An engine without vLLM metrics (llama.cpp, a hosted API) is normal here: say so at INFO once.
+        self._scraper = EngineLoadScraper(engines, self.tracker, client=client, interval_s=interval_s,
+                                          timeout_s=timeout_s, first_failure_level=logging.INFO)
+
+    async def refresh(self) -> None:
+        """Scrape every upstream once, now (the proxy does this before it serves)."""
+        await self._scraper.scrape_once()
+
+    def start(self) -> None:
+        self._scraper.start()
+
+    async def aclose(self) -> None:
+        await self._scraper.aclose()
+
+    def is_vllm(self, upstream: Upstream) -> bool:
+        """The last scrape of ``upstream`` worked and showed vLLM metrics."""
+        return self._scraper.healthy(upstream.base_url)
+
+    def waiting(self, upstream: Upstream) -> float | None:
+        """Requests queued in the engine (all clients), or None when its metrics are unknown."""
+        if not self.is_vllm(upstream):
+            return None
+        return self.tracker.get(upstream.base_url).waiting
+
+    def snapshot(self, upstream: Upstream) -> dict[str, float | bool | None]:
+        """For ``/admin/stats``: what the engine last reported."""
+        if not self.is_vllm(upstream):
+            return {"vllm_metrics": False, "waiting": None, "running": None, "kv_usage": None}
+        load = self.tracker.get(upstream.base_url)
+        return {"vllm_metrics": True, "waiting": load.waiting, "running": load.running, "kv_usage": load.kv_usage}
