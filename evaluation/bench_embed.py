@@ -118,6 +118,13 @@ def device_note() -> str:
     return note
 
 
+def median_row(name: str, rounds: list[dict]) -> dict:
+    """Per-figure medians over the rounds of one backend (labelled ``name (median)``)."""
+    numeric = [k for k, v in rounds[0].items() if isinstance(v, (int, float)) and k != "round"]
+    return {"backend": f"{name} (median)", "identity": rounds[0]["identity"],
+            **{k: float(np.median([r[k] for r in rounds])) for k in numeric}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default="torch-cpu,onnx-fp32,onnx-int8-1lane,onnx-int8")
@@ -125,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--singles", type=int, default=300, help="sequential queries per latency figure")
     parser.add_argument("--quality-limit", type=int, default=2000, help="pairs per quality data set")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure the backends this many times, interleaved, and add the medians: this "
+                             "box's speed drifts by ~25%% between minutes, so compare medians of rounds")
     args = parser.parse_args(argv)
     settings = EmbedderSettings()
     names = args.backends.split(",")
@@ -133,17 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     texts = load_texts()
     print(f"device: {device_note()}; load average {os.getloadavg()[0]:.2f}")
     rows = []
-    for name in names:
-        base, one_lane = (name[: -len("-1lane")], True) if name.endswith("-1lane") else (name, False)
-        backend = load_backend(base, settings.model_copy(update={"onnx_lanes": 1}) if one_lane else settings)
-        rows.append({"backend": name, **asyncio.run(measure(backend, texts, settings, args.singles,
-                                                              args.duration))})
-        backend.close()
-    header = (f"{'backend':<15} {'direct p50/p99 ms':>18} {'embedder p50/p99 ms':>20} {'overhead ms':>11} "
+    for round_no in range(args.rounds):
+        for name in names:
+            base, one_lane = (name[: -len("-1lane")], True) if name.endswith("-1lane") else (name, False)
+            backend = load_backend(base, settings.model_copy(update={"onnx_lanes": 1}) if one_lane else settings)
+            rows.append({"backend": name, "round": round_no, **asyncio.run(measure(backend, texts, settings,
+                                                                                    args.singles, args.duration))})
+            backend.close()
+    if args.rounds > 1:
+        rows += [median_row(name, [r for r in rows if r["backend"] == name]) for name in names]
+    header = (f"{'backend':<24} {'direct p50/p99 ms':>18} {'embedder p50/p99 ms':>20} {'overhead ms':>11} "
               f"{'1 caller/s':>10} {'8 callers/s':>11} {'32 callers/s':>12} {'batch@32':>8}")
     print(header)
     for r in rows:
-        print(f"{r['backend']:<15} {r['direct_p50_ms']:>8.2f} / {r['direct_p99_ms']:<7.2f} "
+        print(f"{r['backend']:<24} {r['direct_p50_ms']:>8.2f} / {r['direct_p99_ms']:<7.2f} "
               f"{r['embedder_p50_ms']:>9.2f} / {r['embedder_p99_ms']:<8.2f} {r['batcher_overhead_ms']:>11.3f} "
               f"{r['throughput_1']:>10.0f} {r['throughput_8']:>11.0f} {r['throughput_32']:>12.0f} "
               f"{r['mean_batch_32']:>8.1f}")
