@@ -12,6 +12,13 @@ Conditions, each over the same held-out questions, temperature 0:
 * ``small+nearest``  with the 2 nearest examples by MiniLM similarity (the probe);
 * ``small+selected`` with :func:`select_examples` (top-K, utility/length/diversity
   ranking) under a per-request token budget equal to what the 2 nearest take;
+* ``small+probed``   selection with *learned* utilities: first each held-out
+  question's top ``--probe-candidates`` bank candidates is probed once, offline
+  (the replay job's idea): used as the only example for its own nearest other
+  bank question, the small answer's agreement with that question's reference
+  (the large model's answer) credits it (``ExampleBank.record_outcome``); then
+  2 examples of those candidates are chosen by similarity + ``--utility-weight``
+  x utility under the 2-nearest token budget;
 * ``large``          the reference answers served by the engine simulator
   (``--answers``: it answers a known question with its reference answer)
   with GPU-like latency;
@@ -57,7 +64,7 @@ import numpy as np
 from semcache.iccache.bank import Example, ExampleBank, approx_tokens
 from semcache.iccache.config import SelectionConfig
 from semcache.iccache.prompt import with_examples
-from semcache.iccache.quality import follows_examples
+from semcache.iccache.quality import agreement, follows_examples
 from semcache.iccache.selection import select_examples
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qa" / "bitext_cs_4k5" / "qa.jsonl"
@@ -152,6 +159,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed + 1)
     sel_cfg = selection_config(args)
 
+    probed_cfg = SelectionConfig(candidates=args.probe_candidates, max_examples=2, token_budget=100_000,
+                                 answer_reserve=0, min_similarity=0.3, utility_weight=args.utility_weight,
+                                 diversity=0.0, duplicate_similarity=0.98)
+
     def prompts(condition: str, i: int) -> tuple[list[dict], list[Example]]:
         msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": rows[i]["question"]}]
         if condition == "small":
@@ -161,14 +172,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             near2 = nearest(bank, q_vecs[i], 2)
             shots = near2
-            if condition == "small+selected":
+            if condition in ("small+selected", "small+probed"):
                 budget = sum(e.tokens for e in near2)
                 shots = select_examples(bank, scope=SCOPE, category=CATEGORY, vector=q_vecs[i],
-                                        config=sel_cfg, budget=budget).examples
+                                        config=sel_cfg if condition == "small+selected" else probed_cfg,
+                                        budget=budget).examples
         return with_examples(msgs, shots), list(shots)
 
     results: dict[str, Any] = {"held_out": len(held), "bank": len(bank_idx), "conditions": {}}
     async with httpx.AsyncClient(timeout=120) as client:
+        if "small+probed" in args.conditions:
+            results["probes"] = await probe_utilities(client, args, rows, bank, held, q_vecs, a_vecs)
         for condition in args.conditions:
             if condition == "large":
                 continue
@@ -208,6 +222,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results["summary"] = summary
     results["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
     return results
+
+
+async def probe_utilities(client: httpx.AsyncClient, args: argparse.Namespace, rows: list[dict],
+                          bank: ExampleBank, held: list[int], q_vecs: np.ndarray, a_vecs: np.ndarray) -> int:
+    """Learn utilities offline: each candidate of a held-out question is probed once (see ``small+probed``)."""
+    row_of = {rows[i]["id"]: i for i in range(len(rows))}
+    candidates = {ex.id: ex for i in held for ex, _ in bank.candidates(SCOPE, CATEGORY, q_vecs[i],
+                                                                         args.probe_candidates)}
+    probes: list[tuple[str, int, str]] = []
+    for ex_id, ex in sorted(candidates.items()):
+        near = sorted(bank.candidates(SCOPE, CATEGORY, ex.vector, 3), key=lambda item: -item[1])
+        probe_row = row_of[next(e.id for e, _ in near if e.id != ex_id)]  # a bank question, never held out
+        msgs = with_examples([{"role": "system", "content": SYSTEM},
+                              {"role": "user", "content": rows[probe_row]["question"]}], [ex])
+        out = await ask(client, args.small_url, args.small_model, msgs, args.max_tokens,
+                        repeat_penalty=args.repeat_penalty)
+        probes.append((ex_id, probe_row, out["text"] or " "))
+    vecs = await embed_all([text for _, _, text in probes])
+    for (ex_id, probe_row, _), vec in zip(probes, vecs):
+        bank.record_outcome([ex_id], agreement(vec, a_vecs[probe_row]))
+    print("probed", len(probes), "candidates", flush=True)
+    return len(probes)
 
 
 async def checked(small: list[dict], large: list[dict], threshold: float) -> list[dict]:
@@ -257,6 +293,9 @@ def main() -> None:
     p.add_argument("--max-examples", type=int, default=3)
     p.add_argument("--length-weight", type=float, default=0.3)
     p.add_argument("--diversity", type=float, default=0.0)
+    p.add_argument("--probe-candidates", type=int, default=6,
+                   help="small+probed: candidates per held-out question probed (and chosen from)")
+    p.add_argument("--utility-weight", type=float, default=1.0, help="small+probed: weight of learned utility")
     p.add_argument("--large-prefill-ms", type=float, default=0.1)
     p.add_argument("--large-decode-ms", type=float, default=20.0)
     p.add_argument("--repeat-penalty", type=float, default=1.1,
