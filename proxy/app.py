@@ -127,6 +127,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
             parts.iccache = build_iccache(settings, parts.pool, parts.embedder, clock)
             if parts.iccache is not None:
                 parts.cache.listeners.append(parts.iccache)  # before start: the rebuild fills the bank
+                parts.iccache.attach_store(parts.cache.doc_store)  # learned utility persists on the entries
                 metrics.watch_iccache(parts.iccache.stats.snapshot)
                 parts.iccache.start()
             keycheck = None

@@ -35,8 +35,9 @@ from semcache.clock import Clock
 from semcache.entry import CacheEntry
 from semcache.iccache import Decision, ExampleBank, ICCacheConfig, ICCacheRouter, ICStats, LoadTracker, scope_of
 from semcache.iccache.bank import response_text
+from semcache.iccache.persist import flush_utilities
 from semcache.iccache.quality import agreement, follows_examples
-from semcache.protocols import Embedder
+from semcache.protocols import Embedder, Store
 from semcache.results import LookupResult
 
 log = logging.getLogger("semcache.iccache")
@@ -72,6 +73,8 @@ class ICCacheService:
         self._remember_max = remember
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight = in_flight
+        self._store: Store | None = None
+        self._persister: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------- the bank follows the cache
     def entry_added(self, entry: CacheEntry) -> None:
@@ -81,11 +84,39 @@ class ICCacheService:
         self.bank.remove(id)
 
     # ------------------------------------------------------------------ lifecycle
+    def attach_store(self, store: Store) -> None:
+        """Where learned utility is persisted: the cache's store (examples are its entries)."""
+        self._store = store
+
     def start(self) -> None:
         if self.scraper is not None:
             self.scraper.start()
+        if self._store is not None and self.config.persist_interval_s > 0:
+            self._persister = asyncio.create_task(self._persist_loop(), name="semcache-ic-persist")
+
+    async def persist_utilities(self) -> dict[str, int]:
+        """Merge utility learned here into the store now (also run every ``persist_interval_s``)."""
+        if self._store is None:
+            return {"written": 0, "missing": 0}
+        return await flush_utilities(self._store, self.bank)
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.persist_interval_s)
+            try:
+                await self.persist_utilities()
+            except Exception as exc:  # a failing store must not stop serving; the deltas stay unsynced
+                log.warning("persisting example utilities failed (will retry): %s", exc)
 
     async def aclose(self) -> None:
+        if self._persister is not None:
+            self._persister.cancel()
+            await asyncio.gather(self._persister, return_exceptions=True)
+            self._persister = None
+            try:  # what was learned since the last flush
+                await asyncio.wait_for(self.persist_utilities(), timeout=5.0)
+            except Exception as exc:
+                log.warning("persisting example utilities at shutdown failed: %s", exc)
         if self.scraper is not None:
             await self.scraper.aclose()
         for task in list(self._background):

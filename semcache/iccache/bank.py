@@ -68,6 +68,10 @@ class Example:
     """Scored uses whose small answer was accepted (score >= the bank's accept level)."""
     feedback_positive: int = 0
     feedback_negative: int = 0
+    synced_scored: int = 0
+    """``scored`` / ``score_sum`` as last read from or written to the store: what is above
+    them was learned here and not yet persisted (see :meth:`ExampleBank.merge_into_entry`)."""
+    synced_score_sum: float = 0.0
 
     @property
     def size_bytes(self) -> int:
@@ -164,8 +168,18 @@ class ExampleBank:
             validated=entry.feedback.positive > 0 or entry.validated_at is not None,
             scored=scored, score_sum=entry.utility * scored,
             accepted=round(entry.utility * scored),
+            synced_scored=scored, synced_score_sum=entry.utility * scored,
             feedback_positive=entry.feedback.positive, feedback_negative=entry.feedback.negative,
         )
+        with self._lock:
+            known = self._examples.get(entry.id)
+            if known is not None and known.answer == answer:
+                # The store's copy changed (another replica merged its utility): keep what was
+                # learned here and not yet written, on top of the stored counts.
+                example.uses = known.uses
+                example.scored += known.scored - known.synced_scored
+                example.score_sum += known.score_sum - known.synced_score_sum
+                example.accepted = max(example.accepted, known.accepted)
         self.add(example)
         return example
 
@@ -216,10 +230,48 @@ class ExampleBank:
                         ex.feedback_negative += 1
         self.record_outcome(ids, 1.0 if positive else 0.0)
 
-    def apply_to_entry(self, entry: CacheEntry) -> CacheEntry:
-        """Copy an example's utility back onto its cache entry (to persist it in the store)."""
-        ex = self._examples.get(entry.id)
-        if ex is None:
-            return entry
-        mean = ex.score_sum / ex.scored if ex.scored else 0.0
-        return entry.model_copy(update={"utility": mean, "utility_uses": ex.scored})
+    def unsynced(self) -> list[str]:
+        """Ids of examples with utility learned here and not yet written to the store."""
+        with self._lock:
+            return [ex.id for ex in self._examples.values() if ex.scored != ex.synced_scored]
+
+    def merge_into_entry(self, entry: CacheEntry) -> CacheEntry:
+        """``entry`` (as the store has it now) plus what this bank learned since its last sync.
+
+        Utility is merged as counts, never overwritten: another proxy replica or
+        the replay job may have added uses to the same entry meanwhile, and
+        those must survive. Call :meth:`mark_synced` once the result is stored.
+        """
+        with self._lock:
+            ex = self._examples.get(entry.id)
+            if ex is None:
+                return entry
+            uses = entry.utility_uses + (ex.scored - ex.synced_scored)
+            total = entry.utility * entry.utility_uses + (ex.score_sum - ex.synced_score_sum)
+        if uses <= 0:
+            return entry.model_copy(update={"utility": 0.0, "utility_uses": 0})
+        return entry.model_copy(update={"utility": min(1.0, max(0.0, total / uses)), "utility_uses": uses})
+
+    def restart_utility(self, id: str) -> None:
+        """Forget an example's utility here and as synced (its answer was replaced, the store reset)."""
+        with self._lock:
+            if (ex := self._examples.get(id)) is not None:
+                ex.uses = ex.scored = ex.accepted = ex.synced_scored = 0
+                ex.score_sum = ex.synced_score_sum = 0.0
+
+    def mark_synced(self, before: CacheEntry, written: CacheEntry) -> None:
+        """``written`` (from :meth:`merge_into_entry` on ``before``) is now in the store.
+
+        The bank adopts what others added (``before`` minus the last sync) and
+        keeps anything learned while the write was under way as unsynced.
+        """
+        with self._lock:
+            ex = self._examples.get(written.id)
+            if ex is None:
+                return
+            others = before.utility_uses - ex.synced_scored
+            others_sum = before.utility * before.utility_uses - ex.synced_score_sum
+            ex.scored = max(0, ex.scored + others)
+            ex.score_sum = max(0.0, ex.score_sum + others_sum)
+            ex.synced_scored = written.utility_uses
+            ex.synced_score_sum = written.utility * written.utility_uses

@@ -102,6 +102,9 @@ class ICCacheConfig(_Strict):
     """The large model 'has spare capacity' when at most this many requests wait."""
     scrape_interval_s: float = Field(default=1.0, gt=0)
     """How often each engine's ``/metrics`` is read for the load model."""
+    persist_interval_s: float = Field(default=30.0, ge=0)
+    """How often utility learned while serving (shadow checks, feedback) is merged into the
+    examples' cache entries, where restarts and other replicas find it. 0: never."""
 
     @model_validator(mode="after")
     def _one_of_each(self) -> ICCacheConfig:

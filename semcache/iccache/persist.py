@@ -4,8 +4,9 @@ Examples *are* cache entries (the large model's answers), so the store is
 their only durable home. :func:`load_bank` admits the entries in scope;
 :func:`save_bank` writes back what a replay run (or serving) changed on them:
 
-* utility statistics (``utility`` / ``utility_uses``) via
-  :meth:`ExampleBank.apply_to_entry`;
+* utility statistics (``utility`` / ``utility_uses``), merged as counts by
+  :meth:`ExampleBank.merge_into_entry` (never overwriting uses another proxy
+  replica or a replay run added meanwhile);
 * a *validated* example stamps ``validated_at`` on its entry;
 * a *regenerated* example's new answer replaces the entry's response text,
   drops the stored stream chunks (a streamed hit is then rebuilt from the new
@@ -112,7 +113,7 @@ async def save_bank(store: Store, bank: ExampleBank, report: ReplayReport | None
         if entry is None:
             missing += 1
             continue
-        updated = bank.apply_to_entry(entry)
+        updated = bank.merge_into_entry(entry)
         if example.id in regenerated:
             tokens = (completion_tokens or {}).get(example.id) or bank.count_tokens(example.answer)
             updated = _with_answer(updated, example.answer, tokens)
@@ -123,5 +124,33 @@ async def save_bank(store: Store, bank: ExampleBank, report: ReplayReport | None
         elif not _stats_changed(entry, updated):
             continue
         await store.put(updated)
+        if example.id in regenerated:
+            bank.restart_utility(example.id)  # uses of the old answer say nothing about the new one
+        else:
+            bank.mark_synced(entry, updated)
         written += 1
     return {"written": written, "deleted": deleted, "missing": missing}
+
+
+async def flush_utilities(store: Store, bank: ExampleBank) -> dict[str, int]:
+    """Write utility learned while serving (shadow checks, feedback) onto the examples' entries.
+
+    Only examples with unsynced utility are read and written; each write
+    merges counts with what the store holds now (see
+    :meth:`ExampleBank.merge_into_entry`). Two replicas flushing the *same*
+    entry in the same instant can still lose one side's increment (a plain
+    read-modify-write); with flushes every ``persist_interval_s`` per replica
+    that is rare, and the loss is a few uses, never an entry. Returns
+    ``{"written": n, "missing": n}``.
+    """
+    written = missing = 0
+    for id in bank.unsynced():
+        entry = await store.get(id)
+        if entry is None:
+            missing += 1
+            continue
+        merged = bank.merge_into_entry(entry)
+        await store.put(merged)
+        bank.mark_synced(entry, merged)
+        written += 1
+    return {"written": written, "missing": missing}

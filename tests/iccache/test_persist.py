@@ -5,10 +5,13 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from semcache import ManualClock, SQLiteStore, load_policies_text
 from semcache.entry import CacheEntry, Feedback
 from semcache.iccache import ReplayConfig, SelectionConfig, load_bank, replay_examples, save_bank
+from semcache.iccache.persist import flush_utilities
 from semcache.iccache.bank import scope_of
 from semcache.stores import MemoryStore
 from semcache.stores.base import dumps_record
@@ -164,3 +167,78 @@ async def test_save_without_a_report_writes_only_changed_utility(store):
     assert used.utility_uses == 3 and used.utility == pytest.approx(2 / 3)
     assert used.validated_at is None and used.response == _entry("used").response
     assert (await _snapshot(store)).keys() == before.keys() - {"idle"}
+
+
+async def _bank(store):
+    return await load_bank(store, _cfg(), load_policies_text(POLICIES), dim=DIM, clock=ManualClock(NOW))
+
+
+async def test_replicas_merge_learned_utility_instead_of_overwriting_it(store):
+    await _fill(store, [_entry("ex", axis=0, utility=0.5, utility_uses=2)])
+    a, b = await _bank(store), await _bank(store)  # two proxy replicas, same store
+    a.record_outcome(["ex"], 1.0)
+    b.record_outcome(["ex"], 0.0)
+    b.record_outcome(["ex"], 1.0)
+    assert a.unsynced() == ["ex"] and b.unsynced() == ["ex"]
+    assert await flush_utilities(store, a) == {"written": 1, "missing": 0}
+    assert await flush_utilities(store, b) == {"written": 1, "missing": 0}
+    stored = await store.get("ex")
+    assert stored.utility_uses == 5 and stored.utility == pytest.approx((1 + 1 + 0 + 1) / 5)
+    assert b.get("ex").scored == 5 and b.unsynced() == []  # b adopted a's use while writing its own
+    assert await flush_utilities(store, a) == {"written": 0, "missing": 0}  # nothing new: no write
+
+    # The offline replay job (save_bank) merges too: it does not wipe what serving learned meanwhile.
+    replay = await _bank(store)
+    a.record_outcome(["ex"], 1.0)
+    await flush_utilities(store, a)
+    replay.record_outcome(["ex"], 0.0)
+    await save_bank(store, replay, clock=ManualClock(NOW))
+    stored = await store.get("ex")
+    assert stored.utility_uses == 7 and stored.utility == pytest.approx(4 / 7)
+
+
+async def test_utility_learned_during_a_write_stays_unsynced(store):
+    await _fill(store, [_entry("ex", axis=0)])
+    bank = await _bank(store)
+    bank.record_outcome(["ex"], 1.0)
+    before = await store.get("ex")
+    merged = bank.merge_into_entry(before)
+    bank.record_outcome(["ex"], 0.5)  # arrives while the write is under way
+    await store.put(merged)
+    bank.mark_synced(before, merged)
+    assert bank.unsynced() == ["ex"] and bank.get("ex").scored == 2
+    await flush_utilities(store, bank)
+    stored = await store.get("ex")
+    assert stored.utility_uses == 2 and stored.utility == pytest.approx(0.75)
+
+
+async def test_a_store_update_from_another_replica_keeps_local_unsynced_utility(store):
+    await _fill(store, [_entry("ex", axis=0, utility=1.0, utility_uses=1)])
+    bank = await _bank(store)
+    bank.record_outcome(["ex"], 0.0)  # learned here, not yet written
+    # The change feed re-delivers the entry after another replica merged two uses into it.
+    bank.add_entry(_entry("ex", axis=0, utility=1.0, utility_uses=3), large_models={"big"})
+    assert bank.get("ex").scored == 4 and bank.unsynced() == ["ex"]
+    await flush_utilities(store, bank)  # the store still holds 1 use: ours is added to that
+    assert (await store.get("ex")).utility_uses == 2
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["score", "flush"]),
+                                st.floats(0, 1, allow_nan=False)), max_size=30))
+async def test_merged_utility_counts_every_scored_use_exactly_once(steps):
+    """Any interleaving of outcomes and flushes over three replicas: the store ends with every use."""
+    store = MemoryStore()
+    await store.put(_entry("ex", axis=0, utility=0.25, utility_uses=4))
+    banks = [await _bank(store) for _ in range(3)]
+    uses, total = 4, 1.0
+    for replica, action, score in steps:
+        if action == "score":
+            banks[replica].record_outcome(["ex"], score)
+            uses, total = uses + 1, total + score
+        else:
+            await flush_utilities(store, banks[replica])
+    for bank in banks:
+        await flush_utilities(store, bank)
+    stored = await store.get("ex")
+    assert stored.utility_uses == uses and stored.utility == pytest.approx(total / uses, abs=1e-9)

@@ -8,6 +8,7 @@ says (the proxy scrapes it): the test loads it with real requests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from evaluation.engine_sim import SimSettings
 from evaluation.engine_sim import create_app as create_sim_app
 from proxy.app import create_app
 from proxy.settings import ProxySettings
+from semcache import SQLiteStore
 
 pytestmark = pytest.mark.slow
 
@@ -154,6 +156,19 @@ def test_load_on_the_large_engine_shifts_requests_to_the_small_one(tmp_path, liv
             flood.shutdown()
         metrics = client.get("/metrics").text
         assert 'semcache_ic_routes_total{category="default",route="small"}' in metrics
+    # The proxy has stopped: the utility its examples earned (the feedback above) was merged
+    # into their cache entries, where a restarted or another replica's bank finds it.
+    stored = asyncio.run(_stored_utility(tmp_path / "cache.db"))
+    assert sum(uses for uses, _ in stored.values()) >= examples
+    assert all(utility == 1.0 for uses, utility in stored.values() if uses)
+
+
+async def _stored_utility(path: Path) -> dict[str, tuple[int, float]]:
+    store = SQLiteStore(path)
+    try:
+        return {e.id: (e.utility_uses, e.utility) async for e in store.scan()}
+    finally:
+        await store.close()
 
 
 def test_a_failing_small_model_falls_back_to_the_large_one(tmp_path, live_server, engines):
