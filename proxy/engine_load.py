@@ -111,7 +111,8 @@ class EngineLoadScraper:
         except (httpx.HTTPError, ValueError) as exc:
             # Warn when an engine's metrics go away, not on every scrape while they stay away.
             level = logging.DEBUG if model in self._failing else self.first_failure_level
-            log.log(level, "engine metrics scrape of %s (%s) failed: %s", model, url, exc)
+            log.log(level, "no vLLM metrics from %s (%s): %s; its load is judged by this proxy's requests in "
+                    "flight", model, url, exc)
             self._failing.add(model)
             return
         self._seen.add(model)
