@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from semcache.calibration import clopper_pearson_upper
+from semcache.entry import CacheEntry
 
 if TYPE_CHECKING:
     from semcache.cache import SemanticCache
@@ -83,6 +84,13 @@ async def report(cache: SemanticCache, entry_id: str, *, correct: bool, tenant: 
         return FeedbackResult(True, removed=removed or entry is not None, category=category, trust=trust)
     if entry is None:  # known to the index only (store lost it): nothing to raise
         return FeedbackResult(True, category=category)
-    entry.feedback.positive += 1
-    await cache.doc_store.put(entry)
-    return FeedbackResult(True, category=category, trust=entry.feedback.positive - entry.feedback.negative)
+
+    def one_more_positive(current: CacheEntry) -> CacheEntry:
+        votes = current.feedback.model_copy(update={"positive": current.feedback.positive + 1})
+        return current.model_copy(update={"feedback": votes})
+
+    # Atomic: reports reaching several proxy replicas at once all count.
+    stored = await cache.doc_store.update(entry_id, one_more_positive)
+    if stored is None:  # removed meanwhile
+        return FeedbackResult(True, category=category)
+    return FeedbackResult(True, category=category, trust=stored.feedback.positive - stored.feedback.negative)

@@ -6,7 +6,7 @@ need not import semcache to satisfy ``Embedder``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -64,6 +64,12 @@ class Store(Protocol):
     async def put(self, entry: CacheEntry) -> None: ...
 
     async def get(self, id: str) -> CacheEntry | None: ...
+
+    async def update(self, id: str, change: Callable[[CacheEntry], CacheEntry | None]) -> CacheEntry | None:
+        """Apply ``change`` to the stored entry atomically (no other writer in between) and store
+        its result; ``change`` may run more than once (optimistic retries) and returns None to
+        write nothing. Returns what was written, or None (no entry, or nothing to write)."""
+        ...
 
     async def delete(self, ids: Sequence[str]) -> int: ...
 

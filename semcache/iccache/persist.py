@@ -109,25 +109,30 @@ async def save_bank(store: Store, bank: ExampleBank, report: ReplayReport | None
     deleted = await store.delete(report.evicted) if report and report.evicted else 0
     written = missing = 0
     for example in bank:
-        entry = await store.get(example.id)
-        if entry is None:
+        seen: list[CacheEntry] = []  # the entry as the store held it when the write happened
+
+        def change(entry: CacheEntry, example=example, seen=seen) -> CacheEntry | None:
+            seen[:] = [entry]
+            updated = bank.merge_into_entry(entry)
+            if example.id in regenerated:
+                tokens = (completion_tokens or {}).get(example.id) or bank.count_tokens(example.answer)
+                updated = _with_answer(updated, example.answer, tokens)
+                return updated.model_copy(update={"validated_at": now, "feedback": Feedback(),
+                                                  "utility": 0.0, "utility_uses": 0})
+            if example.id in validated:
+                return updated.model_copy(update={"validated_at": now})
+            return updated if _stats_changed(entry, updated) else None
+
+        stored = await store.update(example.id, change)
+        if not seen:
             missing += 1
             continue
-        updated = bank.merge_into_entry(entry)
-        if example.id in regenerated:
-            tokens = (completion_tokens or {}).get(example.id) or bank.count_tokens(example.answer)
-            updated = _with_answer(updated, example.answer, tokens)
-            updated = updated.model_copy(update={"validated_at": now, "feedback": Feedback(),
-                                                 "utility": 0.0, "utility_uses": 0})
-        elif example.id in validated:
-            updated = updated.model_copy(update={"validated_at": now})
-        elif not _stats_changed(entry, updated):
+        if stored is None:
             continue
-        await store.put(updated)
         if example.id in regenerated:
             bank.restart_utility(example.id)  # uses of the old answer say nothing about the new one
         else:
-            bank.mark_synced(entry, updated)
+            bank.mark_synced(seen[0], stored)
         written += 1
     return {"written": written, "deleted": deleted, "missing": missing}
 
@@ -136,21 +141,24 @@ async def flush_utilities(store: Store, bank: ExampleBank) -> dict[str, int]:
     """Write utility learned while serving (shadow checks, feedback) onto the examples' entries.
 
     Only examples with unsynced utility are read and written; each write
-    merges counts with what the store holds now (see
-    :meth:`ExampleBank.merge_into_entry`). Two replicas flushing the *same*
-    entry in the same instant can still lose one side's increment (a plain
-    read-modify-write); with flushes every ``persist_interval_s`` per replica
-    that is rare, and the loss is a few uses, never an entry. Returns
-    ``{"written": n, "missing": n}``.
+    merges counts with what the store holds at that instant (see
+    :meth:`ExampleBank.merge_into_entry`), inside :meth:`Store.update`, which
+    is atomic (Redis: WATCH/MULTI with retries; SQLite: an IMMEDIATE
+    transaction), so replicas flushing the same entry at once lose nothing.
+    Returns ``{"written": n, "missing": n}``.
     """
     written = missing = 0
     for id in bank.unsynced():
-        entry = await store.get(id)
-        if entry is None:
+        seen: list[CacheEntry] = []
+
+        def change(entry: CacheEntry, seen=seen) -> CacheEntry:
+            seen[:] = [entry]
+            return bank.merge_into_entry(entry)
+
+        stored = await store.update(id, change)
+        if stored is None:
             missing += 1
             continue
-        merged = bank.merge_into_entry(entry)
-        await store.put(merged)
-        bank.mark_synced(entry, merged)
+        bank.mark_synced(seen[0], stored)
         written += 1
     return {"written": written, "missing": missing}

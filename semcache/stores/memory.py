@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from semcache.entry import CacheEntry
 
@@ -22,6 +22,15 @@ class MemoryStore:
     async def get(self, id: str) -> CacheEntry | None:
         entry = self._entries.get(id)
         return entry.model_copy() if entry is not None else None
+
+    async def update(self, id: str, change: Callable[[CacheEntry], CacheEntry | None]) -> CacheEntry | None:
+        entry = self._entries.get(id)
+        if entry is None:
+            return None
+        new = change(entry.model_copy())  # no await in between: atomic on the event loop
+        if new is not None:
+            self._entries[id] = new.model_copy()
+        return new
 
     async def delete(self, ids: Sequence[str]) -> int:
         return sum(self._entries.pop(i, None) is not None for i in ids)

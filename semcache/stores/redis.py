@@ -17,11 +17,12 @@ Layout under ``prefix`` (default ``semcache``):
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from semcache.entry import CacheEntry
 from semcache.errors import StoreError
@@ -68,25 +69,53 @@ class RedisStore:
         except _ERRORS as exc:
             raise StoreError(f"redis {self.url}: {exc}") from exc
 
-    async def put(self, entry: CacheEntry) -> None:
+    def _queue_put(self, pipe, entry: CacheEntry) -> None:
         key = self._key(entry.id)
+        pipe.hset(key, mapping={
+            "record": dumps_record(entry),
+            "vector": entry.vector.astype("float32").tobytes(),
+            "category": entry.category,
+            "expires_at": "" if entry.expires_at is None else repr(entry.expires_at),
+        })
+        if entry.expires_at is not None:
+            pipe.pexpireat(key, int(entry.expires_at * 1000))
+        pipe.zadd(self._zset("lru", entry.category), {entry.id: entry.last_hit_at or entry.created_at})
+        pipe.zadd(self._zset("lfu", entry.category), {entry.id: entry.hit_count})
+        pipe.xadd(self._events, {"op": "put", "ids": entry.id, "origin": self.origin},
+                  maxlen=self.events_maxlen, approximate=True)
+
+    async def put(self, entry: CacheEntry) -> None:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping={
-                    "record": dumps_record(entry),
-                    "vector": entry.vector.astype("float32").tobytes(),
-                    "category": entry.category,
-                    "expires_at": "" if entry.expires_at is None else repr(entry.expires_at),
-                })
-                if entry.expires_at is not None:
-                    pipe.pexpireat(key, int(entry.expires_at * 1000))
-                pipe.zadd(self._zset("lru", entry.category), {entry.id: entry.last_hit_at or entry.created_at})
-                pipe.zadd(self._zset("lfu", entry.category), {entry.id: entry.hit_count})
-                pipe.xadd(self._events, {"op": "put", "ids": entry.id, "origin": self.origin},
-                          maxlen=self.events_maxlen, approximate=True)
+                self._queue_put(pipe, entry)
                 await pipe.execute()
         except _ERRORS as exc:
             raise StoreError(f"redis put failed: {exc}") from exc
+
+    async def update(self, id: str, change: Callable[[CacheEntry], CacheEntry | None], *,
+                     attempts: int = 64) -> CacheEntry | None:
+        """Optimistic: WATCH the entry, read it, write ``change``'s result in MULTI; retry if
+        another process wrote the entry in between (so no replica's change is lost)."""
+        key = self._key(id)
+        try:
+            for _ in range(attempts):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(key)
+                        current = await self._read(pipe, id)
+                        new = change(current) if current is not None else None
+                        if new is None:
+                            return None
+                        pipe.multi()
+                        self._queue_put(pipe, new)
+                        await pipe.execute()
+                        return new
+                    except WatchError:
+                        pass  # someone else wrote it: read again, after a jittered pause
+                await asyncio.sleep(random.uniform(0, 0.002))
+        except _ERRORS as exc:
+            raise StoreError(f"redis update failed: {exc}") from exc
+        raise StoreError(f"redis update of {id!r}: still contended after {attempts} attempts")
 
     async def publish_policies(self, text: str) -> None:
         """Make ``text`` the policy YAML of every process sharing this store (an admin reload)."""
@@ -109,14 +138,18 @@ class RedisStore:
 
     async def get(self, id: str) -> CacheEntry | None:
         try:
-            record, vector, category, expires_at = await self._redis.hmget(
-                self._key(id), ["record", "vector", "category", "expires_at"]
-            )
-            if record is None or vector is None:
-                return None
-            hits = await self._redis.zscore(self._zset("lfu", category.decode()), id)
+            return await self._read(self._redis, id)
         except _ERRORS as exc:
             raise StoreError(f"redis get failed: {exc}") from exc
+
+    async def _read(self, conn, id: str) -> CacheEntry | None:
+        """The entry via ``conn`` (the client, or a pipeline in immediate mode after WATCH)."""
+        record, vector, category, expires_at = await conn.hmget(
+            self._key(id), ["record", "vector", "category", "expires_at"]
+        )
+        if record is None or vector is None:
+            return None
+        hits = await conn.zscore(self._zset("lfu", category.decode()), id)
         entry = loads_entry(record, vector)
         if hits is not None:
             entry.hit_count = int(hits)

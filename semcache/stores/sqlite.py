@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -79,22 +79,46 @@ class SQLiteStore:
             rows,
         )
 
+    @staticmethod
+    def _write(conn: sqlite3.Connection, entry: CacheEntry) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO entries (id, category, created_at, expires_at, last_hit_at, hit_count, record, vector)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.id, entry.category, entry.created_at, entry.expires_at,
+                entry.last_hit_at or entry.created_at, entry.hit_count,
+                dumps_record(entry), entry.vector.astype("float32").tobytes(),
+            ),
+        )
+
     def _put(self, entry: CacheEntry) -> None:
         conn = self._connect()
         with conn:
             self._flush_hits(conn)
-            conn.execute(
-                "INSERT OR REPLACE INTO entries (id, category, created_at, expires_at, last_hit_at, hit_count, record, vector)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.id, entry.category, entry.created_at, entry.expires_at,
-                    entry.last_hit_at or entry.created_at, entry.hit_count,
-                    dumps_record(entry), entry.vector.astype("float32").tobytes(),
-                ),
-            )
+            self._write(conn, entry)
 
     async def put(self, entry: CacheEntry) -> None:
         await self._run(self._put, entry)
+
+    def _update(self, id: str, change: Callable[[CacheEntry], CacheEntry | None]) -> CacheEntry | None:
+        conn = self._connect()
+        # IMMEDIATE takes the write lock before reading: another process (say the
+        # replay-examples command on the same file) cannot write in between.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._flush_hits(conn)
+            current = self._get(id)
+            new = change(current) if current is not None else None
+            if new is not None:
+                self._write(conn, new)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return new
+
+    async def update(self, id: str, change: Callable[[CacheEntry], CacheEntry | None]) -> CacheEntry | None:
+        return await self._run(self._update, id, change)
 
     def _get(self, id: str) -> CacheEntry | None:
         conn = self._connect()
