@@ -69,8 +69,14 @@ def make_store(settings: ProxySettings) -> Store:
     return SQLiteStore(settings.sqlite_path)
 
 
-def build_iccache(settings: ProxySettings, pool: UpstreamPool, embedder: Embedder, clock) -> ICCacheService | None:
-    """The IC-Cache service if ``settings.iccache`` names a config (its models must have upstreams)."""
+def build_iccache(settings: ProxySettings, pool: UpstreamPool, embedder: Embedder, clock,
+                  upstream_load: UpstreamLoad | None = None) -> ICCacheService | None:
+    """The IC-Cache service if ``settings.iccache`` names a config (its models must have upstreams).
+
+    A model's load comes from the proxy's scrapes of all its upstreams, unless the
+    config names a ``metrics_url`` for it (or upstream scraping is off): then
+    IC-Cache scrapes that one URL itself.
+    """
     if settings.iccache is None:
         return None
     config = load_iccache_config(settings.iccache)
@@ -79,9 +85,14 @@ def build_iccache(settings: ProxySettings, pool: UpstreamPool, embedder: Embedde
         upstreams = pool.router.candidates(spec.name)
         if not upstreams:
             raise ConfigError(f"{settings.iccache}: no upstream serves model {spec.name!r} ({spec.role})")
-        engines[spec.name] = spec.metrics_url or metrics_url(upstreams[0].base_url)
+        if spec.metrics_url or upstream_load is None:
+            engines[spec.name] = spec.metrics_url or metrics_url(upstreams[0].base_url)
+    def model_load(model: str):
+        return upstream_load.model_load(pool.router.candidates(model)) if upstream_load is not None else None
+
     return ICCacheService(config, embedder, clock, engines=engines, scrape_interval_s=config.scrape_interval_s,
-                          in_flight=lambda model: sum(u.in_flight for u in pool.router.candidates(model)))
+                          in_flight=lambda model: sum(u.in_flight for u in pool.router.candidates(model)),
+                          upstream_load=model_load)
 
 
 async def build_default_embedder(settings: ProxySettings) -> Embedder:
@@ -124,7 +135,12 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
             parts.cache = SemanticCache(policies=policies, store=make_store(settings),
                                         embedder=parts.embedder, clock=clock)
             metrics.watch_cache(parts.cache.stats_snapshot)
-            parts.iccache = build_iccache(settings, parts.pool, parts.embedder, clock)
+            if settings.upstream_metrics_interval_s > 0:
+                parts.upstream_load = UpstreamLoad(parts.pool.router.upstreams, client=parts.pool.metrics_client,
+                                                   interval_s=settings.upstream_metrics_interval_s)
+                await parts.upstream_load.refresh()  # know which engines are vLLM before the first request
+                parts.upstream_load.start()
+            parts.iccache = build_iccache(settings, parts.pool, parts.embedder, clock, parts.upstream_load)
             if parts.iccache is not None:
                 parts.cache.listeners.append(parts.iccache)  # before start: the rebuild fills the bank
                 parts.iccache.attach_store(parts.cache.doc_store)  # learned utility persists on the entries
@@ -133,11 +149,6 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
             keycheck = None
             if settings.verify_keys and settings.upstream_api_key is None:
                 keycheck = KeyCheck(parts.pool.probe_key, ttl_s=settings.key_check_ttl_s)
-            if settings.upstream_metrics_interval_s > 0:
-                parts.upstream_load = UpstreamLoad(parts.pool.router.upstreams, client=parts.pool.metrics_client,
-                                                   interval_s=settings.upstream_metrics_interval_s)
-                await parts.upstream_load.refresh()  # know which engines are vLLM before the first request
-                parts.upstream_load.start()
             speculator = None
             if settings.speculative_forward is not False:
                 speculator = Speculator(parts.cache, parts.pool, metrics, below=settings.speculative_max_in_flight,

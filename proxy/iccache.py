@@ -34,6 +34,7 @@ from proxy.engine_load import EngineLoadScraper
 from semcache.clock import Clock
 from semcache.entry import CacheEntry
 from semcache.iccache import Decision, ExampleBank, ICCacheConfig, ICCacheRouter, ICStats, LoadTracker, scope_of
+from semcache.iccache.load import EngineLoad
 from semcache.iccache.bank import response_text
 from semcache.iccache.persist import flush_utilities
 from semcache.iccache.quality import agreement, follows_examples
@@ -59,7 +60,8 @@ class ICCacheService:
 
     def __init__(self, config: ICCacheConfig, embedder: Embedder, clock: Clock, *,
                  engines: dict[str, str], remember: int = 10_000, scrape_interval_s: float = 1.0,
-                 in_flight: Callable[[str], int] | None = None):
+                 in_flight: Callable[[str], int] | None = None,
+                 upstream_load: Callable[[str], EngineLoad | None] | None = None):
         self.config = config
         self.embedder = embedder
         self.clock = clock
@@ -73,6 +75,7 @@ class ICCacheService:
         self._remember_max = remember
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight = in_flight
+        self._upstream_load = upstream_load  # the proxy's scrapes of every upstream, per model
         self._store: Store | None = None
         self._persister: asyncio.Task[None] | None = None
 
@@ -141,12 +144,18 @@ class ICCacheService:
                                   category=lookup.category, vector=ctx.vector, now=self.clock.now())
 
     def _fill_unscraped_load(self) -> None:
-        """Engines without ``/metrics`` (llama.cpp, hosted APIs): the proxy's own count of
-        requests in flight to them stands in for their queue, as if they ran one at a time."""
-        if self._in_flight is None:
-            return
+        """Each model's load from, in order: its own ``metrics_url`` scrape; the proxy's
+        scrapes of the upstreams serving it (all replicas summed); else, for engines
+        without vLLM metrics (llama.cpp, hosted APIs), the proxy's own count of requests
+        in flight to them, as if they ran one at a time."""
         for spec in (self.large, self.small):
             if self.scraper is not None and spec.name in self.scraper.engines and self.scraper.healthy(spec.name):
+                continue
+            scraped = self._upstream_load(spec.name) if self._upstream_load is not None else None
+            if scraped is not None:
+                self.load.set(spec.name, scraped)
+                continue
+            if self._in_flight is None:
                 continue
             busy = self._in_flight(spec.name)
             self.load.set(spec.name, replace(self.load.get(spec.name), running=min(1, busy), waiting=max(0, busy - 1)))
@@ -236,6 +245,7 @@ class ICCacheService:
 
     def snapshot(self) -> dict[str, Any]:
         """Examples, per-category routing counters and each model's load (admin stats, report)."""
+        self._fill_unscraped_load()
         loads = {}
         for name in (self.large.name, self.small.name):
             load = self.load.get(name)

@@ -10,7 +10,8 @@ follow from a scrape, and both matter beyond one proxy:
   answer, and a paid API bills it -- those are not raced unless asked;
 * **its queue** (``vllm:num_requests_waiting``), the load from *every* client:
   several proxy replicas sharing one engine each see only their own in-flight
-  count, the engine's queue sees them all.
+  count, the engine's queue sees them all. IC-Cache's router reads it too,
+  summed over every replica serving a model (:meth:`UpstreamLoad.model_load`).
 
 A failed scrape keeps the proxy serving: the engine then counts as "not known
 to be vLLM" with no known queue. The data is at most ``interval_s`` old.
@@ -25,7 +26,7 @@ import httpx
 
 from proxy.engine_load import EngineLoadScraper, metrics_url
 from proxy.upstream import Upstream
-from semcache.iccache.load import LoadTracker
+from semcache.iccache.load import EngineLoad, LoadTracker
 
 
 class UpstreamLoad:
@@ -58,6 +59,23 @@ class UpstreamLoad:
         if not self.is_vllm(upstream):
             return None
         return self.tracker.get(upstream.base_url).waiting
+
+    def model_load(self, upstreams: Sequence[Upstream]) -> EngineLoad | None:
+        """One load for a model served by several replicas (IC-Cache routes per model).
+
+        Queues and running counts add up; latencies are the mean over replicas
+        that measured one; KV use is the fullest replica's. None when no replica
+        is known to be vLLM (the caller then falls back to its in-flight count).
+        """
+        loads = [self.tracker.get(u.base_url) for u in upstreams if self.is_vllm(u)]
+        if not loads:
+            return None
+        ttfts = [x.ttft_s for x in loads if x.ttft_s is not None]
+        e2es = [x.e2e_s for x in loads if x.e2e_s is not None]
+        return EngineLoad(waiting=sum(x.waiting for x in loads), running=sum(x.running for x in loads),
+                          kv_usage=max(x.kv_usage for x in loads),
+                          ttft_s=sum(ttfts) / len(ttfts) if ttfts else None,
+                          e2e_s=sum(e2es) / len(e2es) if e2es else None, at=max(x.at for x in loads))
 
     def snapshot(self, upstream: Upstream) -> dict[str, float | bool | None]:
         """For ``/admin/stats``: what the engine last reported."""

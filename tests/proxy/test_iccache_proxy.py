@@ -86,6 +86,14 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def queue_on(engine_url: str, n: int = 6):
+    """Send ``n`` slow requests straight to an engine (another client's load); wait on the futures."""
+    flood = ThreadPoolExecutor(n)
+    body = {"model": "big", "messages": [{"role": "user", "content": "long job"}], "max_tokens": 40}
+    return flood, [flood.submit(httpx.post, f"{engine_url}/v1/chat/completions", json=body, timeout=60)
+                   for _ in range(n)]
+
+
 @pytest.fixture
 def engines(live_server):
     with live_server(create_sim_app(LARGE)) as large, live_server(create_sim_app(SMALL)) as small:
@@ -107,10 +115,7 @@ def test_load_on_the_large_engine_shifts_requests_to_the_small_one(tmp_path, liv
         assert idle.headers["x-semcache-status"] == "miss" and idle.headers["x-semcache-route"] == "large"
 
         # Queue requests on the large engine directly; the proxy sees it in the scraped metrics.
-        flood = ThreadPoolExecutor(6)
-        body = {"model": "big", "messages": [{"role": "user", "content": "long job"}], "max_tokens": 40}
-        pending = [flood.submit(httpx.post, f"{large.url}/v1/chat/completions", json=body, timeout=60)
-                   for _ in range(6)]
+        flood, pending = queue_on(large.url)
         try:
             wait_for(lambda: ic_stats(client)["load"]["big"]["waiting"] >= 3)
             r = chat(client, "Please tell me how to cancel an order I made")
@@ -212,3 +217,29 @@ def test_a_small_answer_that_ignores_its_examples_goes_to_the_large_model(tmp_pa
         wait_for(lambda: ic_stats(client)["examples"] >= len(QUESTIONS))
         r = chat(client, "How would I cancel an order?")
         assert r.headers["x-semcache-status"] == "ic" and r.json()["model"] == "tiny"
+
+
+def test_a_queue_on_any_replica_of_the_large_model_counts(tmp_path, live_server, engines):
+    """The large model on two replicas: a queue on the second one (not the first) shifts traffic."""
+    large, small = engines
+    with live_server(create_sim_app(LARGE)) as replica:
+        (tmp_path / "policies.yaml").write_text(POLICIES)
+        (tmp_path / "iccache.yaml").write_text(iccache_yaml())
+        settings = ProxySettings(upstreams=[f"big={large.url}/v1", f"big={replica.url}/v1", f"tiny={small.url}/v1"],
+                                 sqlite_path=tmp_path / "cache.db", policies=tmp_path / "policies.yaml",
+                                 iccache=tmp_path / "iccache.yaml", admin_token=ADMIN, log_level="warning",
+                                 upstream_metrics_interval_s=0.1)
+        with live_server(create_app(settings)) as proxy, httpx.Client(base_url=proxy.url, timeout=60) as client:
+            for q in QUESTIONS:
+                assert chat(client, q).headers["x-semcache-route"] == "large"
+            wait_for(lambda: ic_stats(client)["examples"] == len(QUESTIONS))
+            assert ic_stats(client)["load"]["big"]["waiting"] == 0
+            flood, pending = queue_on(replica.url)
+            try:
+                wait_for(lambda: ic_stats(client)["load"]["big"]["waiting"] >= 3)
+                r = chat(client, "Please tell me how to cancel an order I made")
+                assert r.status_code == 200 and r.headers["x-semcache-route"] == "small"
+            finally:
+                for f in pending:
+                    f.result()
+                flood.shutdown()

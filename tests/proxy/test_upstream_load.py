@@ -72,3 +72,33 @@ async def test_vllm_engines_are_known_others_have_no_load():
                 task.cancel()
             await asyncio.gather(*flood, return_exceptions=True)
         await load.aclose()
+
+
+async def test_a_models_load_sums_its_vllm_replicas():
+    sims = {name: create_sim_app(SimSettings(model="m", max_batch=1, decode_ms_per_token=50.0))
+            for name in ("r1", "r2")}
+    transport = _Dispatch({**sims, "other": _other_engine()})
+    r1, r2, other = (Upstream.parse("http://r1/v1"), Upstream.parse("http://r2/v1"),
+                     Upstream.parse("http://other/other/v1"))
+    async with httpx.AsyncClient(transport=transport) as client:
+        load = UpstreamLoad([r1, r2, other], client=client)
+        await load.refresh()
+        assert load.model_load([other]) is None  # no vLLM replica: unknown, not idle
+        idle = load.model_load([r1, r2, other])
+        assert (idle.waiting, idle.running) == (0, 0)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+        flood = [asyncio.create_task(client.post(f"http://{host}/v1/chat/completions", json=body))
+                 for host in ("r1", "r2", "r2", "r2")]
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                await load.refresh()
+                if load.waiting(r2) == 2 and load.waiting(r1) == 0 and load.snapshot(r1)["running"] == 1:
+                    break
+            both = load.model_load([r1, r2, other])
+            assert (both.waiting, both.running) == (2, 2)
+        finally:
+            for task in flood:
+                task.cancel()
+            await asyncio.gather(*flood, return_exceptions=True)
+        await load.aclose()
