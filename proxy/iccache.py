@@ -35,6 +35,7 @@ from semcache.clock import Clock
 from semcache.entry import CacheEntry
 from semcache.iccache import Decision, ExampleBank, ICCacheConfig, ICCacheRouter, ICStats, LoadTracker, scope_of
 from semcache.iccache.load import EngineLoad
+from semcache.iccache.answer_check import AnswerCheck
 from semcache.iccache.bank import response_text
 from semcache.iccache.persist import flush_utilities
 from semcache.iccache.quality import agreement, follows_examples
@@ -55,6 +56,14 @@ class _Routed:
     tenant: str
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer check on one small answer: serve it? and its follows-examples score."""
+
+    serve: bool
+    follows: float | None = None
+
+
 class ICCacheService:
     """Routing, example bank, load scraping and outcome learning for one proxy app."""
 
@@ -70,6 +79,7 @@ class ICCacheService:
         self.load = LoadTracker()
         self.router = ICCacheRouter(config, self.bank, self.load)
         self.stats = ICStats()
+        self.answer_check = AnswerCheck()
         self.scraper = EngineLoadScraper(engines, self.load, interval_s=scrape_interval_s) if engines else None
         self._routed: OrderedDict[str, _Routed] = OrderedDict()
         self._remember_max = remember
@@ -168,27 +178,31 @@ class ICCacheService:
         else:
             self.stats.routed(decision.category, "large")
 
-    async def accepts(self, decision: Decision, answer: dict[str, Any]) -> bool:
-        """Serve this small answer? False when it ignores its examples (``min_answer_agreement``).
+    async def check_answer(self, decision: Decision, answer: dict[str, Any]) -> Verdict:
+        """Serve this small answer? Not when it ignores its examples (the answer check).
 
-        A rejection teaches the router that the small model failed here (quality 0).
-        Embedding failures accept: the check must never fail a request.
+        The threshold is ``min_answer_agreement`` or its calibrated value
+        (:class:`AnswerCheck`). A rejection teaches the router that the small
+        model failed here (quality 0). Embedding failures serve: the check must
+        never fail a request.
         """
-        threshold = self.config.selection_for(decision.category).min_answer_agreement
+        selection = self.config.selection_for(decision.category)
         examples = decision.selection.examples
         text = response_text(answer)
-        if threshold is None or not examples or not text:
-            return True
+        if not self.answer_check.wants_score(selection) or not examples or not text:
+            return Verdict(True)
         try:
             vectors = np.asarray(await self.embedder.embed([text, *(e.answer for e in examples)]), dtype=np.float32)
         except Exception as exc:
             log.warning("IC-Cache answer check skipped: %s: %s", type(exc).__name__, exc)
-            return True
-        if follows_examples(vectors[0], vectors[1:]) >= threshold:
-            return True
+            return Verdict(True)
+        follows = follows_examples(vectors[0], vectors[1:])
+        threshold = self.answer_check.threshold(decision.category, selection)
+        if threshold is None or follows >= threshold:
+            return Verdict(True, follows)
         self.router.record(decision, 0.0)
         self.stats.scored(decision.category, 0.0)
-        return False
+        return Verdict(False, follows)
 
     def small_body(self, body: dict[str, Any], decision: Decision) -> dict[str, Any]:
         return {**body, "model": self.small.name, "messages": decision.messages}
@@ -218,18 +232,25 @@ class ICCacheService:
 
     def maybe_shadow(self, decision: Decision, request_id: str, small_answer: dict[str, Any],
                      ask_large: Callable[[], Awaitable[dict[str, Any]]],
-                     store_large: Callable[[dict[str, Any]], Awaitable[None]]) -> bool:
-        """Start a shadow check of a small answer if the router wants one; returns whether it did."""
+                     store_large: Callable[[dict[str, Any]], Awaitable[None]], *,
+                     verdict: Verdict | None = None) -> bool:
+        """Start a shadow check of a small answer if the router wants one; returns whether it did.
+
+        Requests are picked before their answer is judged, and a rejected answer
+        (``verdict.serve`` False) is checked too, only to label the answer check's
+        calibration sample (the escalation already answered and stored).
+        """
         if not self.router.should_shadow(decision, request_id):
             return False
-        task = asyncio.ensure_future(self._shadow(decision, small_answer, ask_large, store_large))
+        task = asyncio.ensure_future(self._shadow(decision, small_answer, ask_large, store_large,
+                                                  verdict or Verdict(True)))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return True
 
     async def _shadow(self, decision: Decision, small_answer: dict[str, Any],
                       ask_large: Callable[[], Awaitable[dict[str, Any]]],
-                      store_large: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+                      store_large: Callable[[dict[str, Any]], Awaitable[None]], verdict: Verdict) -> None:
         try:
             large_answer = await ask_large()
             texts = [response_text(small_answer), response_text(large_answer)]
@@ -237,6 +258,10 @@ class ICCacheService:
                 return
             vectors = np.asarray(await self.embedder.embed(texts), dtype=np.float32)
             quality = agreement(vectors[0], vectors[1])
+            if verdict.follows is not None:
+                self.answer_check.record(decision.category, verdict.follows, quality >= self.bank.accept_level)
+            if not verdict.serve:
+                return  # already recorded as a failure when it was rejected
             self.router.record(decision, quality)
             self.stats.scored(decision.category, quality)
             await store_large(large_answer)
@@ -251,4 +276,15 @@ class ICCacheService:
             load = self.load.get(name)
             loads[name] = {"waiting": load.waiting, "running": load.running, "kv_usage": load.kv_usage,
                            "ttft_s": load.ttft_s, "e2e_s": load.e2e_s}
-        return {"examples": len(self.bank), "categories": self.stats.snapshot(), "load": loads}
+        checks = {}
+        for category in self.answer_check.categories():
+            state = self.answer_check.state(category, self.config.selection_for(category))
+            point = state.point
+            checks[category] = {
+                "samples": state.samples,
+                "threshold": None if state.threshold is None or state.threshold == float("inf") else state.threshold,
+                "serves_small": state.threshold != float("inf"),
+                "served_bad_rate": point.estimated_rate if point else None,
+                "served_bad_upper_bound": point.upper_bound if point else None}
+        return {"examples": len(self.bank), "categories": self.stats.snapshot(), "load": loads,
+                "answer_check": checks}

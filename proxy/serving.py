@@ -40,7 +40,7 @@ from semcache import CacheRequest, LookupResult, SemanticCache
 from semcache.errors import CacheUnavailableError, UpstreamError
 
 if TYPE_CHECKING:
-    from proxy.iccache import ICCacheService
+    from proxy.iccache import ICCacheService, Verdict
     from proxy.keycheck import KeyCheck
     from semcache.iccache import Decision
 
@@ -308,18 +308,17 @@ class CachedEndpoint:
         headers = {**cache_headers("ic", lookup), **decision.headers()}
         request_id = uuid.uuid4().hex
 
-        async def learn(answer: dict[str, Any]) -> None:
+        async def ask_large() -> dict[str, Any]:
+            return await self.pool.post_json(PATHS["chat"], {**request.body, "stream": False},
+                                             controls.authorization)
+
+        async def store_large(large_answer: dict[str, Any]) -> None:
+            if storable:
+                await self._store(request, lookup, large_answer, None)
+
+        async def learn(answer: dict[str, Any], verdict: Verdict | None = None) -> None:
             ic.remember(answer.get("id"), decision, controls.tenant)
-
-            async def ask_large() -> dict[str, Any]:
-                return await self.pool.post_json(PATHS["chat"], {**request.body, "stream": False},
-                                                 controls.authorization)
-
-            async def store_large(large_answer: dict[str, Any]) -> None:
-                if storable:
-                    await self._store(request, lookup, large_answer, None)
-
-            ic.maybe_shadow(decision, request_id, answer, ask_large, store_large)
+            ic.maybe_shadow(decision, request_id, answer, ask_large, store_large, verdict=verdict)
 
         try:
             if request.body.get("stream"):
@@ -333,10 +332,13 @@ class CachedEndpoint:
         except UpstreamError as exc:
             log.warning("small model failed (%s), answering with the large model", exc.status_code)
             return None
-        if not await ic.accepts(decision, answer):
+        verdict = await ic.check_answer(decision, answer)
+        if not verdict.serve:
             self.metrics.ic_routes.labels(lookup.category, "small_rejected").inc()
+            # Shadow-picked requests label the check's calibration, rejected ones too.
+            ic.maybe_shadow(decision, request_id, answer, ask_large, store_large, verdict=verdict)
             return None  # it ignored its examples: the large model answers instead
-        await learn(answer)
+        await learn(answer, verdict)
         self._observe("chat", "ic", started)
         return JSONResponse(answer, headers=headers)
 

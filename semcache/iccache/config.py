@@ -67,6 +67,12 @@ class SelectionConfig(_Strict):
     """A non-streamed small answer whose best similarity to its examples' answers is below
     this is not served: the large model answers instead (the small model ignored its
     examples). None: off. 0.75 measured well on Bitext (RESULTS); calibrate per category."""
+    answer_check_max_bad: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Calibrate the check per category from shadow checks: the loosest threshold (not below
+    ``min_answer_agreement``) at which at most this share of served small answers disagree
+    with the large model, at 95% confidence (:mod:`semcache.iccache.answer_check`). None: off."""
+    answer_check_min_samples: int = Field(default=100, ge=1)
+    """Shadow-checked small answers a category needs before its calibrated threshold applies."""
 
 
 class RouterConfig(_Strict):

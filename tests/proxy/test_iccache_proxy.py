@@ -86,6 +86,17 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+ALWAYS_SMALL = dict(prior_quality="{large: 0.1, small: 0.99}")
+
+
+def seed_examples(tmp: Path, live_server, large_url: str) -> None:
+    """The large model answers QUESTIONS into the cache (they become examples): the small one is down."""
+    with start_proxy(tmp, live_server, large_url, "http://127.0.0.1:9", iccache_yaml(**ALWAYS_SMALL)) as proxy, \
+            httpx.Client(base_url=proxy.url, timeout=60) as client:
+        for q in QUESTIONS:
+            assert chat(client, q).headers["x-semcache-route"] == "large"
+
+
 def queue_on(engine_url: str, n: int = 6):
     """Send ``n`` slow requests straight to an engine (another client's load); wait on the futures."""
     flood = ThreadPoolExecutor(n)
@@ -196,12 +207,8 @@ def test_a_failing_small_model_falls_back_to_the_large_one(tmp_path, live_server
 def test_a_small_answer_that_ignores_its_examples_goes_to_the_large_model(tmp_path, live_server, engines):
     """``min_answer_agreement``: the simulator's small answers resemble no example answer."""
     large, small = engines
-    always_small = dict(prior_quality="{large: 0.1, small: 0.99}")
-    # The large model's answers become the examples (the small model is down: every request falls back).
-    with start_proxy(tmp_path, live_server, large.url, "http://127.0.0.1:9", iccache_yaml(**always_small)) as proxy, \
-            httpx.Client(base_url=proxy.url, timeout=60) as client:
-        for q in QUESTIONS:
-            assert chat(client, q).headers["x-semcache-route"] == "large"
+    always_small = ALWAYS_SMALL
+    seed_examples(tmp_path, live_server, large.url)
     strict = iccache_yaml(", min_answer_agreement: 0.99", **always_small)
     with start_proxy(tmp_path, live_server, large.url, small.url, strict) as proxy, \
             httpx.Client(base_url=proxy.url, timeout=60) as client:
@@ -243,3 +250,42 @@ def test_a_queue_on_any_replica_of_the_large_model_counts(tmp_path, live_server,
                 for f in pending:
                     f.result()
                 flood.shutdown()
+
+
+VARIED = [
+    "How can I cancel the order I placed yesterday?", "Where is my package right now?",
+    "Do you take credit cards?", "I need to call off my purchase", "Has my parcel shipped yet?",
+    "Can I pay with PayPal?", "Stop my order please", "When will the delivery arrive?",
+    "Which cards can I use to pay?", "I changed my mind, cancel what I bought",
+    "Track shipment status for me", "Is bank transfer accepted?",
+]
+
+
+def test_a_calibrated_answer_check_stops_small_answers_the_large_model_disagrees_with(
+        tmp_path, live_server, engines):
+    """``answer_check_max_bad``: shadow checks label small answers (the simulators' texts never agree);
+    after ``answer_check_min_samples`` of them the category's threshold rises until none is served."""
+    large, small = engines
+    always_small = ALWAYS_SMALL
+    seed_examples(tmp_path, live_server, large.url)
+    # A router slow to learn (strong prior), so the small model keeps being asked and labelled.
+    stubborn = dict(always_small, ridge=1000.0, quality_floor=0.0)
+    calibrated = iccache_yaml(", min_answer_agreement: -1.0, answer_check_max_bad: 0.2, answer_check_min_samples: 5",
+                              **stubborn).replace("shadow_fraction: 0", "shadow_fraction: 1.0")
+    with start_proxy(tmp_path, live_server, large.url, small.url, calibrated) as proxy, \
+            httpx.Client(base_url=proxy.url, timeout=60) as client:
+        wait_for(lambda: ic_stats(client)["examples"] >= len(QUESTIONS))
+        routes = []
+        for q in VARIED:
+            routes.append(chat(client, q).headers.get("x-semcache-route"))
+            check = ic_stats(client)["answer_check"].get("default", {})
+            if check.get("samples", 0) >= 5 and check["serves_small"] is False:
+                break
+            time.sleep(0.5)  # let this request's shadow check label it
+        assert routes[0] == "small"  # served while uncalibrated (floor -1)
+        check = ic_stats(client)["answer_check"]["default"]
+        assert check["samples"] >= 5 and check["serves_small"] is False, check
+        r = chat(client, "Could you cancel my most recent order?")
+        assert r.status_code == 200 and r.headers["x-semcache-route"] == "large" and r.json()["model"] == "big"
+        metrics = client.get("/metrics").text
+        assert 'semcache_ic_routes_total{category="default",route="small_rejected"}' in metrics
