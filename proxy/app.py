@@ -87,6 +87,7 @@ def build_iccache(settings: ProxySettings, pool: UpstreamPool, embedder: Embedde
             raise ConfigError(f"{settings.iccache}: no upstream serves model {spec.name!r} ({spec.role})")
         if spec.metrics_url or upstream_load is None:
             engines[spec.name] = spec.metrics_url or metrics_url(upstreams[0].base_url)
+
     def model_load(model: str):
         return upstream_load.model_load(pool.router.candidates(model)) if upstream_load is not None else None
 
