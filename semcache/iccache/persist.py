@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from semcache.clock import Clock, SystemClock
 from semcache.entry import CacheEntry, Feedback
@@ -109,11 +109,7 @@ async def save_bank(store: Store, bank: ExampleBank, report: ReplayReport | None
     deleted = await store.delete(report.evicted) if report and report.evicted else 0
     written = missing = 0
     for example in bank:
-        seen: list[CacheEntry] = []  # the entry as the store held it when the write happened
-
-        def change(entry: CacheEntry, example=example, seen=seen) -> CacheEntry | None:
-            seen[:] = [entry]
-            updated = bank.merge_into_entry(entry)
+        def finish(entry: CacheEntry, updated: CacheEntry, example=example) -> CacheEntry | None:
             if example.id in regenerated:
                 tokens = (completion_tokens or {}).get(example.id) or bank.count_tokens(example.answer)
                 updated = _with_answer(updated, example.answer, tokens)
@@ -123,8 +119,8 @@ async def save_bank(store: Store, bank: ExampleBank, report: ReplayReport | None
                 return updated.model_copy(update={"validated_at": now})
             return updated if _stats_changed(entry, updated) else None
 
-        stored = await store.update(example.id, change)
-        if not seen:
+        before, stored = await _update_merged(store, bank, example.id, finish)
+        if before is None:
             missing += 1
             continue
         if stored is None:
@@ -132,7 +128,7 @@ async def save_bank(store: Store, bank: ExampleBank, report: ReplayReport | None
         if example.id in regenerated:
             bank.restart_utility(example.id)  # uses of the old answer say nothing about the new one
         else:
-            bank.mark_synced(seen[0], stored)
+            bank.mark_synced(before, stored)
         written += 1
     return {"written": written, "deleted": deleted, "missing": missing}
 
@@ -149,16 +145,26 @@ async def flush_utilities(store: Store, bank: ExampleBank) -> dict[str, int]:
     """
     written = missing = 0
     for id in bank.unsynced():
-        seen: list[CacheEntry] = []
-
-        def change(entry: CacheEntry, seen=seen) -> CacheEntry:
-            seen[:] = [entry]
-            return bank.merge_into_entry(entry)
-
-        stored = await store.update(id, change)
-        if stored is None:
+        before, stored = await _update_merged(store, bank, id, lambda _, merged: merged)
+        if before is None or stored is None:
             missing += 1
             continue
-        bank.mark_synced(seen[0], stored)
+        bank.mark_synced(before, stored)
         written += 1
     return {"written": written, "missing": missing}
+
+
+async def _update_merged(store: Store, bank: ExampleBank, id: str,
+                         finish: Callable[[CacheEntry, CacheEntry], CacheEntry | None]
+                         ) -> tuple[CacheEntry | None, CacheEntry | None]:
+    """:meth:`Store.update` with the bank's utility merged in, then ``finish(entry, merged)``
+    (None: write nothing). Returns the entry as the successful attempt read it (None: it
+    is gone) and what was written (None: nothing)."""
+    seen: list[CacheEntry] = []
+
+    def change(entry: CacheEntry) -> CacheEntry | None:
+        seen[:] = [entry]  # an optimistic store may call this more than once: keep the last
+        return finish(entry, bank.merge_into_entry(entry))
+
+    stored = await store.update(id, change)
+    return (seen[0] if seen else None), stored
