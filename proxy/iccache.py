@@ -35,7 +35,7 @@ from semcache.clock import Clock
 from semcache.entry import CacheEntry
 from semcache.iccache import Decision, ExampleBank, ICCacheConfig, ICCacheRouter, ICStats, LoadTracker, scope_of
 from semcache.iccache.load import EngineLoad
-from semcache.iccache.answer_check import AnswerCheck
+from semcache.iccache.answer_check import NEVER, AnswerCheck
 from semcache.iccache.bank import response_text
 from semcache.iccache.persist import flush_utilities
 from semcache.iccache.quality import agreement, follows_examples
@@ -178,26 +178,29 @@ class ICCacheService:
         else:
             self.stats.routed(decision.category, "large")
 
-    async def check_answer(self, decision: Decision, answer: dict[str, Any]) -> Verdict:
+    async def check_answer(self, decision: Decision, answer: dict[str, Any], request_id: str) -> Verdict:
         """Serve this small answer? Not when it ignores its examples (the answer check).
 
         The threshold is ``min_answer_agreement`` or its calibrated value
         (:class:`AnswerCheck`). A rejection teaches the router that the small
         model failed here (quality 0). Embedding failures serve: the check must
-        never fail a request.
+        never fail a request. With no threshold in force the answer is scored
+        only if it will be shadow-checked (a calibration sample).
         """
         selection = self.config.selection_for(decision.category)
         examples = decision.selection.examples
         text = response_text(answer)
         if not self.answer_check.wants_score(selection) or not examples or not text:
             return Verdict(True)
+        threshold = self.answer_check.threshold(decision.category, selection)
+        if threshold is None and not self.router.should_shadow(decision, request_id):
+            return Verdict(True)  # nothing to decide and no sample to label: skip the embeddings
         try:
             vectors = np.asarray(await self.embedder.embed([text, *(e.answer for e in examples)]), dtype=np.float32)
         except Exception as exc:
             log.warning("IC-Cache answer check skipped: %s: %s", type(exc).__name__, exc)
             return Verdict(True)
         follows = follows_examples(vectors[0], vectors[1:])
-        threshold = self.answer_check.threshold(decision.category, selection)
         if threshold is None or follows >= threshold:
             return Verdict(True, follows)
         self.router.record(decision, 0.0)
@@ -282,8 +285,8 @@ class ICCacheService:
             point = state.point
             checks[category] = {
                 "samples": state.samples,
-                "threshold": None if state.threshold is None or state.threshold == float("inf") else state.threshold,
-                "serves_small": state.threshold != float("inf"),
+                "threshold": None if state.threshold in (None, NEVER) else state.threshold,
+                "serves_small": state.threshold != NEVER,
                 "served_bad_rate": point.estimated_rate if point else None,
                 "served_bad_upper_bound": point.upper_bound if point else None}
         return {"examples": len(self.bank), "categories": self.stats.snapshot(), "load": loads,

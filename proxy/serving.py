@@ -332,7 +332,7 @@ class CachedEndpoint:
         except UpstreamError as exc:
             log.warning("small model failed (%s), answering with the large model", exc.status_code)
             return None
-        verdict = await ic.check_answer(decision, answer)
+        verdict = await ic.check_answer(decision, answer, request_id)
         if not verdict.serve:
             self.metrics.ic_routes.labels(lookup.category, "small_rejected").inc()
             # Shadow-picked requests label the check's calibration, rejected ones too.
