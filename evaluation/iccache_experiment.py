@@ -310,7 +310,7 @@ def main() -> None:
     if args.small_url:
         results = asyncio.run(run(args))
     else:
-        from proxy.local_llm import LocalLLM
+        from proxy.upstream.local_llm import LocalLLM
 
         with LocalLLM(threads=2) as engine:
             args.small_url = engine.base_url

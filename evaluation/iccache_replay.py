@@ -40,7 +40,7 @@ import numpy as np
 
 from evaluation.iccache_experiment import DATA, SYSTEM, embed_all, load_rows, split
 from evaluation.systems import Process, engine_sim
-from proxy.local_llm import MODEL_ALIAS, LocalLLM
+from proxy.upstream.local_llm import MODEL_ALIAS, LocalLLM
 
 LARGE = "sim-model"
 POLICY = """\

@@ -20,20 +20,20 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from proxy.admin import build_admin_router
+from proxy.admin.api import build_admin_router
 from proxy.errors import install_error_handlers
-from proxy.feedback import build_feedback_router
-from proxy.engine_load import metrics_url
-from proxy.iccache import ICCacheService
-from proxy.keycheck import KeyCheck
-from proxy.limits import BodySizeLimit
-from proxy.metrics import ProxyMetrics
-from proxy.routes import build_health_router, build_openai_router
-from proxy.serving import CachedEndpoint
+from proxy.api.feedback import build_feedback_router
+from proxy.upstream.engine_load import metrics_url
+from proxy.api.iccache import ICCacheService
+from proxy.api.keycheck import KeyCheck
+from proxy.api.limits import BodySizeLimit
+from proxy.admin.metrics import ProxyMetrics
+from proxy.api.routes import build_health_router, build_openai_router
+from proxy.api.serving import CachedEndpoint
 from proxy.settings import ProxySettings
-from proxy.speculate import Speculator
-from proxy.upstream import UpstreamPool
-from proxy.upstream_load import UpstreamLoad
+from proxy.api.speculate import Speculator
+from proxy.upstream.pool import UpstreamPool
+from proxy.upstream.load import UpstreamLoad
 from semcache import RedisStore, SemanticCache, SQLiteStore, SystemClock, load_policies
 from semcache.errors import CacheUnavailableError, ConfigError
 from semcache.iccache import load_iccache_config

@@ -92,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.app import create_app
-    from proxy.local_llm import LocalLLM
+    from proxy.upstream.local_llm import LocalLLM
     from proxy.settings import load_settings
 
     overrides = {k: getattr(args, k) for k in (*_STORE_SETTINGS, "host", "port", "admin_token", "routing")}
@@ -118,7 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _local_llm(args: argparse.Namespace) -> int:
-    from proxy.local_llm import MODEL_ALIAS, LocalLLM
+    from proxy.upstream.local_llm import MODEL_ALIAS, LocalLLM
 
     engine = LocalLLM(port=args.port, host=args.host, n_ctx=args.n_ctx, threads=args.threads)
     with engine:

@@ -28,10 +28,10 @@ import httpx
 import numpy as np
 
 from proxy.app import build_default_embedder, make_store
-from proxy.engine_load import parse_vllm_metrics
-from proxy.engine_load import metrics_url
+from proxy.upstream.engine_load import parse_vllm_metrics
+from proxy.upstream.engine_load import metrics_url
 from proxy.settings import ProxySettings
-from proxy.upstream import UpstreamPool
+from proxy.upstream.pool import UpstreamPool
 from semcache import load_policies
 from semcache.errors import ConfigError, EmbedderError, RequestError, UpstreamError
 from semcache.iccache import (

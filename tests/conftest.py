@@ -108,7 +108,7 @@ def engine_sim() -> Iterator[LiveServer]:
 @pytest.fixture(scope="session")
 def local_llm(tmp_path_factory) -> Iterator[str]:
     """The real local engine (SmolLM2 on llama.cpp); yields its base URL."""
-    from proxy.local_llm import LocalLLM
+    from proxy.upstream.local_llm import LocalLLM
 
     engine = LocalLLM(threads=2, log_path=tmp_path_factory.mktemp("llm") / "llama.log")
     with engine:

@@ -1,6 +1,6 @@
 """The load model: what each engine's Prometheus metrics say about its current state.
 
-The library does not fetch anything: a scraper (``proxy/engine_load.py``)
+The library does not fetch anything: a scraper (``proxy/upstream/engine_load.py``)
 reads an engine's ``/metrics`` (vLLM names) into :class:`EngineMetrics`, a
 raw sample with cumulative histogram sums, and feeds it to
 :meth:`LoadTracker.observe`. The tracker turns two consecutive samples into a

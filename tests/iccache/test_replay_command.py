@@ -16,7 +16,7 @@ import pytest
 from evaluation.engine_sim import SimSettings, create_app
 from gpu_embed import EmbedderSettings, build_embedder
 from proxy.cli import main
-from proxy.engine_load import parse_vllm_metrics
+from proxy.upstream.engine_load import parse_vllm_metrics
 from semcache import SQLiteStore
 from semcache.entry import CacheEntry
 from semcache.iccache import approx_tokens

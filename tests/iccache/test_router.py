@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from evaluation.engine_sim import SimSettings, create_app
-from proxy.engine_load import EngineLoadScraper, parse_vllm_metrics
+from proxy.upstream.engine_load import EngineLoadScraper, parse_vllm_metrics
 from semcache.iccache import EngineLoad, EngineMetrics, ExampleBank, ICCacheRouter, LoadTracker
 from tests.iccache.helpers import DIM, config, example, unit
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from semcache.clock import ManualClock
 from semcache.iccache import EngineLoad
 from tests.iccache.helpers import DIM, config, unit
-from proxy.engine_load import metrics_url
-from proxy.iccache import ICCacheService
+from proxy.upstream.engine_load import metrics_url
+from proxy.api.iccache import ICCacheService
 from semcache import LookupResult
 from semcache.results import KeyContext
 

@@ -1,4 +1,4 @@
-"""The lean upstream client (proxy.http1) against the real engine simulator over loopback,
+"""The lean upstream client (proxy.upstream.http1) against the real engine simulator over loopback,
 and against small raw servers that misbehave on purpose."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from proxy.app import create_app
-from proxy.http1 import Http1Client
-from proxy.transport import ConnectError, ConnectTimeout, ReadTimeout, RemoteProtocolError
+from proxy.upstream.http1 import Http1Client
+from proxy.upstream.transport import ConnectError, ConnectTimeout, ReadTimeout, RemoteProtocolError
 from tests.proxy.conftest import BagOfWordsEmbedder, make_settings
 
 HEADERS = {"content-type": "application/json"}

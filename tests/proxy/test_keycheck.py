@@ -10,7 +10,7 @@ import pytest
 from evaluation.engine_sim import SimSettings
 from evaluation.engine_sim import create_app as create_sim_app
 from proxy.app import create_app
-from proxy.keycheck import KeyCheck
+from proxy.api.keycheck import KeyCheck
 from proxy.settings import ProxySettings
 from semcache.errors import UpstreamError
 

@@ -18,7 +18,7 @@ import pytest
 from evaluation.engine_sim import SimSettings
 from evaluation.engine_sim import create_app as create_sim_app
 from proxy.app import create_app
-from proxy.local_llm import MODEL_ALIAS
+from proxy.upstream.local_llm import MODEL_ALIAS
 from proxy.settings import ProxySettings
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from proxy.sse import SSEParser
+from proxy.api.sse import SSEParser
 
 
 def chat(content: str, **extra) -> dict:

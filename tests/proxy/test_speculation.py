@@ -16,8 +16,8 @@ import pytest
 from evaluation.engine_sim import SimSettings
 from evaluation.engine_sim import create_app as create_sim_app
 from proxy.app import create_app
-from proxy.speculate import Speculation
-from proxy.upstream import Upstream
+from proxy.api.speculate import Speculation
+from proxy.upstream.pool import Upstream
 from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings
 
 pytestmark = pytest.mark.slow

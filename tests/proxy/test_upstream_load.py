@@ -1,4 +1,4 @@
-"""Per-upstream engine metrics: which engines are vLLM, and their queues (proxy.upstream_load)."""
+"""Per-upstream engine metrics: which engines are vLLM, and their queues (proxy.upstream.load)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from fastapi.responses import PlainTextResponse
 
 from evaluation.engine_sim import SimSettings
 from evaluation.engine_sim import create_app as create_sim_app
-from proxy.engine_load import NotVLLMError, parse_vllm_metrics
-from proxy.upstream import Upstream
-from proxy.upstream_load import UpstreamLoad
+from proxy.upstream.engine_load import NotVLLMError, parse_vllm_metrics
+from proxy.upstream.pool import Upstream
+from proxy.upstream.load import UpstreamLoad
 
 
 def test_a_metrics_body_without_vllm_names_is_not_an_idle_engine():

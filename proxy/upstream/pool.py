@@ -4,7 +4,7 @@ An :class:`Upstream` is one OpenAI-compatible base URL, optionally pinned to
 one model name. The :class:`UpstreamRouter` chooses among the upstreams that
 can serve a model with a pluggable :class:`RoutingStrategy` (round robin and
 least-loaded here; prefix affinity and session stickiness slot in later).
-Plain ``http://`` engines are reached with the lean :class:`proxy.http1.Http1Client`,
+Plain ``http://`` engines are reached with the lean :class:`proxy.upstream.http1.Http1Client`,
 ``https://`` ones (and an injected test transport) with ``httpx``.
 """
 
@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import httpx
 
 from proxy.errors import openai_error_from_upstream
-from proxy.http1 import Http1Client
+from proxy.upstream.http1 import Http1Client
 from proxy.settings import ProxySettings
-from proxy.transport import HttpxClient, TransportError, TransportTimeout, UpstreamClient, UpstreamResponse
+from proxy.upstream.transport import HttpxClient, TransportError, TransportTimeout, UpstreamClient, UpstreamResponse
 from semcache.errors import RequestError, UpstreamError
 
 

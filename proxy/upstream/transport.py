@@ -2,7 +2,7 @@
 
 :class:`UpstreamClient` is one method, ``request``, returning an
 :class:`UpstreamResponse` whose body is read (or streamed) afterwards. Two
-implementations: :class:`proxy.http1.Http1Client` (lean, plain ``http://``,
+implementations: :class:`proxy.upstream.http1.Http1Client` (lean, plain ``http://``,
 used for engines by default) and :class:`HttpxClient` (``https://`` engines,
 and in-process tests through ``httpx.ASGITransport``).
 

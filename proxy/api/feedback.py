@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Header, HTTPException
 from pydantic import BaseModel, ConfigDict
 
-from proxy.controls import tenant_of
+from proxy.api.controls import tenant_of
 from semcache import SemanticCache
 
 if TYPE_CHECKING:
-    from proxy.iccache import ICCacheService
+    from proxy.api.iccache import ICCacheService
 
 
 class FeedbackRequest(BaseModel):

@@ -14,7 +14,7 @@ sends the request upstream at once and lets the cache decide meanwhile:
 Which engines are raced, and when:
 
 * only engines that abort a request whose client left. By default ("auto")
-  that is an engine whose ``/metrics`` show vLLM (:mod:`proxy.upstream_load`);
+  that is an engine whose ``/metrics`` show vLLM (:mod:`proxy.upstream.load`);
   llama.cpp's server finishes the answer and a hosted API bills it, so they are
   raced only with ``speculative_forward: true``;
 * only while the engine has an empty queue (``vllm:num_requests_waiting``, the
@@ -30,14 +30,14 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from proxy.upstream import PATHS, Upstream, UpstreamPool
+from proxy.upstream.pool import PATHS, Upstream, UpstreamPool
 from semcache.errors import RequestError
 from semcache.keys import request_digest
 
 if TYPE_CHECKING:
-    from proxy.controls import CacheControls
-    from proxy.upstream_load import UpstreamLoad
-    from proxy.metrics import ProxyMetrics
+    from proxy.api.controls import CacheControls
+    from proxy.upstream.load import UpstreamLoad
+    from proxy.admin.metrics import ProxyMetrics
     from semcache import CacheRequest, SemanticCache
 
 

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy.controls import parse_controls
+from proxy.api.controls import parse_controls
 from proxy.errors import error_body
-from proxy.metrics import ProxyMetrics
-from proxy.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, wire_body
-from proxy.serving import CachedEndpoint, cache_headers
-from proxy.upstream import UpstreamPool
+from proxy.admin.metrics import ProxyMetrics
+from proxy.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, wire_body
+from proxy.api.serving import CachedEndpoint, cache_headers
+from proxy.upstream.pool import UpstreamPool
 from semcache.errors import UpstreamError
 
 _ANSWERS = {

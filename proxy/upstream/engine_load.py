@@ -1,6 +1,6 @@
 """Scrape engines' Prometheus ``/metrics`` (vLLM names) into a load model.
 
-Used by IC-Cache's router (per model) and by :mod:`proxy.upstream_load` (per
+Used by IC-Cache's router (per model) and by :mod:`proxy.upstream.load` (per
 upstream: which engines are vLLM, and their queues).
 
 The core library only models load (:mod:`semcache.iccache.load`); fetching

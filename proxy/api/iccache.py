@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from proxy.engine_load import EngineLoadScraper
+from proxy.upstream.engine_load import EngineLoadScraper
 from semcache.clock import Clock
 from semcache.entry import CacheEntry
 from semcache.iccache import Decision, ExampleBank, ICCacheConfig, ICCacheRouter, ICStats, LoadTracker, scope_of

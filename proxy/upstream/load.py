@@ -1,7 +1,7 @@
 """What each upstream engine says about itself: :class:`UpstreamLoad`.
 
 Every upstream's Prometheus ``/metrics`` (next to its ``/v1``) is scraped in
-the background with the vLLM names :mod:`proxy.engine_load` reads. Two things
+the background with the vLLM names :mod:`proxy.upstream.engine_load` reads. Two things
 follow from a scrape, and both matter beyond one proxy:
 
 * **whether the engine is vLLM** (it exports ``vllm:`` metrics). vLLM aborts a
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 import httpx
 
-from proxy.engine_load import EngineLoadScraper, metrics_url
-from proxy.upstream import Upstream
+from proxy.upstream.engine_load import EngineLoadScraper, metrics_url
+from proxy.upstream.pool import Upstream
 from semcache.iccache.load import EngineLoad, LoadTracker
 
 

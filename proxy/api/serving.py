@@ -28,20 +28,20 @@ from typing import TYPE_CHECKING, Any
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from proxy.coalesce import Coalescer
-from proxy.controls import CacheControls
+from proxy.api.coalesce import Coalescer
+from proxy.api.controls import CacheControls
 from proxy.errors import error_body
-from proxy.metrics import ProxyMetrics
-from proxy.speculate import Speculation, Speculator
-from proxy.sse import DONE, SSEParser, assemble, frame, replay_chunks
-from proxy.transport import TransportError
-from proxy.upstream import PATHS, UpstreamPool
+from proxy.admin.metrics import ProxyMetrics
+from proxy.api.speculate import Speculation, Speculator
+from proxy.api.sse import DONE, SSEParser, assemble, frame, replay_chunks
+from proxy.upstream.transport import TransportError
+from proxy.upstream.pool import PATHS, UpstreamPool
 from semcache import CacheRequest, LookupResult, SemanticCache
 from semcache.errors import CacheUnavailableError, UpstreamError
 
 if TYPE_CHECKING:
-    from proxy.iccache import ICCacheService, Verdict
-    from proxy.keycheck import KeyCheck
+    from proxy.api.iccache import ICCacheService, Verdict
+    from proxy.api.keycheck import KeyCheck
     from semcache.iccache import Decision
 
 log = logging.getLogger("semcache.proxy")

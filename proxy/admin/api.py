@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 from starlette.exceptions import HTTPException
 
-from proxy.protocol import InvalidateRequest
+from proxy.api.protocol import InvalidateRequest
 from semcache import SemanticCache, load_policies_text
 from semcache.errors import RequestError
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from proxy.transport import ConnectError, ConnectTimeout, ReadTimeout, RemoteProtocolError, TransportError
+from proxy.upstream.transport import ConnectError, ConnectTimeout, ReadTimeout, RemoteProtocolError, TransportError
 
 HIGH_WATER = 256 * 1024  # buffered body bytes before the socket is paused
 LOW_WATER = 64 * 1024
@@ -224,7 +224,7 @@ class Http1Response:
 
 
 class Http1Client:
-    """:class:`proxy.transport.UpstreamClient` for ``http://`` engines (see the module docstring)."""
+    """:class:`proxy.upstream.transport.UpstreamClient` for ``http://`` engines (see the module docstring)."""
 
     def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float = 600.0,
                  max_connections: int = 512, keepalive_expiry: float = 5.0):

@@ -1,0 +1,1 @@
+"""The operator's side: the admin API and Prometheus metrics."""
