@@ -17,7 +17,7 @@ import pytest
 from evaluation.engine_sim import SimSettings
 from evaluation.engine_sim import create_app as create_sim_app
 from proxy.app import create_app
-from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings
+from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings, prom_sample
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +37,6 @@ BOOK = [
 ORIGINAL, PARAPHRASE, OTHER = (q for q, _ in BOOK)
 
 
-def _sample(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 class Live:
     def __init__(self, sim, proxy):
         self.sim, self.proxy = sim, proxy
@@ -55,10 +47,10 @@ class Live:
                               json={"model": "sim-model", "messages": [{"role": "user", "content": content}]})
 
     def metric(self, name: str, **labels: str) -> float:
-        return _sample(self.http.get("/metrics").text, name, **labels)
+        return prom_sample(self.http.get("/metrics").text, name, **labels)
 
     def sim_requests(self) -> float:
-        return _sample(httpx.get(self.sim.url + "/metrics").text, "vllm:request_success_total")
+        return prom_sample(httpx.get(self.sim.url + "/metrics").text, "vllm:request_success_total")
 
     def audits(self) -> dict:
         stats = self.http.get("/admin/stats", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
@@ -155,7 +147,7 @@ def test_a_busy_engine_gets_no_audit(live):
         for _ in range(2)]
     for t in busy:
         t.start()
-    h.wait_for(lambda: _sample(httpx.get(h.sim.url + "/metrics").text, "vllm:num_requests_waiting") >= 1)
+    h.wait_for(lambda: prom_sample(httpx.get(h.sim.url + "/metrics").text, "vllm:num_requests_waiting") >= 1)
     time.sleep(0.3)  # let the proxy's 0.1 s scrape see the queue
     before = h.sim_requests()
     hit = h.ask(OTHER)
