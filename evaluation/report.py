@@ -187,6 +187,12 @@ def report_from_stats(stats: dict[str, Any], out: Path) -> Path:
     image = _save(fig, out, "live_stats.png")
     rows = [f"{n:<14} lookups {c['lookups']:>8} hits {c['hits']:>8} hit rate {c['hit_rate']:.3f} "
             f"lookup {c['mean_lookup_ms']:.2f} ms" for n, c in cats.items()]
+    audits = (stats.get("proxy") or {}).get("audits") or {}
+    for name, a in audits.items():
+        rate = "no sample yet" if a["false_hit_rate"] is None else (
+            f"{a['false_hit_rate']:.3f} [{a['lower']:.3f}, {a['upper']:.3f}] at {a['confidence']:.0%}")
+        rows.append(f"{name:<14} false-hit rate {rate} from {a['audited']} audits "
+                    f"({a['audit_false_hits']} false) + {a['feedback_reports']} feedback reports")
     page = out / "report.html"
     page.write_text(_page("semcache live proxy report", ["\n".join(rows), json.dumps(stats.get("proxy"))], [image]),
                     encoding="utf-8")

@@ -31,9 +31,10 @@ from proxy.admin.metrics import ProxyMetrics
 from proxy.api.routes import build_health_router, build_openai_router
 from proxy.api.serving import CachedEndpoint
 from proxy.settings import ProxySettings
+from proxy.api.audit import Auditor
 from proxy.api.speculate import Speculator
 from proxy.upstream.pool import UpstreamPool
-from proxy.upstream.load import UpstreamLoad
+from proxy.upstream.load import UpstreamLoad, engine_idle
 from semcache import RedisStore, SemanticCache, SQLiteStore, SystemClock, load_policies
 from semcache.errors import CacheUnavailableError, ConfigError
 from semcache.iccache import load_iccache_config
@@ -53,6 +54,7 @@ class _Parts:
     endpoint: CachedEndpoint | None = None
     iccache: ICCacheService | None = None
     upstream_load: UpstreamLoad | None = None
+    auditor: Auditor | None = None
     cache_error: str | None = "starting"
 
     def need(self, name: str) -> Any:
@@ -155,9 +157,14 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 speculator = Speculator(parts.cache, parts.pool, metrics, below=settings.speculative_max_in_flight,
                                         race_chat=parts.iccache is None, load=parts.upstream_load,
                                         any_engine=settings.speculative_forward is True)
+            if settings.audits:
+                load = parts.upstream_load
+                parts.auditor = Auditor(parts.cache, parts.pool, metrics, max_in_flight=settings.audit_max_in_flight,
+                                        idle=lambda u: engine_idle(u, load, below=settings.speculative_max_in_flight,
+                                                                   any_engine=settings.audit_any_engine))
             parts.endpoint = CachedEndpoint(
                 parts.cache, parts.pool, metrics, coalesce=settings.coalesce, iccache=parts.iccache,
-                keycheck=keycheck, speculator=speculator)
+                keycheck=keycheck, speculator=speculator, auditor=parts.auditor)
             starter = asyncio.create_task(start_cache(parts.cache), name="semcache-start")
             await asyncio.wait({starter}, timeout=30.0)  # serve soon even if the store hangs
             yield
@@ -166,6 +173,8 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 starter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await starter
+            if parts.auditor is not None:
+                await parts.auditor.aclose()
             if parts.iccache is not None:
                 await parts.iccache.aclose()
             if parts.upstream_load is not None:
@@ -192,7 +201,8 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 "upstreams": [{"base_url": u.base_url, "model": u.model, "in_flight": u.in_flight,
                                "engine": parts.upstream_load.snapshot(u) if parts.upstream_load else None}
                               for u in pool.router.upstreams],
-                "iccache": parts.iccache.snapshot() if parts.iccache is not None else None}
+                "iccache": parts.iccache.snapshot() if parts.iccache is not None else None,
+                "audits": parts.auditor.snapshot() if parts.auditor is not None else None}
 
     app.include_router(build_openai_router(lambda: parts.need("endpoint"), lambda: parts.need("pool"),
                                            settings.tenant_salt))

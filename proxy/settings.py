@@ -68,6 +68,11 @@ class ProxySettings(BaseSettings):
     upstream_metrics_interval_s: float = Field(
         1.0, ge=0, description="how often each upstream's /metrics (vLLM names: queue, KV use) is scraped; "
                                "0 = never (speculation then needs speculative_forward: true)")
+    audits: bool = Field(True, description="re-ask the engine for a share of semantic hits (policy audit.fraction) "
+                                           "while it is idle, to measure the live false-hit rate; false = never")
+    audit_any_engine: bool = Field(False, description="also audit upstreams without vLLM metrics (llama.cpp, "
+                                                      "hosted APIs: their queue is unknown and they bill every call)")
+    audit_max_in_flight: int = Field(1, ge=1, description="audits running at once; more due ones are skipped")
     verify_keys: bool = Field(True, description="check a caller's key upstream before serving it a cached answer "
                                                 "(off when upstream_api_key is set)")
     key_check_ttl_s: float = Field(300.0, gt=0, description="how long an accepted key stays trusted")

@@ -216,6 +216,9 @@ class SemanticCache:
                 continue
             if best_sim is None:
                 best_sim = sim
+            if ctx.text_digest in meta.blocked:  # an audit found this entry wrong for this text
+                reason, stage = f"audit: entry quarantined for this query at similarity {sim:.3f}", "audit"
+                continue
             if sim < policy.threshold:
                 if reason.startswith("no candidate"):
                     reason = f"similarity {sim:.3f} < threshold {policy.threshold:.2f} ({policy.name})"

@@ -37,6 +37,8 @@ class EntryMeta:
     created_at: float
     expires_at: float | None
     size: int
+    blocked: frozenset[str] = frozenset()
+    """Query digests this entry must not answer (found wrong for them by an audit)."""
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -104,7 +106,7 @@ class EntryCatalog:
             id=entry.id, tenant=entry.tenant, namespace=entry.namespace, partition=entry.partition,
             digest=text_digest(entry.query), category=entry.category, model=entry.model,
             policy_version=entry.policy_version, query=entry.query, created_at=entry.created_at,
-            expires_at=entry.expires_at, size=entry.size_bytes,
+            expires_at=entry.expires_at, size=entry.size_bytes, blocked=frozenset(entry.blocked_queries),
         )
         self._meta[meta.id] = meta
         self._exact[(meta.partition, meta.digest)] = meta.id

@@ -60,6 +60,9 @@ class CacheEntry(BaseModel):
     trust: float = 1.0
     validated_at: float | None = None
     """When the large model last confirmed (or rewrote) this answer offline (IC-Cache replay)."""
+    blocked_queries: list[str] = Field(default_factory=list)
+    """Text digests of queries this entry must not answer: an audit found it wrong for them
+    (:func:`semcache.audit.quarantine_pair`)."""
 
     @property
     def size_bytes(self) -> int:

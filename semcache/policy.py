@@ -118,6 +118,17 @@ class MatchRules(_Strict):
         return bool(self.models or self.keywords or self.patterns or self.metadata)
 
 
+class AuditSettings(_Strict):
+    """Policy block ``audit:``: how many semantic hits are checked against the engine."""
+
+    fraction: float = Field(0.05, ge=0.0, le=1.0)
+    """Share of semantic hits (not exact repeats) re-asked upstream while the engine is idle."""
+    answer_min_similarity: float = Field(0.80, ge=-1.0, le=1.0)
+    """The judge's cut-off: cached and fresh answers at least this similar (cosine) agree."""
+    quarantine: bool = True
+    """A false hit found by an audit stops that entry from answering that query text again."""
+
+
 class CategoryPolicy(_Strict):
     """Everything semcache decides per category."""
 
@@ -147,6 +158,8 @@ class CategoryPolicy(_Strict):
     shared_namespace: str | None = Field(default=None, pattern=_NAME_PATTERN)
     """If set, all tenants share this category's entries under this namespace.
     Only for answers that are the same for everyone (public docs, FAQs)."""
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    """Live false-hit audits of semantic hits (:mod:`semcache.audit`)."""
 
 
 class PolicyFile(_Strict):

@@ -74,6 +74,13 @@ class ProxyMetrics:
                                    "decided: used (a miss took it) or dropped (a hit or another's answer).",
                                    ["outcome"], registry=r)
         self.in_flight = Gauge("semcache_upstream_in_flight", "Requests in flight upstream.", registry=r)
+        self.audits = Counter("semcache_audits", "Audits of semantic hits per category: agree, false_hit, "
+                              "skipped (due but not run: engine busy, audits in flight, upstream error).",
+                              ["category", "outcome"], registry=r)
+        self.false_hit_rate = Gauge("semcache_false_hit_rate", "Live false-hit rate of semantic hits per "
+                                    "category from audits and feedback: the estimate and its Clopper-Pearson "
+                                    "interval (bound = false_hit_rate, lower, upper).",
+                                    ["category", "bound"], registry=r)
 
     def watch_cache(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         self.registry.register(_CacheStatsCollector(snapshot))

@@ -40,6 +40,7 @@ from semcache import CacheRequest, LookupResult, SemanticCache
 from semcache.errors import CacheUnavailableError, UpstreamError
 
 if TYPE_CHECKING:
+    from proxy.api.audit import Auditor
     from proxy.api.iccache import ICCacheService, Verdict
     from proxy.api.keycheck import KeyCheck
     from semcache.iccache import Decision
@@ -65,9 +66,10 @@ class CachedEndpoint:
 
     def __init__(self, cache: SemanticCache, pool: UpstreamPool, metrics: ProxyMetrics, *, coalesce: bool,
                  iccache: ICCacheService | None = None, keycheck: KeyCheck | None = None,
-                 speculator: Speculator | None = None):
+                 speculator: Speculator | None = None, auditor: Auditor | None = None):
         self.cache = cache
         self.speculator = speculator
+        self.auditor = auditor
         self.iccache = iccache
         self.keycheck = keycheck
         self.pool = pool
@@ -107,6 +109,8 @@ class CachedEndpoint:
             if self.iccache is not None:
                 self.iccache.cache_hit(lookup.category)
                 self.metrics.ic_routes.labels(lookup.category, "cache").inc()
+            if self.auditor is not None:
+                self.auditor.consider(endpoint, request, lookup, controls)  # in the background
             return self._hit(endpoint, body, lookup, stream, started)
         status = "miss" if lookup is not None and lookup.status == "miss" else "bypass"
         if status == "bypass":

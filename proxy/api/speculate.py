@@ -30,6 +30,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from proxy.upstream.load import engine_idle
 from proxy.upstream.pool import PATHS, Upstream, UpstreamPool
 from semcache.errors import RequestError
 from semcache.keys import request_digest
@@ -122,12 +123,7 @@ class Speculator:
 
     def worth_racing(self, upstream: Upstream) -> bool:
         """An engine that aborts lost calls (or any, if asked), with an empty queue and few of ours."""
-        if upstream.in_flight >= self.below:
-            return False
-        waiting = self.load.waiting(upstream) if self.load is not None else None
-        if waiting is None:  # not known to be vLLM
-            return self.any_engine
-        return waiting <= 0
+        return engine_idle(upstream, self.load, below=self.below, any_engine=self.any_engine)
 
     def finish(self, speculation: Speculation) -> None:
         """Count the outcome; drop the call if nobody took it (in the background: a hit must not wait)."""

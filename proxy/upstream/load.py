@@ -83,3 +83,20 @@ class UpstreamLoad:
             return {"vllm_metrics": False, "waiting": None, "running": None, "kv_usage": None}
         load = self.tracker.get(upstream.base_url)
         return {"vllm_metrics": True, "waiting": load.waiting, "running": load.running, "kv_usage": load.kv_usage}
+
+
+def engine_idle(upstream: Upstream, load: UpstreamLoad | None, *, below: int, any_engine: bool) -> bool:
+    """Work nobody waits for may go to ``upstream`` now.
+
+    True for an engine with fewer than ``below`` of this proxy's requests in
+    flight and, when it shows vLLM metrics, an empty queue (which counts every
+    client's requests, other proxy replicas' too). An engine without those
+    metrics (llama.cpp, a hosted API) only with ``any_engine``: its queue is
+    unknown, llama.cpp finishes abandoned calls and a hosted API bills them.
+    """
+    if upstream.in_flight >= below:
+        return False
+    waiting = load.waiting(upstream) if load is not None else None
+    if waiting is None:
+        return any_engine
+    return waiting <= 0

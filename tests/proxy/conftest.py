@@ -112,3 +112,13 @@ def make_proxy(tmp_path, policy_file) -> Callable:
                 yield client
 
     return make
+
+
+def prom_sample(text: str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus exposition's samples named ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
