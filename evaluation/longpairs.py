@@ -190,9 +190,11 @@ def _sha(rng: random.Random) -> str:
 
 
 def _ident(rng: random.Random) -> str:
-    """A camelCase name of 14-21 words (over 100 characters: one unknown token to the embedder)."""
-    words = [rng.choice(_NOUNS) for _ in range(rng.randrange(14, 22))]
-    return words[0] + "".join(w.title() for w in words[1:])
+    """A camelCase name over 100 characters (one unknown token to the embedder)."""
+    name = rng.choice(_NOUNS)
+    while len(name) <= 100:
+        name += rng.choice(_NOUNS).title()
+    return name
 
 
 def _uuid(rng: random.Random) -> str:
