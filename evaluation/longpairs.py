@@ -17,7 +17,11 @@ real embedder (see :mod:`evaluation.pairs`) twice in one run: with the diff
 rule off (``guards.diff: false``, the behaviour before it) and on, and the
 served-wrongly / legitimate-hit counts are printed side by side::
 
-    PYTHONPATH=$PWD .venv/bin/python -m evaluation.longpairs --per-kind 20 --seed 0
+    PYTHONPATH=$PWD .venv/bin/python -m evaluation.longpairs --per-kind 20 --seed 0 \\
+        --pairs /work/shared/data/qqp/qqp-dev.jsonl --pairs /work/shared/data/paws/paws-dev.jsonl
+
+``--pairs`` adds short paraphrase pairs (a seeded sample of each file) to show
+that the rule leaves their decisions as they were.
 
 The generators are deterministic in ``seed`` and used by the tests too.
 """
@@ -232,9 +236,13 @@ def policies_with_diff(policy_path: Path, diff: bool) -> PolicySet:
     return load_policies_text(yaml.safe_dump(raw), source=f"{policy_path} (diff {'on' if diff else 'off'})")
 
 
+def _row() -> dict[str, int]:
+    return {"pairs": 0, "label1": 0, "wrong": 0, "legit_hits": 0}
+
+
 async def evaluate(pairs: list[dict[str, Any]], policy_path: Path) -> tuple[dict[str, Any], dict[str, float]]:
-    """Per rule setting and kind: pairs, wrong hits (label 0 served), legitimate hits (label 1 served);
-    and per setting the seconds the lookups took."""
+    """Per rule setting and kind: pairs, label-1 pairs, wrong hits (label 0 served) and legitimate
+    hits (label 1 served); and per setting the seconds its store+lookup pass took."""
     from evaluation.pairs import PrecomputedEmbedder, embed_all, play_pairs
     from gpu_embed import EmbedderSettings, build_embedder
 
@@ -247,14 +255,15 @@ async def evaluate(pairs: list[dict[str, Any]], policy_path: Path) -> tuple[dict
             started = time.perf_counter()
             outcomes = await play_pairs(pairs, policies_with_diff(policy_path, diff),
                                         PrecomputedEmbedder(embedder, vectors), progress=False)
-            table: dict[str, dict[str, int]] = defaultdict(lambda: {"pairs": 0, "wrong": 0, "legit_hits": 0})
+            seconds[setting] = time.perf_counter() - started
+            table: dict[str, dict[str, int]] = defaultdict(_row)
             for pair, o in zip(pairs, outcomes, strict=True):
                 row = table[pair["kind"]]
                 row["pairs"] += 1
+                row["label1"] += o.label
                 if o.status == "hit":
                     row["wrong" if o.label == 0 else "legit_hits"] += 1
             out[setting] = dict(table)
-            seconds[setting] = time.perf_counter() - started
     finally:
         await embedder.aclose()
     return out, seconds
@@ -263,28 +272,41 @@ async def evaluate(pairs: list[dict[str, Any]], policy_path: Path) -> tuple[dict
 def format_table(result: dict[str, Any], seconds: dict[str, float]) -> str:
     settings = list(result)
     kinds = sorted({k for s in settings for k in result[s]})
-    head = f"{'kind':<28}{'pairs':>6}" + "".join(f"{s + ': wrong / legit hits':>40}" for s in settings)
-    lines = [head]
-    totals = {s: [0, 0, 0, 0] for s in settings}
+    lines = [f"{'kind':<28}{'pairs':>6}" + "".join(f"{s + ': wrong / legit hits':>40}" for s in settings)]
     for kind in kinds:
-        n = result[settings[0]][kind]["pairs"]
-        label1 = kind.endswith("reworded")
         cells = ""
         for s in settings:
             r = result[s][kind]
             cells += f"{r['wrong']:>22} / {r['legit_hits']:<15}"
-            t = totals[s]
-            t[0] += r["wrong"]
-            t[1] += r["legit_hits"]
-            t[2] += 0 if label1 else n
-            t[3] += n if label1 else 0
-        lines.append(f"{kind:<28}{n:>6}{cells}")
-    lines.append("")
-    for s in settings:
-        w, h, neg, pos = totals[s]
-        lines.append(f"{s}: served wrongly {w}/{neg} label-0 pairs; legitimate hits {h}/{pos} label-1 pairs; "
-                     f"store+lookup pass {seconds[s]:.2f} s")
+        lines.append(f"{kind:<28}{result[settings[0]][kind]['pairs']:>6}{cells}")
+    for group in sorted({_group(k) for k in kinds}):
+        lines.append(f"\n{group}:")
+        for s in settings:
+            t = _row()
+            for kind in kinds:
+                if _group(kind) == group:
+                    for k, v in result[s][kind].items():
+                        t[k] += v
+            lines.append(f"  {s}: served wrongly {t['wrong']}/{t['pairs'] - t['label1']} label-0 pairs; "
+                         f"legitimate hits {t['legit_hits']}/{t['label1']} label-1 pairs")
+    lines.append("\nstore+lookup pass: " + ", ".join(f"{s} {sec:.2f} s" for s, sec in seconds.items()))
     return "\n".join(lines)
+
+
+def _group(kind: str) -> str:
+    head = kind.split("/")[0]
+    if head in BODIES:
+        return "long prompts (1k-8k tokens)"
+    if head in LONG_WORDS:
+        return "long words"
+    return head
+
+
+def paraphrase_pairs(path: Path, limit: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded sample of a labelled pair file (QQP, PAWS), kinds named by file and label."""
+    from evaluation.pairs import load_pairs
+
+    return [{**p, "kind": f"{path.stem}/label {p['label']}"} for p in load_pairs(path, limit, seed)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,8 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-kind", type=int, default=20, help="bodies per body kind / values per long-word kind")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
+    p.add_argument("--pairs", type=Path, action="append", default=[],
+                   help="also play a labelled pair file (short paraphrases: QQP, PAWS), before and after")
+    p.add_argument("--pairs-limit", type=int, default=2000, help="seeded sample of each --pairs file")
     args = p.parse_args(argv)
     pairs = long_prompt_pairs(args.per_kind, args.seed) + long_word_pairs(args.per_kind, args.seed)
+    for path in args.pairs:
+        pairs += paraphrase_pairs(path, args.pairs_limit, args.seed)
     print(format_table(*asyncio.run(evaluate(pairs, args.policy))))
     return 0
 

@@ -9,8 +9,9 @@ the cached query and the new one to agree as multisets:
 * URLs (``scheme://...``) and e-mail addresses, verbatim;
 * UUIDs, lower-cased;
 * file paths (``/etc/x``, ``~/a``, ``./a``, ``C:\\a``, ``dir/file.ext``), verbatim;
-* long tokens (over ``LONG_TOKEN`` characters: DNA, base64, hashes, long
-  words), verbatim;
+* long tokens (over ``LONG_TOKEN`` characters with a digit or an unbroken
+  run of letters that long: DNA, base64, hashes, long words), verbatim;
+  ``improvement/clarification`` is two words the embedder reads, not an atom;
 * long identifiers (``IDENT_MIN`` characters or more with ``_``, ``.`` or a
   camelCase hump), verbatim;
 * words mixing letters and digits (``user42``, ``sha1``, ``v2``, hex
@@ -18,7 +19,8 @@ the cached query and the new one to agree as multisets:
 * numbers in any form, by value where the form is unambiguous: ``1,000`` =
   ``1_000`` = ``1000`` = ``1e3``, ``0x10`` = ``0o20`` = ``0b10000`` = ``16``,
   ``+5`` = ``5``, ``5%`` = ``5``; decimals, dates, versions, times and
-  leading zeros are kept as written (``3.10`` is not ``3.1``).
+  leading zeros are kept as written (``3.10`` is not ``3.1``); a number
+  spelled out on the other side (``3`` / ``three``) agrees.
 
 Only whitespace-separated chunks that contain a digit or one of ``:/@\\_``,
 a camelCase hump, or are long are looked at, so a page of prose costs one
@@ -31,6 +33,8 @@ import re
 from collections import Counter
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+
+from semcache.guards import _NUMBER_WORDS, _WORD_RE
 
 LONG_TOKEN = 20
 """A chunk longer than this is an atom whatever it is made of (the embedder splits it into noise)."""
@@ -54,6 +58,7 @@ _NUMBER_OR_WORD_RE = re.compile(
     r"|(?P<word>\w*\d\w*)"
 )
 _NUMBER_RE = re.compile(r"[-+]?(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|\d+(?:[.,_]\d+)*(?:[eE][-+]?\d+)?)")
+_LONG_RUN_RE = re.compile(r"[^\W_]{%d,}" % (LONG_TOKEN + 1))
 _GROUPED_RE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?:_\d{3})+")
 _SCI_RE = re.compile(r"\d+(?:\.\d+)?[eE][-+]?\d+")
 
@@ -97,7 +102,7 @@ def _classify(chunk: str, out: Counter) -> None:
         out["path:" + chunk] += 1
     elif _NUMBER_RE.fullmatch(chunk):
         out["num:" + canonical_number(chunk)] += 1
-    elif len(chunk) > LONG_TOKEN:
+    elif len(chunk) > LONG_TOKEN and (_LONG_RUN_RE.search(chunk) or any(c.isdigit() for c in chunk)):
         out["long:" + chunk] += 1
     elif len(chunk) >= IDENT_MIN and _IDENT_RE.fullmatch(chunk):
         out["ident:" + chunk] += 1
@@ -109,7 +114,7 @@ def _classify(chunk: str, out: Counter) -> None:
                 out["word:" + m.group("word").lower()] += 1
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def atoms_in(text: str) -> tuple[tuple[str, int], ...]:
     """The atoms of ``text`` as a sorted multiset ``((kind:value, count), ...)``."""
     found: Counter = Counter()
@@ -118,10 +123,25 @@ def atoms_in(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(found.items()))
 
 
+def _spelled_numbers(text: str) -> Counter:
+    """Numbers written as words ("three", "twenty"), as ``num:`` atoms."""
+    return Counter("num:" + _NUMBER_WORDS[w] for w in _WORD_RE.findall(text.lower()) if w in _NUMBER_WORDS)
+
+
 def atom_difference(a: str, b: str) -> list[str]:
-    """Atoms whose counts differ between ``a`` and ``b`` (empty when they agree)."""
+    """Atoms whose counts differ between ``a`` and ``b`` (empty when they agree).
+
+    A number in digits on one side is forgiven when the other side spells it
+    ("World War 3" / "World War three"); spelled numbers are not atoms
+    themselves, since "one" is as often a pronoun.
+    """
     ta, tb = atoms_in(a), atoms_in(b)
     if ta == tb:
         return []
     ca, cb = Counter(dict(ta)), Counter(dict(tb))
-    return sorted(((ca - cb) + (cb - ca)).keys())
+    only_a, only_b = ca - cb, cb - ca
+    if any(k.startswith("num:") for k in only_a):
+        only_a -= _spelled_numbers(b)
+    if any(k.startswith("num:") for k in only_b):
+        only_b -= _spelled_numbers(a)
+    return sorted((only_a + only_b).keys())

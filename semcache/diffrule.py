@@ -69,7 +69,7 @@ MAX_SPANS = 4
 """At most this many separate changed spans."""
 CONTEXT = 6
 """Tokens of unchanged context kept on each side of a changed span."""
-MAX_COMPARE_CHARS = 200_000
+MAX_COMPARE_CHARS = 100_000
 """Longer texts are served only as exact repeats."""
 MAX_MIDDLE = 2_048
 """The differing middle (after trimming the common prefix and suffix) the matcher may see, per side."""
@@ -108,7 +108,7 @@ class TextDiff:
         return self.bounded and self.changed == 0
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=16)  # a lookup's query meets up to `candidates` cached texts; 8k tokens ~ 1 MB here
 def _tokens(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(tokens as written, normalised tokens) of ``text``."""
     raw = _TOKEN_RE.findall(unicodedata.normalize("NFKC", text))
@@ -173,14 +173,15 @@ Embed = Callable[[Sequence[str]], Any]
 
 def _decide(policy: Any, query: str, cached: str, similarity: float) -> GuardVerdict | TextDiff:
     """Everything but the span embedding: a verdict, or the diff whose spans are still to be judged."""
+    if policy.guards.diff and query != cached and max(len(query), len(cached)) > MAX_COMPARE_CHARS:
+        return GuardVerdict(False, "diff", "exact-only: texts too long to compare")
     verdict = guards.check(policy.guards, query, cached)
     if not verdict.passed or not policy.guards.diff or query == cached:
         return verdict
     differing = atom_difference(query, cached)
     if differing:
         return GuardVerdict(False, "atoms", f"{differing[:4]}")
-    if similarity < SIM_ONE and len(query) < MAX_COMPARE_CHARS and len(cached) < MAX_COMPARE_CHARS \
-            and min(len(_tokens(query)[1]), len(_tokens(cached)[1])) < SHARED_BODY:
+    if similarity < SIM_ONE and min(len(_tokens(query)[1]), len(_tokens(cached)[1])) < SHARED_BODY:
         return PASSED  # a short text cannot share a long body: the embedding judged the whole pair
     diff = text_diff(query, cached)
     if diff.equal or (diff.bounded and diff.shared < SHARED_BODY and similarity < SIM_ONE):
