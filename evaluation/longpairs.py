@@ -229,11 +229,11 @@ def long_word_pairs(per_kind: int, seed: int = 0) -> list[dict[str, Any]]:
     return pairs
 
 
-def policies_with_diff(policy_path: Path, diff: bool) -> PolicySet:
-    """The policy file with ``guards.diff`` set in its defaults (off = the behaviour before the rule)."""
-    raw = yaml.safe_load(Path(policy_path).read_text(encoding="utf-8"))
+def policies_with_diff(policy_text: str, diff: bool) -> PolicySet:
+    """A policy file's text with ``guards.diff`` set in its defaults (off = the behaviour before the rule)."""
+    raw = yaml.safe_load(policy_text)
     raw.setdefault("defaults", {}).setdefault("guards", {})["diff"] = diff
-    return load_policies_text(yaml.safe_dump(raw), source=f"{policy_path} (diff {'on' if diff else 'off'})")
+    return load_policies_text(yaml.safe_dump(raw), source=f"policy (diff {'on' if diff else 'off'})")
 
 
 def _row() -> dict[str, int]:
@@ -246,6 +246,7 @@ async def evaluate(pairs: list[dict[str, Any]], policy_path: Path) -> tuple[dict
     from evaluation.pairs import PrecomputedEmbedder, embed_all, play_pairs
     from gpu_embed import EmbedderSettings, build_embedder
 
+    policy_text = Path(policy_path).read_text(encoding="utf-8")  # once: it may be a pipe
     embedder = build_embedder(EmbedderSettings(lru_size=0))
     try:
         vectors = await embed_all(embedder, [t for p in pairs for t in (p["a"], p["b"])], progress=False)
@@ -253,7 +254,7 @@ async def evaluate(pairs: list[dict[str, Any]], policy_path: Path) -> tuple[dict
         seconds: dict[str, float] = {}
         for setting, diff in (("before (diff off)", False), ("after (diff on)", True)):
             started = time.perf_counter()
-            outcomes = await play_pairs(pairs, policies_with_diff(policy_path, diff),
+            outcomes = await play_pairs(pairs, policies_with_diff(policy_text, diff),
                                         PrecomputedEmbedder(embedder, vectors), progress=False)
             seconds[setting] = time.perf_counter() - started
             table: dict[str, dict[str, int]] = defaultdict(_row)
