@@ -16,6 +16,8 @@ the cached query and the new one to agree as multisets:
   camelCase hump), verbatim;
 * words mixing letters and digits (``user42``, ``sha1``, ``v2``, hex
   hashes like ``3f9a2c1``), lower-cased;
+* symbols (Unicode category So: emoji, pictographs), each one: the
+  embedder reads most of them as one unknown token;
 * numbers in any form, by value where the form is unambiguous: ``1,000`` =
   ``1_000`` = ``1000`` = ``1e3``, ``0x10`` = ``0o20`` = ``0b10000`` = ``16``,
   ``+5`` = ``5``, ``5%`` = ``5``; decimals, dates, versions, times and
@@ -30,6 +32,7 @@ regex scan. Input is bounded by the caller (:data:`semcache.diffrule.MAX_COMPARE
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -120,6 +123,10 @@ def atoms_in(text: str) -> tuple[tuple[str, int], ...]:
     found: Counter = Counter()
     for chunk in _CANDIDATE_RE.findall(text):
         _classify(chunk, found)
+    if not text.isascii():
+        for ch, n in Counter(text).items():
+            if not ch.isascii() and unicodedata.category(ch) == "So":
+                found["sym:" + ch] += n
     return tuple(sorted(found.items()))
 
 

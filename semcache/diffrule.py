@@ -27,7 +27,9 @@ The rule (run after the threshold and the guards, before the verifier)
    most :data:`MAX_CHANGED_SHARE` of the longer text, in at most
    :data:`MAX_SPANS` spans) and every changed span, with :data:`CONTEXT`
    tokens on each side, passes the category's guards and, embedded on its own,
-   reaches the category's threshold against its counterpart. A larger change,
+   reaches the category's threshold against its counterpart (and stays
+   below :data:`SIM_ONE`: a change the embedder cannot see at all, e.g. one
+   unknown token for another, is not judged by it). A larger change,
    or texts too long or too different to diff within the bounds below, is
    **exact-only**: a miss.
 
@@ -212,6 +214,8 @@ async def check(policy: Any, query: str, cached: str, similarity: float, embed: 
     vectors = np.asarray(await embed([s.query for s in spans] + [s.cached for s in spans]))
     for i in range(len(spans)):
         sim = float(vectors[i] @ vectors[len(spans) + i])
+        if sim >= SIM_ONE:  # the tokens differ, the vectors do not: the embedder cannot see this change
+            return GuardVerdict(False, "diff", f"changed span invisible to the embedder (similarity {sim:.4f})")
         if sim < policy.threshold:
             return GuardVerdict(False, "diff", f"changed span similarity {sim:.3f} < {policy.threshold:.2f}")
     return PASSED

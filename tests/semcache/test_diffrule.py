@@ -165,6 +165,20 @@ async def test_similarity_one_between_unequal_texts_is_not_trusted(real_cache):
     assert result.status == "miss", result.reason
 
 
+async def test_prompts_differing_only_in_an_unknown_symbol_do_not_share_answers(real_cache):
+    result = await _store_then_lookup(real_cache, "Translate 🍎 to French", "Translate 🍌 to French")
+    assert result.similarity is not None and result.similarity >= 0.9999
+    assert result.status == "miss", result.reason
+
+
+async def test_a_change_the_embedder_cannot_see_is_not_judged_by_it():
+    policy = load_policies_text(POLICY)["default"]
+    body = document(random.Random(4), 200)
+    # Egyptian hieroglyphs are category Lo (not atoms) and unknown tokens to MiniLM.
+    verdict = await check(policy, f"{body} Translate 𓀀 please.", f"{body} Translate 𓁐 please.", 1.0, _same_vector)
+    assert not verdict.passed and "invisible" in verdict.reason
+
+
 @pytest.mark.parametrize("kind", LONG_WORDS)
 async def test_same_long_word_with_question_reworded_still_hits(real_cache, kind):
     make, template, reworded = LONG_WORDS[kind]
@@ -195,6 +209,7 @@ async def test_same_long_word_with_question_reworded_still_hits(real_cache, kind
     ("Add 3.10 to it", "Add 3.1 to it"),
     ("Set it to -5", "Set it to 5"),
     ("Add 2 and 2", "Add 2"),
+    ("Translate 🍎 to French", "Translate 🍌 to French"),
 ])
 def test_each_kind_of_atom_must_agree(a, b):
     assert atom_difference(a, b), (atoms_in(a), atoms_in(b))
