@@ -21,7 +21,7 @@ from evaluation.longpairs import (
 )
 from semcache import CacheRequest, ManualClock, SemanticCache, load_policies_text
 from semcache.atoms import atom_difference, atoms_in
-from semcache.diffrule import MAX_COMPARE_CHARS, MAX_MIDDLE, SHARED_BODY, check, text_diff
+from semcache.diffrule import MAX_COMPARE_CHARS, MAX_MIDDLE, MAX_SPANS, SHARED_BODY, check, text_diff
 from semcache.stores.memory import MemoryStore
 
 POLICY = """
@@ -253,6 +253,24 @@ def test_unrelated_8k_token_texts_are_exact_only_within_bounds():
     diff = text_diff(a, b)
     assert not diff.bounded and diff.changed > MAX_MIDDLE
     assert time.perf_counter() - started < 2.0  # linear trims only; measured ~10 ms (bench_diffrule)
+
+
+async def test_long_prompt_with_edits_in_many_places_is_exact_only():
+    policy = load_policies_text(POLICY)["default"]
+    words = document(random.Random(6), 3000).split(" ")
+    edited = list(words)
+    for at in range(100, 100 + 200 * (MAX_SPANS + 1), 200):
+        edited[at] = "purple"
+    verdict = await check(policy, " ".join(edited), " ".join(words), 0.99, _same_vector)
+    assert not verdict.passed and "separate changes" in verdict.reason
+
+
+async def test_long_prompt_with_a_large_changed_block_is_exact_only():
+    policy = load_policies_text(POLICY)["default"]
+    rng = random.Random(8)
+    body, tail = document(rng, 3000), document(rng, 40)
+    verdict = await check(policy, f"{body}\n{tail}", f"{body}\n{document(rng, 40)}", 0.99, _same_vector)
+    assert not verdict.passed and "tokens differ" in verdict.reason
 
 
 async def test_texts_over_the_compare_limit_are_exact_only():
