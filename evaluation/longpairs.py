@@ -252,11 +252,11 @@ async def evaluate(pairs: list[dict[str, Any]], policy_path: Path) -> tuple[dict
         vectors = await embed_all(embedder, [t for p in pairs for t in (p["a"], p["b"])], progress=False)
         out: dict[str, Any] = {}
         seconds: dict[str, float] = {}
-        for setting, diff in (("before (diff off)", False), ("after (diff on)", True)):
+        for name, diff in (("before (diff off)", False), ("after (diff on)", True)):
             started = time.perf_counter()
             outcomes = await play_pairs(pairs, policies_with_diff(policy_text, diff),
                                         PrecomputedEmbedder(embedder, vectors), progress=False)
-            seconds[setting] = time.perf_counter() - started
+            seconds[name] = time.perf_counter() - started
             table: dict[str, dict[str, int]] = defaultdict(_row)
             for pair, o in zip(pairs, outcomes, strict=True):
                 row = table[pair["kind"]]
@@ -264,7 +264,7 @@ async def evaluate(pairs: list[dict[str, Any]], policy_path: Path) -> tuple[dict
                 row["label1"] += o.label
                 if o.status == "hit":
                     row["wrong" if o.label == 0 else "legit_hits"] += 1
-            out[setting] = dict(table)
+            out[name] = dict(table)
     finally:
         await embedder.aclose()
     return out, seconds

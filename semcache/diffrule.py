@@ -36,7 +36,7 @@ The rule (run after the threshold and the guards, before the verifier)
 Bounds: texts over :data:`MAX_COMPARE_CHARS` characters are exact-only; the
 common prefix and suffix are trimmed first (linear), and the sequence matcher
 only sees the differing middle, at most :data:`MAX_MIDDLE` tokens a side.
-Measured costs are in ``evaluation/RESULTS.md`` (``evaluation/longpairs.py``).
+Measured costs are in ``evaluation/RESULTS.md`` (``evaluation/bench_diffrule.py``).
 
 :func:`text_diff` exposes the changed spans (:class:`TextDiff`) for other
 judges, e.g. the verifier.

@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from evaluation.longpairs import (
@@ -298,7 +299,7 @@ _PROSE = [document(random.Random(i), 60) for i in range(3)] + [
     "What is the capital of France?", code_file(random.Random(9), 120)]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.sampled_from(_PROSE), atom=_ATOM, where=st.floats(0, 1))
 async def test_inserting_a_differing_atom_anywhere_never_hits(text, atom, where):
     words = text.split(" ")
@@ -310,7 +311,7 @@ async def test_inserting_a_differing_atom_anywhere_never_hits(text, atom, where)
         assert not verdict.passed
 
 
-@settings(max_examples=100, deadline=None)
+@hsettings(max_examples=100, deadline=None)
 @given(n=st.integers(min_value=0, max_value=10**15))
 def test_an_integer_written_in_any_form_is_one_atom(n):
     forms = [str(n), f"{n:,}", f"{n:_}", hex(n), oct(n), bin(n)]
@@ -320,7 +321,7 @@ def test_an_integer_written_in_any_form_is_one_atom(n):
     assert len(atoms) == 1, forms
 
 
-@settings(max_examples=100, deadline=None)
+@hsettings(max_examples=100, deadline=None)
 @given(a=st.text(max_size=200), b=st.text(max_size=200))
 def test_atom_difference_is_symmetric_and_empty_on_equal_texts(a, b):
     assert atom_difference(a, b) == atom_difference(b, a)
