@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from semcache import admission, feedback, guards
+from semcache import admission, diffrule, feedback
 from semcache.categories import Classifier
 from semcache.clock import Clock, SystemClock
 from semcache.entry import CacheEntry
@@ -223,7 +223,7 @@ class SemanticCache:
                 if reason.startswith("no candidate"):
                     reason = f"similarity {sim:.3f} < threshold {policy.threshold:.2f} ({policy.name})"
                 break
-            verdict = guards.check(policy.guards, norm.text, meta.query)
+            verdict = await diffrule.check(policy, norm.text, meta.query, sim, self.embedder.embed)
             if not verdict.passed:
                 self.stats[policy.name].guard_rejections[verdict.guard] += 1
                 reason, stage = verdict.reason + f" at similarity {sim:.3f}", "guard"

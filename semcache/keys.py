@@ -23,6 +23,13 @@ Only the text of the last message (chat) or the prompt (completions) is
 matched *semantically*, inside one partition. Requests that cannot be keyed
 safely (``n`` > 1, several prompts in one call, token-id prompts, no text)
 are not cacheable and say why.
+
+A semantic match is not trusted on the similarity alone: the candidate is
+also judged by what differs between the two texts (:mod:`semcache.diffrule`,
+policy ``guards.diff``). Atoms (ids, hashes, UUIDs, URLs, paths, long tokens,
+numbers in any form) must agree as multisets; texts sharing a long body (32+
+tokens) are served only when the changed part is small and, with its context,
+passes the guards and the threshold on its own; otherwise exact repeats only.
 """
 
 from __future__ import annotations

@@ -56,6 +56,9 @@ class Guards(_Strict):
     """Capitalised names (people, places, products) must agree."""
     identifiers: bool = False
     """Code identifiers (snake_case, camelCase, dotted.names, `quoted`) must agree."""
+    diff: bool = True
+    """Judge by what differs (:mod:`semcache.diffrule`): atoms (ids, hashes, URLs, paths, numbers in any
+    form) must agree, and prompts sharing a long body are served only if the changed part passes."""
 
 
 class VerifierSettings(_Strict):
