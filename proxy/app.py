@@ -194,10 +194,10 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                               for u in pool.router.upstreams],
                 "iccache": parts.iccache.snapshot() if parts.iccache is not None else None}
 
-    app.include_router(build_openai_router(lambda: parts.need("endpoint"), lambda: parts.need("pool"),
-                                           settings.tenant_salt))
-    app.include_router(build_health_router(ready, metrics))
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    app.include_router(build_openai_router(lambda: parts.need("endpoint"), lambda: parts.need("pool"),
+                                           settings.tenant_salt, token))
+    app.include_router(build_health_router(ready, metrics))
     app.include_router(build_admin_router(token, lambda: parts.need("cache"), proxy_stats,
                                           settings.policies if settings.persist_policy_reloads else None))
     app.include_router(build_feedback_router(lambda: parts.need("cache"), settings.tenant_salt,
