@@ -201,6 +201,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
     app.include_router(build_admin_router(token, lambda: parts.need("cache"), proxy_stats,
                                           settings.policies if settings.persist_policy_reloads else None))
     app.include_router(build_feedback_router(lambda: parts.need("cache"), settings.tenant_salt,
-                                             lambda: parts.iccache))
+                                             lambda: parts.iccache, lambda: parts.need("endpoint").keycheck,
+                                             token))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -241,10 +241,10 @@ class SemanticCache:
             )
         return LookupResult("miss", reason=reason, similarity=best_sim, stage=stage, **base)
 
-    async def report_feedback(self, entry_id: str, *, correct: bool,
-                              tenant: str | None = None) -> feedback.FeedbackResult:
+    async def report_feedback(self, entry_id: str, *, correct: bool, tenant: str | None = None,
+                              admin: bool = False) -> feedback.FeedbackResult:
         """A user says entry ``entry_id``'s answer was right/wrong (see :mod:`semcache.feedback`)."""
-        return await feedback.report(self, entry_id, correct=correct, tenant=tenant)
+        return await feedback.report(self, entry_id, correct=correct, tenant=tenant, admin=admin)
 
     async def _fetch_for_hit(self, meta: EntryMeta, policy, now: float) -> CacheEntry | None:
         entry = await self.doc_store.get(meta.id)

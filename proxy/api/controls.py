@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers
 
 from semcache.errors import RequestError
+from semcache.policy import ADMIN_WRITER
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 ANONYMOUS = "t-anonymous"
-ADMIN_TENANT = "admin"
+ADMIN_TENANT = ADMIN_WRITER  # the policy's name for it
 _CANONICAL = re.compile(r"Bearer ([^\s]+)")
 
 
