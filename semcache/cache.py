@@ -275,6 +275,8 @@ class SemanticCache:
             return StoreResult(False, f"not stored: {lookup.reason}")
         policy = ctx.policy
         why = admission.refusal(response, policy)
+        if why is None and ctx.tenant == SHARED_TENANT and not policy.may_write_shared(request.tenant):
+            why = "shared_namespace_writers"  # a header may pick the category, never write for everyone
         if why is not None:
             self.stats[policy.name].store_refusals[why] += 1
             return StoreResult(False, f"not stored: {why}")
