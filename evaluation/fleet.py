@@ -41,22 +41,25 @@ def unpack_commit(rev: str, into: Path) -> Path:
 
 
 class Redis:
-    """A redis-server child; ``extra`` adds flags (persistence)."""
+    """A redis-server child on its own port and directory; ``extra`` adds flags (persistence)."""
 
     def __init__(self, workdir: Path, *extra: str, port: int | None = None):
         self.port = port or free_port()
         self.workdir, self.extra = workdir, extra
-        self.proc: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> Redis:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found: run bash .ci/setup")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-                                      "--bind", "127.0.0.1", "--dir", str(self.workdir), *self.extra],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                                         "--dir", str(self.workdir), *self.extra],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -66,17 +69,18 @@ class Redis:
                         return self
             except OSError:
                 time.sleep(0.02)
-        raise SystemExit("redis-server did not start")
+        self.stop()
+        raise RuntimeError("redis-server did not start")
 
     def send(self, sig: int) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
+        assert self.process is not None
+        os.kill(self.process.pid, sig)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
-        self.proc = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+        self.process = None
 
 
 def start_sim(port: int, decode_ms: float = 0.5) -> subprocess.Popen:
@@ -134,7 +138,7 @@ class Tally:
         return sum(1 for r in self.rows if r[2] != 200)
 
     def latency_ms(self, q: float) -> float:
-        return pct([r[1] for r in self.rows], q) if self.rows else float("nan")
+        return pct([r[1] / 1000 for r in self.rows], q) if self.rows else float("nan")
 
 
 async def _drive(urls: list[str], prompts: list[str], connections: int, duration: float) -> Tally:
