@@ -5,6 +5,7 @@ the simulator upstream: "before" runs the code of ``--before`` (a git
 commit, unpacked to a temp dir), "after" the code of this tree. Both get the
 same load at the same time (so the shared box slows both alike):
 
+0. warm-up (not measured, a few seconds);
 1. normal: hits and misses for ``--phase`` s;
 2. Redis frozen (SIGSTOP) for ``--phase`` s: requests/s, failed requests, p99;
 3. Redis thawed (SIGCONT): requests/s and hit share for ``--phase`` s.
@@ -31,7 +32,8 @@ from pathlib import Path
 import httpx
 
 from evaluation.bench_proxy import free_port, wait_ready
-from evaluation.fleet import ROOT, Redis, Tally, chat, load, prime, start_proxy, start_sim, stop, unpack_commit
+from evaluation.fleet import (ROOT, Redis, Tally, bench_policies, chat, load, prime, start_proxy, start_sim, stop,
+                              unpack_commit)
 
 QUESTIONS = [f"How do I configure feature number {i} of the product?" for i in range(40)]
 
@@ -47,6 +49,7 @@ def _frozen(urls: dict[str, str], redis: Redis, args: argparse.Namespace) -> dic
     mix = [p for i in range(0, 2000, 4) for p in (QUESTIONS[i % 40], QUESTIONS[(i + 1) % 40],
                                                    QUESTIONS[(i + 2) % 40], prompts[40 + i])]
     out: dict = {name: {} for name in urls}
+    _together(urls, mix[::7], argparse.Namespace(**{**vars(args), "phase": min(4.0, args.phase)}))  # warm-up
     for phase in ("normal", "frozen", "thawed"):
         if phase == "frozen":
             redis.send(signal.SIGSTOP)
@@ -75,7 +78,7 @@ def _cold_start(tree: Path, sim_port: int, work: Path) -> dict:
     redis = Redis(work / "late", "--save", "")
     port = free_port()
     started = time.monotonic()
-    proc = start_proxy(port, sim_port, redis.url, tree=tree, wait=False)
+    proc = start_proxy(port, sim_port, redis.url, tree=tree, policies=bench_policies(work), wait=False)
     first = joined = None
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
@@ -112,7 +115,8 @@ def run(args: argparse.Namespace) -> dict:
     try:
         ports = {name: free_port() for name in trees}
         for name, tree in trees.items():
-            procs[name] = start_proxy(ports[name], sim_port, redis.url, prefix=f"bench-{name}", tree=tree, wait=False)
+            procs[name] = start_proxy(ports[name], sim_port, redis.url, prefix=f"bench-{name}", tree=tree,
+                                      policies=bench_policies(work), wait=False)
         for name, proc in procs.items():
             wait_ready(f"http://127.0.0.1:{ports[name]}/readyz", proc)
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}

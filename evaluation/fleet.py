@@ -83,6 +83,21 @@ class Redis:
         self.process = None
 
 
+BENCH_POLICIES = """\
+# Rules only (no example prototypes): an exact repeat is served without embedding, so the
+# figures are about the store and the replicas. The simulator stops at max_tokens: keep those.
+defaults: {threshold: 0.9, cache_truncated: true}
+categories:
+  default: {}
+"""
+
+
+def bench_policies(work: Path) -> Path:
+    path = work / "bench-policies.yaml"
+    path.write_text(BENCH_POLICIES)
+    return path
+
+
 def start_sim(port: int, decode_ms: float = 0.5) -> subprocess.Popen:
     sim = subprocess.Popen([sys.executable, "-m", "evaluation.engine_sim", "--model", MODEL, "--port", str(port),
                             "--prefill-ms-per-token", "0", "--decode-ms-per-token", str(decode_ms),
