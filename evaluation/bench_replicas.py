@@ -147,17 +147,21 @@ async def _kill_load(urls: list[str], victim, duration: float, connections: int)
 
     await asyncio.gather(killer(), *(client(i) for i in range(connections)))
     survivors = [u for u in urls if u in alive]
-    stored = {p for p, status, cache, _ in rows if status == 200 and cache == "miss" and p.startswith("Kill test new")}
-    lost = 0
+    stored = {p: url for p, status, cache, url in rows
+              if status == 200 and cache == "miss" and p.startswith("Kill test new")}
+    lost = {"killed": 0, "survivors": 0}
     async with httpx.AsyncClient(base_url=survivors[0], timeout=30) as c:
         await asyncio.sleep(0.5)  # let the change feed settle
-        for prompt in stored:
+        for prompt, url in stored.items():
             r = await c.post("/v1/chat/completions", json=chat(prompt), headers=NO_STORE)
-            lost += r.headers.get("x-semcache-status") != "hit"
+            if r.headers.get("x-semcache-status") != "hit":
+                lost["killed" if url == urls[-1] else "survivors"] += 1
     by_victim = [r for r in rows if r[3] == urls[-1]]
     return {"requests": len(rows), "failed": sum(1 for r in rows if r[1] != 200),
             "failed_on_killed_replica": sum(1 for r in by_victim if r[1] != 200),
-            "answered_misses_to_store": len(stored), "lost_entries": lost}
+            "answered_misses_to_store": len(stored),
+            "answered_misses_by_killed_replica": sum(1 for u in stored.values() if u == urls[-1]),
+            "lost_entries": sum(lost.values()), "lost_answered_by_killed_replica": lost["killed"]}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -215,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"invalidation reaches all:      p50 {i['p50_ms']} ms  p99 {i['p99_ms']} ms  ({i['samples']} probes, "
           f"{i['still_served_after_10s']} still served after 10 s)")
     print(f"one of 3 replicas killed:      {k['failed']} of {k['requests']} requests failed; "
-          f"{k['lost_entries']} of {k['answered_misses_to_store']} answered misses lost")
+          f"{k['lost_entries']} of {k['answered_misses_to_store']} answered misses lost "
+          f"({k['lost_answered_by_killed_replica']} of the {k['answered_misses_by_killed_replica']} the killed "
+          "replica answered)")
     return 0
 
 
