@@ -65,16 +65,17 @@ class BreakerStore:
         self._closed = False
 
     # ------------------------------------------------------------ the breaker
-    async def _call(self, op: str, make: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, op: str, make: Callable[[], Awaitable[T]], deadline_s: float | None = None) -> T:
         if self.state != "closed":
             raise StoreUnavailableError(f"store bypassed ({op}): circuit {self.state} after: {self.last_error}")
+        deadline_s = deadline_s or self.call_timeout_s
         try:
-            result = await asyncio.wait_for(make(), self.call_timeout_s)
+            result = await asyncio.wait_for(make(), deadline_s)
         except (StoreError, TimeoutError) as exc:
             self._failed(op, exc)
             if isinstance(exc, StoreError):
                 raise
-            raise StoreError(f"store {op} took over {self.call_timeout_s:g}s") from exc
+            raise StoreError(f"store {op} took over {deadline_s:g}s") from exc
         self.consecutive_failures = 0
         return result
 
@@ -129,12 +130,13 @@ class BreakerStore:
         await self._call("record_hit", lambda: self.inner.record_hit(id, at, expires_at))
 
     async def scan(self) -> AsyncIterator[CacheEntry]:
-        """The inner scan, each page step under the deadline (a rebuild may take long in all)."""
+        """The inner scan, each step under a deadline (10x a call's: a step may read a whole page
+        of entries; a rebuild may take long in all, and an aborted one starts over)."""
         pages = self.inner.scan()
         try:
             while True:
                 try:
-                    entry = await self._call("scan", pages.__anext__)
+                    entry = await self._call("scan", pages.__anext__, 10 * self.call_timeout_s)
                 except StopAsyncIteration:
                     return
                 yield entry
