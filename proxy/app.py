@@ -1,9 +1,11 @@
 """``create_app(settings)``: the proxy as an ASGI app, everything built per app (no globals).
 
 The lifespan builds, in order: the pooled upstream client, the embedder
-(off the event loop: loading a model blocks), the store and the cache. If
-the cache cannot start (say Redis is down) the proxy still serves, uncached
-(``X-Semcache-Status: bypass``), and retries the start in the background.
+(off the event loop: loading a model blocks), the store (behind a circuit
+breaker, :mod:`semcache.stores.breaker`) and the cache. If the cache cannot
+start (say Redis is down) the proxy serves at once, uncached
+(``X-Semcache-Status: bypass``), and retries the start in the background
+until the store answers; ``/readyz`` says which mode it is in.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from semcache import RedisStore, SemanticCache, SQLiteStore, SystemClock, load_p
 from semcache.errors import CacheUnavailableError, ConfigError
 from semcache.iccache import load_iccache_config
 from semcache.protocols import Embedder, Store
+from semcache.stores.breaker import BreakerStore
 
 log = logging.getLogger("semcache.proxy")
-CACHE_START_RETRY_S = 5.0
+CACHE_START_RETRY_S = (0.25, 2.0)  # first and longest pause between start attempts (doubling)
 
 
 @dataclass
@@ -65,10 +68,16 @@ class _Parts:
 
 
 def make_store(settings: ProxySettings) -> Store:
+    """The configured store, behind a circuit breaker unless ``store_breaker_failures`` is 0."""
+    store: Store
     if settings.store == "redis":
-        return RedisStore(url=settings.redis_url, prefix=settings.redis_prefix)
-    settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    return SQLiteStore(settings.sqlite_path)
+        store = RedisStore(url=settings.redis_url, prefix=settings.redis_prefix)
+    else:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        store = SQLiteStore(settings.sqlite_path)
+    if settings.store_breaker_failures == 0:
+        return store
+    return BreakerStore(store, failures=settings.store_breaker_failures, call_timeout_s=settings.store_call_timeout_s)
 
 
 def build_iccache(settings: ProxySettings, pool: UpstreamPool, embedder: Embedder, clock,
@@ -111,15 +120,20 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
     metrics = ProxyMetrics()
     parts = _Parts()
 
-    async def start_cache(cache: SemanticCache) -> None:
+    async def start_cache(cache: SemanticCache, first_try: asyncio.Event) -> None:
+        pause, attempts = CACHE_START_RETRY_S[0], 0
         while True:
             try:
                 await cache.start()
             except CacheUnavailableError as exc:
                 parts.cache_error = f"{type(exc).__name__}: {exc}"
-                log.warning("cache start failed, serving uncached; retrying in %.0fs: %s",
-                            CACHE_START_RETRY_S, parts.cache_error)
-                await asyncio.sleep(CACHE_START_RETRY_S)
+                first_try.set()  # serve (uncached) now, not after the store comes back
+                attempts += 1
+                if attempts == 1 or attempts % 30 == 0:
+                    log.warning("cache start failed, serving uncached; retrying every <=%.0fs: %s",
+                                CACHE_START_RETRY_S[1], parts.cache_error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, CACHE_START_RETRY_S[1])
                 continue
             parts.cache_error = None
             assert parts.endpoint is not None
@@ -165,8 +179,12 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
             parts.endpoint = CachedEndpoint(
                 parts.cache, parts.pool, metrics, coalesce=settings.coalesce, iccache=parts.iccache,
                 keycheck=keycheck, speculator=speculator, auditor=parts.auditor)
-            starter = asyncio.create_task(start_cache(parts.cache), name="semcache-start")
-            await asyncio.wait({starter}, timeout=30.0)  # serve soon even if the store hangs
+            first_try = asyncio.Event()
+            starter = asyncio.create_task(start_cache(parts.cache, first_try), name="semcache-start")
+            tried = asyncio.create_task(first_try.wait())
+            # Serve once the cache started or its first attempt failed; at most 30 s for a slow rebuild.
+            await asyncio.wait({starter, tried}, timeout=30.0, return_when=asyncio.FIRST_COMPLETED)
+            tried.cancel()
             yield
         finally:
             if starter is not None:
@@ -190,13 +208,22 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                   description="Semantic response cache for LLM serving: an OpenAI-compatible proxy.")
     install_error_handlers(app)
 
+    def store_circuit() -> dict[str, Any] | None:
+        store = parts.cache.doc_store if parts.cache is not None else None
+        return store.status() if isinstance(store, BreakerStore) else None
+
     def ready() -> dict[str, Any]:
-        return {"ready": parts.cache_error is None, "cache": parts.cache_error or "ok",
-                "store": settings.store, "upstreams": len(settings.upstreams)}
+        """Ready = the cache is in use; otherwise requests are served uncached (``mode: bypass``)."""
+        circuit = store_circuit()
+        down = parts.cache_error or (f"store circuit {circuit['state']}: {circuit['last_error']}"
+                                     if circuit is not None and circuit["state"] != "closed" else None)
+        return {"ready": down is None, "mode": "bypass" if down else "cached", "cache": down or "ok",
+                "store": settings.store, "store_circuit": circuit, "upstreams": len(settings.upstreams)}
 
     def proxy_stats() -> dict[str, Any]:
         pool = parts.need("pool")
         return {"cache_ready": parts.cache_error is None, "cache_error": parts.cache_error,
+                "store_circuit": store_circuit(),
                 "coalescing": len(parts.need("endpoint").coalescer),
                 "upstreams": [{"base_url": u.base_url, "model": u.model, "in_flight": u.in_flight,
                                "engine": parts.upstream_load.snapshot(u) if parts.upstream_load else None}
@@ -204,13 +231,14 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 "iccache": parts.iccache.snapshot() if parts.iccache is not None else None,
                 "audits": parts.auditor.snapshot() if parts.auditor is not None else None}
 
-    app.include_router(build_openai_router(lambda: parts.need("endpoint"), lambda: parts.need("pool"),
-                                           settings.tenant_salt))
-    app.include_router(build_health_router(ready, metrics))
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    app.include_router(build_openai_router(lambda: parts.need("endpoint"), lambda: parts.need("pool"),
+                                           settings.tenant_salt, token))
+    app.include_router(build_health_router(ready, metrics))
     app.include_router(build_admin_router(token, lambda: parts.need("cache"), proxy_stats,
                                           settings.policies if settings.persist_policy_reloads else None))
     app.include_router(build_feedback_router(lambda: parts.need("cache"), settings.tenant_salt,
-                                             lambda: parts.iccache))
+                                             lambda: parts.iccache, lambda: parts.need("endpoint").keycheck,
+                                             token))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -47,6 +47,10 @@ class ProxySettings(BaseSettings):
     sqlite_path: Path = Path(".semcache/cache.db")
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "semcache"
+    store_breaker_failures: int = Field(
+        3, ge=0, description="consecutive store failures or timeouts that open the store's circuit breaker: the "
+                             "cache is then bypassed at once and the store probed in the background; 0 = no breaker")
+    store_call_timeout_s: float = Field(1.0, gt=0, description="deadline of one store call behind the breaker")
     policies: Path = Path("policies/default.yaml")
     iccache: Path | None = Field(None, description="IC-Cache config YAML (models, roles, selection); unset = off")
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings,

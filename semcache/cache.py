@@ -244,10 +244,10 @@ class SemanticCache:
             )
         return LookupResult("miss", reason=reason, similarity=best_sim, stage=stage, **base)
 
-    async def report_feedback(self, entry_id: str, *, correct: bool,
-                              tenant: str | None = None) -> feedback.FeedbackResult:
+    async def report_feedback(self, entry_id: str, *, correct: bool, tenant: str | None = None,
+                              admin: bool = False) -> feedback.FeedbackResult:
         """A user says entry ``entry_id``'s answer was right/wrong (see :mod:`semcache.feedback`)."""
-        return await feedback.report(self, entry_id, correct=correct, tenant=tenant)
+        return await feedback.report(self, entry_id, correct=correct, tenant=tenant, admin=admin)
 
     async def _fetch_for_hit(self, meta: EntryMeta, policy, now: float) -> CacheEntry | None:
         entry = await self.doc_store.get(meta.id)
@@ -278,6 +278,8 @@ class SemanticCache:
             return StoreResult(False, f"not stored: {lookup.reason}")
         policy = ctx.policy
         why = admission.refusal(response, policy)
+        if why is None and ctx.tenant == SHARED_TENANT and not policy.may_write_shared(request.tenant):
+            why = "shared_namespace_writers"  # a header may pick the category, never write for everyone
         if why is not None:
             self.stats[policy.name].store_refusals[why] += 1
             return StoreResult(False, f"not stored: {why}")

@@ -23,6 +23,8 @@ class Feedback(BaseModel):
 
     positive: int = 0
     negative: int = 0
+    reporters: list[str] = Field(default_factory=list)
+    """Tenants that reported a shared entry wrong (distinct; quarantine counts them)."""
 
 
 class CacheEntry(BaseModel):

@@ -31,6 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from semcache.errors import PolicyError
 
 DEFAULT_CATEGORY = "default"
+ADMIN_WRITER = "admin"
+"""The tenant id the proxy gives a caller presenting the admin token."""
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
@@ -163,6 +165,20 @@ class CategoryPolicy(_Strict):
     Only for answers that are the same for everyone (public docs, FAQs)."""
     audit: AuditSettings = Field(default_factory=AuditSettings)
     """Live false-hit audits of semantic hits (:mod:`semcache.audit`)."""
+    shared_namespace_writers: list[str] = Field(default_factory=lambda: [ADMIN_WRITER])
+    """Who may *write* into the shared namespace (everyone may read it): tenant ids
+    (``t-...``, as ``/admin/entries`` shows them), ``admin`` (a request carrying the
+    admin token) or ``"*"`` (anyone: a caller forcing the category could plant
+    answers that other tenants are then served). Others' answers are not stored."""
+    shared_quarantine_reports: int = Field(default=3, ge=1)
+    """A shared entry leaves serving once this many *distinct* tenants reported it
+    wrong (one report from the admin is enough); fewer, and no one caller can
+    remove what everyone is served."""
+
+    def may_write_shared(self, tenant: str) -> bool:
+        """Whether ``tenant`` may store into this category's shared namespace."""
+        writers = self.shared_namespace_writers
+        return "*" in writers or tenant in writers
 
 
 class PolicyFile(_Strict):

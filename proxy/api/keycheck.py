@@ -48,14 +48,20 @@ class KeyCheck:
         while len(self._good) > self._max:
             self._good.popitem(last=False)
 
-    async def refusal(self, tenant: str, authorization: str | None) -> UpstreamError | None:
-        """None if the caller may be served from the cache, else the upstream's refusal."""
+    async def refusal(self, tenant: str, authorization: str | None, *, strict: bool = False) -> UpstreamError | None:
+        """None if the caller may be served from the cache, else the upstream's refusal.
+
+        ``strict`` (a caller who wants to *change* the cache, e.g. feedback): a key
+        the upstream cannot judge right now is refused too (503), not waved through.
+        """
         seen = self._good.get(tenant)
         if seen is not None and self._clock() - seen < self.ttl_s:
             return None
         try:
             status = await self._probe(authorization)
         except UpstreamError as exc:
+            if strict:
+                return _unverified(exc.status_code)
             log.warning("cannot check a caller's key upstream (%s); serving the cached answer", exc.status_code)
             return None
         if status in (401, 403):
@@ -66,6 +72,15 @@ class KeyCheck:
                                                  "code": "invalid_api_key"}})
         if status < 400:
             self.vouch(tenant)
+        elif strict:
+            return _unverified(status)
         else:  # the upstream is unwell (5xx, 404 for /models): do not hold it against the caller
             log.warning("key check upstream answered %s; serving the cached answer", status)
         return None
+
+
+def _unverified(status: int) -> UpstreamError:
+    return UpstreamError("cannot check this API key upstream now", status_code=503,
+                         body={"error": {"message": f"Cannot check this API key upstream now (it answered {status}); "
+                                                    "try again later.", "type": "api_error", "param": None,
+                                         "code": "key_check_unavailable"}})

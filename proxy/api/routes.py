@@ -26,19 +26,19 @@ _ANSWERS = {
 
 
 def build_openai_router(endpoint: Callable[[], CachedEndpoint], pool: Callable[[], UpstreamPool],
-                        salt: str) -> APIRouter:
+                        salt: str, admin_token: str | None = None) -> APIRouter:
     """``endpoint``/``pool`` return the live objects built in the app's lifespan."""
     router = APIRouter(prefix="/v1", tags=["openai"])
 
     @router.post("/chat/completions", responses=_ANSWERS)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         """Chat completion through the semantic cache (JSON, or SSE with ``stream: true``)."""
-        return await endpoint().handle("chat", wire_body(body), parse_controls(request.headers, salt))
+        return await endpoint().handle("chat", wire_body(body), parse_controls(request.headers, salt, admin_token))
 
     @router.post("/completions", responses=_ANSWERS)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         """Text completion through the semantic cache (JSON, or SSE with ``stream: true``)."""
-        return await endpoint().handle("completions", wire_body(body), parse_controls(request.headers, salt))
+        return await endpoint().handle("completions", wire_body(body), parse_controls(request.headers, salt, admin_token))
 
     @router.post("/embeddings", responses=_ANSWERS)
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:

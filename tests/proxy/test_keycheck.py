@@ -63,6 +63,7 @@ defaults:
 categories:
   faq:
     shared_namespace: public
+    shared_namespace_writers: ["*"]
     match: {keywords: [faq]}
   default: {}
 """
