@@ -22,6 +22,8 @@ from proxy.api.headers import SSE_HEADERS, cache_headers
 from proxy.api.relay import json_as_stream, pump
 from proxy.api.sse import assemble
 from proxy.upstream.pool import PATHS, relayed_headers
+from proxy.upstream.transport import TransportError
+from semcache.errors import UpstreamError
 
 if TYPE_CHECKING:
     from proxy.admin.metrics import ProxyMetrics
@@ -116,6 +118,8 @@ class StreamRelaying:
         self._vouch(controls)
 
         async def settle(chunks: list[dict[str, Any]] | None, answer: dict[str, Any] | None = None) -> None:
+            if not (storable and lookup is not None) and on_complete is None:
+                return  # nothing to store, nobody to tell
             if answer is None and chunks:
                 answer = assemble(chunks, endpoint)
             if answer is None or not self._complete(answer):
@@ -137,15 +141,15 @@ class StreamRelaying:
         if not content_type.startswith("text/event-stream"):
             try:  # plain JSON to a stream request: relayed as SSE (or as its error), never an empty 200
                 content = await response.aread()
+            except TransportError as exc:
+                raise UpstreamError(f"upstream {upstream.base_url} broke off: {type(exc).__name__}",
+                                    status_code=502) from exc
             finally:
                 await response.aclose()
-                upstream.in_flight -= 1
-                self.metrics.in_flight.dec()
+                release()
             answer, sse = json_as_stream(content, relayed_headers(items), endpoint, not hide_usage)
             await asyncio.shield(settle(None, answer))
-            flight.publish(sse)
-            flight.close()
-            self._drop_flight(flight_key, flight)
+            flight.publish(sse)  # (closed already: nobody can join any more, the subscribers get it all)
             flight.opened.set_result(headers)
             return
 
