@@ -80,10 +80,10 @@ class CachedEndpoint(StreamRelaying):
         speculator = self.speculator if self.cache_ready else None
         speculation = speculator.start(endpoint, request, controls) if speculator else None
         try:
-            work = asyncio.ensure_future(self._handle(endpoint, body, controls, request, speculation, started))
-            if client_gone is None or body.get("stream"):
-                return await work
-            return await _unless_gone(work, client_gone)
+            handling = self._handle(endpoint, body, controls, request, speculation, started)
+            if client_gone is None or body.get("stream"):  # a stream's relay notices a leaving client itself
+                return await handling
+            return await _unless_gone(asyncio.ensure_future(handling), client_gone)
         finally:
             if speculation is not None:
                 speculator.finish(speculation)  # type: ignore[union-attr]
