@@ -95,7 +95,10 @@ def create_app(settings: SimSettings) -> FastAPI:
             # Admission happens inside the stream; refuse up front when the queue is full.
             if engine.scheduler.running >= settings.max_batch and engine.scheduler.waiting >= settings.max_waiting:
                 raise QueueFullError(f"engine queue full ({settings.max_waiting} waiting)")
-            frames = faults.cut_stream(engine.stream(plan)) if fault == "cut_stream" else _sse(engine.stream(plan))
+            if fault in ("cut_stream", "drop_stream"):
+                frames = faults.cut_stream(engine.stream(plan), done=fault == "cut_stream")
+            else:
+                frames = _sse(engine.stream(plan))
             return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
         answer = await _unless_disconnected(request, asyncio.ensure_future(engine.complete(plan)))
         if answer is None:

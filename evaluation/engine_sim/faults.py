@@ -6,6 +6,7 @@ fields as they are); the setting ``fault`` applies one to every request.
 * ``cut_stream``: a stream stops after three tokens with ``[DONE]`` and no
   ``finish_reason``, then the connection drops: llama-cpp-python's server does this to a running
   stream when another request arrives (``interrupt_requests``).
+* ``drop_stream``: the connection drops after three tokens, without ``[DONE]``.
 * ``json_to_stream``: a stream request is answered with the plain JSON completion.
 * ``openai_headers``: the answer carries the headers a hosted OpenAI API sends
   (``x-request-id``, ``openai-processing-ms``, ``x-ratelimit-*``; on streams also
@@ -20,8 +21,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-Fault = Literal["none", "cut_stream", "json_to_stream", "openai_headers", "rate_limited"]
-FAULTS: tuple[str, ...] = ("none", "cut_stream", "json_to_stream", "openai_headers", "rate_limited")
+Fault = Literal["none", "cut_stream", "drop_stream", "json_to_stream", "openai_headers", "rate_limited"]
+FAULTS: tuple[str, ...] = ("none", "cut_stream", "drop_stream", "json_to_stream", "openai_headers", "rate_limited")
 
 
 class ConnectionCut(Exception):
@@ -57,8 +58,9 @@ def rate_limited_body() -> dict[str, Any]:
                       "param": None, "code": "rate_limit_exceeded"}}
 
 
-async def cut_stream(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    """SSE frames of the first three tokens, ``[DONE]`` without a finish_reason, then a dropped connection."""
+async def cut_stream(chunks: AsyncIterator[dict[str, Any]], done: bool = True) -> AsyncIterator[bytes]:
+    """SSE frames of the first three tokens, ``[DONE]`` (unless ``done`` is False) without a
+    finish_reason, then a dropped connection."""
     sent = 0
     try:
         async for chunk in chunks:
@@ -71,5 +73,6 @@ async def cut_stream(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[byt
                 break
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]  # the engine counts an abort
-    yield b"data: [DONE]\n\n"
+    if done:
+        yield b"data: [DONE]\n\n"
     raise ConnectionCut("simulated interrupted stream")

@@ -37,7 +37,7 @@ class SimSettings(BaseSettings):
         None, description="like vLLM's --api-key: /v1 routes need 'Authorization: Bearer KEY' (401 otherwise)"
     )
     fault: Fault = Field(
-        "none", description="misbehave on every request: none, cut_stream, json_to_stream, openai_headers, "
+        "none", description="misbehave on every request: none, cut_stream, drop_stream, json_to_stream, openai_headers, "
         "rate_limited (see evaluation/engine_sim/faults.py; a request's sim_fault field picks its own)"
     )
     answers_file: Path | None = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import httpx
@@ -108,6 +109,14 @@ def test_nothing_is_sent_after_done(setup):
     assert not any("error" in json.loads(e) for e in evs[:-1])
 
 
+def test_a_stream_that_breaks_off_ends_with_an_error_event_and_no_done(setup):
+    body = chat("a stream whose connection drops", stream=True, sim_fault="drop_stream")
+    evs = events(setup.post(body).content)
+    assert "[DONE]" not in evs and json.loads(evs[-1])["error"]["type"] == "upstream_error"
+    assert text_of(evs[:-1])  # what came before is relayed
+    assert setup.post({**body, "stream": False}).headers["x-semcache-status"] == "miss"  # nothing stored
+
+
 # --------------------------------------------------------------------- item 6
 def test_json_answer_to_a_stream_request_is_relayed_as_sse(setup):
     body = chat("an engine that does not stream", stream=True, sim_fault="json_to_stream")
@@ -191,13 +200,18 @@ def test_identical_streamed_misses_share_one_upstream_stream(setup):
 
 # -------------------------------------------------------------- #14 item 6
 def test_client_leaving_a_non_streamed_miss_cancels_the_upstream_call(setup):
-    body = chat("a long answer nobody waits for", model="slow-sim", max_tokens=60)
+    body = chat("a long answer nobody waits for (1)", model="slow-sim", max_tokens=60)  # 48 tokens: 1.2 s
     aborted = setup.finished(setup.slow, "abort")
     finished = setup.finished(setup.slow)
-    with pytest.raises(httpx.ReadTimeout):
-        setup.post(body, timeout=0.3)
+    payload = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", setup.proxy.port)) as raw:
+        raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: proxy\r\nauthorization: Bearer key-a\r\n"
+                    b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(payload), payload))
+        running = lambda: metric_sample(httpx.get(setup.slow.url + "/metrics").text,  # noqa: E731
+                                        "vllm:num_requests_running") == 1
+        setup.wait_for(running)  # the upstream call is under way: now the client leaves
     setup.wait_for(lambda: setup.finished(setup.slow, "abort") == aborted + 1)
-    time.sleep(2.0)  # long enough for the whole answer: it must not have been generated nor stored
+    time.sleep(1.3)  # a whole answer's time: it must not have been generated nor stored
     assert setup.finished(setup.slow) - finished == 1  # the abort, nothing else
-    again = setup.post({**body, "max_tokens": 60}, headers={"cache-control": "no-store"})
+    again = setup.post(body, headers={"cache-control": "no-store"})
     assert again.headers["x-semcache-status"] == "miss"
