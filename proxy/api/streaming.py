@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from proxy.upstream.pool import UpstreamPool
     from semcache import CacheRequest, LookupResult
 
+
 class StreamRelaying:
     """The streamed-miss methods; the serving class provides the attributes and helpers below."""
 
@@ -40,6 +41,7 @@ class StreamRelaying:
     coalesce: bool
     _streams: dict[str, StreamFlight]
 
+    # Implemented by CachedEndpoint; declared here so that the methods below type-check.
     def _vouch(self, controls: CacheControls) -> None: ...
     def _complete(self, answer: dict[str, Any]) -> bool: ...
     def _observe(self, endpoint: str, status: str, started: float) -> None: ...
