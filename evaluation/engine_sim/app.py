@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from evaluation.engine_sim import faults
 from evaluation.engine_sim.engine import SimEngine, SimRequestError
 from evaluation.engine_sim.scheduler import QueueFullError
 from evaluation.engine_sim.settings import SimSettings
@@ -84,17 +85,26 @@ def create_app(settings: SimSettings) -> FastAPI:
     async def _answer(endpoint: str, request: Request) -> Response:
         _authorised(request)
         body = await _json_body(request)
+        fault = faults.pick(body, settings.fault)
+        stream = bool(body.get("stream"))
+        headers = faults.headers(fault, stream)
+        if fault == "rate_limited":
+            return JSONResponse(faults.rate_limited_body(), status_code=429, headers=headers)
         plan = engine.plan(endpoint, body)
-        if body.get("stream"):
+        if stream and fault != "json_to_stream":
             # Admission happens inside the stream; refuse up front when the queue is full.
             if engine.scheduler.running >= settings.max_batch and engine.scheduler.waiting >= settings.max_waiting:
                 raise QueueFullError(f"engine queue full ({settings.max_waiting} waiting)")
-            return StreamingResponse(_sse(engine.stream(plan)), media_type="text/event-stream")
+            if fault in ("cut_stream", "drop_stream"):
+                frames = faults.cut_stream(engine.stream(plan), done=fault == "cut_stream")
+            else:
+                frames = _sse(engine.stream(plan))
+            return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
         answer = await _unless_disconnected(request, asyncio.ensure_future(engine.complete(plan)))
         if answer is None:
             engine.metrics.finished("abort")
             return Response(status_code=499)  # nobody is listening; nginx's "client closed request"
-        return JSONResponse(answer)
+        return JSONResponse(answer, headers=headers)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -35,6 +35,8 @@ _OPTIONS = {  # flag -> (settings field, type, help)
     "--default-max-tokens": ("default_max_tokens", int, "output tokens when a request names none (default: 32)"),
     "--answers": ("answers_file", str, 'JSONL file of {"question": ..., "answer": ...} lines'),
     "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' on /v1 routes, as vLLM's --api-key"),
+    "--fault": ("fault", str, "misbehave on purpose: cut_stream, drop_stream, json_to_stream, openai_headers, rate_limited "
+                "(default: none; a request's sim_fault field picks its own)"),
 }
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from evaluation.engine_sim.faults import Fault
+
 
 class SimSettings(BaseSettings):
     """How the simulated engine is named, how fast it is and how much it holds.
@@ -33,6 +35,10 @@ class SimSettings(BaseSettings):
     default_max_tokens: int = Field(32, ge=1, description="output tokens when the request names none")
     api_key: str | None = Field(
         None, description="like vLLM's --api-key: /v1 routes need 'Authorization: Bearer KEY' (401 otherwise)"
+    )
+    fault: Fault = Field(
+        "none", description="misbehave on every request: none, cut_stream, drop_stream, json_to_stream, openai_headers, "
+        "rate_limited (see evaluation/engine_sim/faults.py; a request's sim_fault field picks its own)"
     )
     answers_file: Path | None = Field(
         None, description='JSONL of {"question","answer"}: matching prompts get that answer'

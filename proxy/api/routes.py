@@ -14,7 +14,8 @@ from proxy.api.controls import parse_controls
 from proxy.errors import error_body
 from proxy.admin.metrics import ProxyMetrics
 from proxy.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, wire_body
-from proxy.api.serving import CachedEndpoint, cache_headers
+from proxy.api.headers import cache_headers
+from proxy.api.serving import CachedEndpoint
 from proxy.upstream.pool import UpstreamPool
 from semcache.errors import UpstreamError
 
@@ -33,12 +34,14 @@ def build_openai_router(endpoint: Callable[[], CachedEndpoint], pool: Callable[[
     @router.post("/chat/completions", responses=_ANSWERS)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         """Chat completion through the semantic cache (JSON, or SSE with ``stream: true``)."""
-        return await endpoint().handle("chat", wire_body(body), parse_controls(request.headers, salt, admin_token))
+        return await endpoint().handle("chat", wire_body(body), parse_controls(request.headers, salt, admin_token),
+                                       client_gone=lambda: _disconnected(request))
 
     @router.post("/completions", responses=_ANSWERS)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         """Text completion through the semantic cache (JSON, or SSE with ``stream: true``)."""
-        return await endpoint().handle("completions", wire_body(body), parse_controls(request.headers, salt, admin_token))
+        return await endpoint().handle("completions", wire_body(body), parse_controls(request.headers, salt, admin_token),
+                                       client_gone=lambda: _disconnected(request))
 
     @router.post("/embeddings", responses=_ANSWERS)
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
@@ -57,6 +60,12 @@ def build_openai_router(endpoint: Callable[[], CachedEndpoint], pool: Callable[[
         return {"object": "list", "data": await pool().list_models(request.headers.get("authorization"))}
 
     return router
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone (the body is read: only a disconnect can come)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def build_health_router(ready: Callable[[], dict[str, Any]], metrics: ProxyMetrics) -> APIRouter:

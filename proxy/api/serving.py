@@ -4,20 +4,21 @@ One request goes::
 
     controls (tenant, namespace, Cache-Control) -> cache.lookup
       hit    -> the stored answer, fresh id/created, as JSON or replayed SSE
-      miss   -> forward (identical concurrent non-streamed misses coalesced),
-                relay streams chunk by chunk, store once complete
+      miss   -> forward (identical concurrent misses coalesced, streams fanned out),
+                relay streams chunk by chunk, store once every choice finished
       bypass -> forward uncached (policy says so, or the cache failed: degrade)
       ic     -> (IC-Cache on, a chat miss for the large model) the router may send it
                 to the small model with past large answers as examples; not stored
 
-Upstream errors go back with their status and body and are never stored; a
-failing small model falls back to the large one.
+Upstream errors go back with their status, body and headers (``retry-after``,
+``x-ratelimit-*``) and are never stored; a failing small model falls back to
+the large one. A caller that disconnects while its non-streamed miss is
+upstream cancels the call, unless an identical request still waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -28,14 +29,16 @@ from typing import TYPE_CHECKING, Any
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from proxy.api.coalesce import Coalescer
-from proxy.api.controls import CacheControls
-from proxy.errors import error_body
 from proxy.admin.metrics import ProxyMetrics
+from proxy.api import usage
+from proxy.api.coalesce import Coalescer, StreamFlight
+from proxy.api.headers import SSE_HEADERS, cache_headers
+from proxy.api.streaming import StreamRelaying
+from proxy.api.controls import CacheControls
 from proxy.api.speculate import Speculation, Speculator
-from proxy.api.sse import DONE, SSEParser, assemble, frame, replay_chunks
-from proxy.upstream.transport import TransportError
-from proxy.upstream.pool import PATHS, UpstreamPool
+from proxy.api.sse import DONE, frame, replay_chunks, unfinished
+from proxy.errors import error_body
+from proxy.upstream.pool import PATHS, UpstreamAnswer, UpstreamPool
 from semcache import CacheRequest, LookupResult, SemanticCache
 from semcache.errors import CacheUnavailableError, UpstreamError
 
@@ -50,18 +53,7 @@ log = logging.getLogger("semcache.proxy")
 ID_PREFIX = {"chat": "chatcmpl-", "completions": "cmpl-"}
 
 
-def cache_headers(status: str, lookup: LookupResult | None) -> dict[str, str]:
-    headers = {"x-semcache-status": status}
-    if lookup is not None:
-        headers["x-semcache-category"] = lookup.category
-        if lookup.similarity is not None:
-            headers["x-semcache-similarity"] = f"{lookup.similarity:.4f}"
-        if status == "hit" and lookup.entry is not None:
-            headers["x-semcache-entry"] = lookup.entry.id
-    return headers
-
-
-class CachedEndpoint:
+class CachedEndpoint(StreamRelaying):
     """Serves ``/v1/chat/completions`` and ``/v1/completions`` through the cache."""
 
     def __init__(self, cache: SemanticCache, pool: UpstreamPool, metrics: ProxyMetrics, *, coalesce: bool,
@@ -75,18 +67,25 @@ class CachedEndpoint:
         self.pool = pool
         self.metrics = metrics
         self.coalesce = coalesce
-        self.coalescer: Coalescer[dict[str, Any]] = Coalescer()
+        self.coalescer: Coalescer[UpstreamAnswer] = Coalescer()
+        self._streams: dict[str, StreamFlight] = {}  # flight key -> stream being fanned out
         self._storing: dict[str, asyncio.Task[None]] = {}  # coalesce key -> store in progress
         self.cache_ready = False  # set once the cache has started; until then: bypass
 
-    async def handle(self, endpoint: str, body: dict[str, Any], controls: CacheControls) -> Response:
+    async def handle(self, endpoint: str, body: dict[str, Any], controls: CacheControls,
+                     client_gone: Callable[[], Awaitable[Any]] | None = None) -> Response:
+        """Answer one request; ``client_gone`` returns once the caller has disconnected (it
+        cancels a non-streamed miss's upstream call that nobody else waits for)."""
         started = time.perf_counter()
         request = CacheRequest(endpoint=endpoint, body=body, tenant=controls.tenant,
                                namespace=controls.namespace, category=controls.category)
         speculator = self.speculator if self.cache_ready else None
         speculation = speculator.start(endpoint, request, controls) if speculator else None
         try:
-            return await self._handle(endpoint, body, controls, request, speculation, started)
+            handling = self._handle(endpoint, body, controls, request, speculation, started)
+            if client_gone is None or body.get("stream"):  # a stream's relay notices a leaving client itself
+                return await handling
+            return await _unless_gone(asyncio.ensure_future(handling), client_gone)
         finally:
             if speculation is not None:
                 speculator.finish(speculation)  # type: ignore[union-attr]
@@ -138,13 +137,13 @@ class CachedEndpoint:
                                                           speculation)
         except UpstreamError as exc:
             return self._upstream_error(endpoint, exc, status, lookup, started)
-        headers = {**cache_headers(status, lookup), **extra}
+        headers = {**answer.headers, **cache_headers(status, lookup), **extra}
         if joined:
             headers["x-semcache-coalesced"] = "true"
         self._observe(endpoint, status, started)
         # The store runs beside the response; the request ends (background) once it is done.
         background = BackgroundTask(_finish_store, storing) if storing is not None else None
-        return JSONResponse(answer, headers=headers, background=background)
+        return JSONResponse(answer.body, headers=headers, background=background)
 
     # ------------------------------------------------------------------ lookup
     async def _lookup(self, request: CacheRequest, controls: CacheControls) -> LookupResult | None:
@@ -184,30 +183,30 @@ class CachedEndpoint:
             yield b"".join(frame(c) for c in chunks) + DONE
             self._observe(endpoint, "hit", started)
 
-        return StreamingResponse(replay(), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(replay(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
 
     # ---------------------------------------------------------- non-streamed
     async def _forward(self, endpoint: str, request: CacheRequest, lookup: LookupResult | None,
                        controls: CacheControls, storable: bool, speculation: Speculation | None = None
-                       ) -> tuple[dict[str, Any], bool, asyncio.Task[None] | None]:
+                       ) -> tuple[UpstreamAnswer, bool, asyncio.Task[None] | None]:
         """The answer, whether it was another caller's, and the task storing it (the leader's only)."""
         storing: asyncio.Task[None] | None = None
 
-        async def work() -> dict[str, Any]:
+        async def work() -> UpstreamAnswer:
             nonlocal storing
             if speculation is not None and not speculation.taken:
                 answer = await speculation.take()  # under way since before the lookup
             else:
                 self.metrics.in_flight.inc()
                 try:
-                    answer = await self.pool.post_json(PATHS[endpoint], request.body, controls.authorization)
+                    answer = await self.pool.post_answer(PATHS[endpoint], request.body, controls.authorization)
                 finally:
                     self.metrics.in_flight.dec()
             self._vouch(controls)
-            if storable and lookup is not None:
+            if storable and lookup is not None and self._complete(answer.body):
                 # Off the critical path: the answer goes back while it is stored. Started here,
                 # inside the (shielded) coalesced flight, so a leaving leader cannot lose it.
-                storing = asyncio.ensure_future(self._store(request, lookup, answer, None))
+                storing = asyncio.ensure_future(self._store(request, lookup, answer.body, None))
                 key = lookup.coalesce_key
                 if key is not None:
                     self._storing[key] = storing
@@ -225,8 +224,18 @@ class CachedEndpoint:
             return answer, True, None
         return answer, False, storing
 
+    def _complete(self, answer: dict[str, Any]) -> bool:
+        """Every choice finished (else the answer is a cut-off prefix: never stored)."""
+        why = unfinished(answer)
+        if why is not None:
+            self.metrics.stores.labels("no").inc()
+            log.info("answer not stored: %s", why)
+        return why is None
+
     async def _store(self, request: CacheRequest, lookup: LookupResult, response: dict[str, Any],
                      chunks: list[dict[str, Any]] | None) -> None:
+        if not isinstance(response.get("usage"), dict):  # every hit must have usage: count it here
+            response = {**response, "usage": usage.estimate(request.body, response, request.endpoint)}
         try:
             result = await self.cache.store(request, lookup, response=response, chunks=chunks)
         except CacheUnavailableError as exc:
@@ -236,71 +245,6 @@ class CachedEndpoint:
         self.metrics.stores.labels("yes" if result.stored else "no").inc()
         if not result.stored:
             log.debug("answer not stored: %s", result.reason)
-
-    # --------------------------------------------------------------- streamed
-    async def _relay(self, endpoint: str, request: CacheRequest, lookup: LookupResult | None,
-                     controls: CacheControls, status: str, storable: bool, started: float,
-                     extra_headers: dict[str, str] | None = None,
-                     on_complete: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-                     speculation: Speculation | None = None) -> Response:
-        """Relay a stream; once complete, store it (``storable``) and/or call ``on_complete``
-        with the assembled answer, both before ``[DONE]`` goes out."""
-        self.metrics.in_flight.inc()
-        if speculation is not None and not speculation.taken:
-            upstream = speculation.upstream  # its in_flight was counted when the stream was opened
-            try:
-                response = await speculation.take()
-            except BaseException:
-                self.metrics.in_flight.dec()
-                raise
-        else:
-            upstream = self.pool.router.choose(request.body)
-            try:
-                response = await self.pool.open_counted(upstream, PATHS[endpoint], request.body,
-                                                        controls.authorization)
-            except BaseException:
-                self.metrics.in_flight.dec()
-                raise
-        self._vouch(controls)
-
-        async def relay() -> AsyncIterator[bytes]:
-            parser = SSEParser()
-            chunks: list[dict[str, Any]] | None = [] if storable or on_complete else None
-            complete = False
-            try:
-                async for data in response.aiter_bytes():
-                    out = []
-                    for event in parser.feed(data):
-                        if event.strip() == "[DONE]":
-                            complete = True
-                            if chunks:
-                                answer = assemble(chunks, endpoint)
-                                # Before [DONE] (a client may repeat the moment it sees it); shielded:
-                                # a client leaving now must not cut a store in half.
-                                if storable and lookup is not None:
-                                    await asyncio.shield(self._store(request, lookup, answer, chunks))
-                                if on_complete is not None:
-                                    await asyncio.shield(on_complete(answer))
-                            out.append(DONE)
-                            continue
-                        out.append(frame(event))
-                        if chunks is not None:
-                            chunks = _collect(chunks, event)
-                    if out:
-                        yield b"".join(out)
-            except TransportError as exc:
-                log.warning("upstream stream broke off: %s", type(exc).__name__)
-                yield frame(error_body("upstream stream broke off", 502))
-            finally:
-                await response.aclose()
-                upstream.in_flight -= 1
-                self.metrics.in_flight.dec()
-                if not complete:
-                    self.metrics.aborted_streams.inc()
-                self._observe(endpoint, status, started)
-
-        headers = {**cache_headers(status, lookup), **(extra_headers or {})}
-        return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
 
     # ------------------------------------------------------------- IC-Cache
     async def _small(self, request: CacheRequest, lookup: LookupResult, controls: CacheControls,
@@ -352,7 +296,8 @@ class CachedEndpoint:
         self.metrics.upstream_errors.labels(str(exc.status_code)).inc()
         self._observe(endpoint, status, started)
         body = exc.body if isinstance(exc.body, dict) else error_body(str(exc), exc.status_code)
-        return JSONResponse(body, status_code=exc.status_code, headers=cache_headers(status, lookup))
+        headers = {**getattr(exc, "headers", {}), **cache_headers(status, lookup)}  # retry-after, x-ratelimit-*
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     def _vouch(self, controls: CacheControls) -> None:
         """An upstream success with the caller's key: it may be served from the cache for a while."""
@@ -364,17 +309,19 @@ class CachedEndpoint:
         self.metrics.latency.labels(endpoint, status).observe(time.perf_counter() - started)
 
 
+async def _unless_gone(work: asyncio.Future[Response], client_gone: Callable[[], Awaitable[Any]]) -> Response:
+    """``work``'s response, or (the caller has left first) 499 after cancelling it."""
+    watch = asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)
+    return Response(status_code=499)  # nobody reads it: nginx's "client closed request"
+
+
 async def _finish_store(storing: asyncio.Task[None]) -> None:
     await asyncio.shield(storing)  # a leaving client must not cancel the store
-
-
-def _collect(chunks: list[dict[str, Any]], event: str) -> list[dict[str, Any]] | None:
-    """Add a relayed event to the chunks to store; None (store nothing) on an error or junk event."""
-    try:
-        chunk = json.loads(event)
-    except ValueError:
-        return None
-    if not isinstance(chunk, dict) or "error" in chunk:
-        return None
-    chunks.append(chunk)
-    return chunks

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from proxy.upstream.load import engine_idle
+from proxy.api.usage import asking_usage
 from proxy.upstream.pool import PATHS, Upstream, UpstreamPool
 from semcache.errors import RequestError
 from semcache.keys import request_digest
@@ -112,12 +113,13 @@ class Speculator:
             return None
         path = PATHS[endpoint]
         if request.body.get("stream"):
-            speculation = Speculation(upstream, self.pool.open_counted(upstream, path, request.body,
+            # Usage asked for, as on the normal path (hidden again from a caller who did not ask).
+            speculation = Speculation(upstream, self.pool.open_counted(upstream, path, asking_usage(request.body),
                                                                        controls.authorization),
                                       release=lambda: _give_back(upstream))
         else:
-            speculation = Speculation(upstream, self.pool.post_json(path, request.body, controls.authorization,
-                                                                    upstream))
+            speculation = Speculation(upstream, self.pool.post_answer(path, request.body, controls.authorization,
+                                                                      upstream))
         self._racing[speculation] = key
         return speculation
 

@@ -169,3 +169,19 @@ def replay_chunks(response: dict[str, Any], chunks: list[dict[str, Any]] | None,
         out.append({"id": id_, "object": obj, "created": created, **base, "choices": [],
                     "usage": response["usage"]})
     return out
+
+
+def unfinished(answer: dict[str, Any]) -> str | None:
+    """Why ``answer`` is not a complete answer (a choice without ``finish_reason``), or None.
+
+    An engine that cuts a stream short (llama-cpp-python's server, interrupted by
+    another request) sends ``[DONE]`` without a finish_reason: the text is a prefix.
+    """
+    choices = answer.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "no choices"
+    for choice in choices:
+        if not isinstance(choice, dict) or not choice.get("finish_reason"):
+            index = choice.get("index", 0) if isinstance(choice, dict) else "?"
+            return f"choice {index} ended without a finish_reason"
+    return None

@@ -199,6 +199,9 @@ class Http1Response:
         key = name.lower().encode()
         return next((v.decode("latin-1") for k, v in self.headers if k == key), None)
 
+    def header_items(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers]
+
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         if self._done:
             raise RuntimeError("response body already read or closed")

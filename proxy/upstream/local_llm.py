@@ -72,6 +72,9 @@ class LocalLLM:
             "--host", self.host, "--port", str(self.port), "--n_ctx", str(self.n_ctx),
             "--n_threads", str(threads), "--n_threads_batch", str(threads),
             "--cache", "True",  # reuse the KV state of a shared prompt prefix
+            # Its default ends a running stream with [DONE] (and no finish_reason) the moment
+            # another request arrives: a proxy serving several callers must let each one finish.
+            "--interrupt_requests", "False",
             "--verbose", "False",
         ]
 

@@ -98,14 +98,45 @@ class UpstreamRouter:
         return self.strategy.choose(candidates, body)
 
 
-def upstream_error(status: int, content: bytes) -> UpstreamError:
-    """An :class:`UpstreamError` carrying the upstream's status and (OpenAI-shaped) body."""
+# Upstream response headers a client or a load balancer reads, passed through to the caller:
+# the openai client's request id, rate-limit state and back-off (retry-after on a 429).
+RELAYED_HEADERS = frozenset({"x-request-id", "retry-after", "retry-after-ms", "openai-processing-ms",
+                             "openai-version"})
+RELAYED_PREFIXES = ("x-ratelimit-",)
+# On streams also what keeps a proxy in between from buffering or caching the events.
+STREAM_HEADERS = frozenset({"cache-control", "x-accel-buffering"})
+
+
+def relayed_headers(items: Sequence[tuple[str, str]], *, stream: bool = False) -> dict[str, str]:
+    """The headers of an upstream response (lower-case names) that go back to the caller."""
+    keep = RELAYED_HEADERS | STREAM_HEADERS if stream else RELAYED_HEADERS
+    return {name: value for name, value in items if name in keep or name.startswith(RELAYED_PREFIXES)}
+
+
+class UpstreamStatusError(UpstreamError):
+    """An error status from the upstream, with the headers to relay (``retry-after``, ...)."""
+
+    def __init__(self, message: str, *, status_code: int, body: object, headers: dict[str, str]):
+        super().__init__(message, status_code=status_code, body=body)
+        self.headers = headers
+
+
+def upstream_error(status: int, content: bytes, headers: dict[str, str] | None = None) -> UpstreamStatusError:
+    """An :class:`UpstreamError` carrying the upstream's status, (OpenAI-shaped) body and relayed headers."""
     try:
         body: Any = json.loads(content)
     except ValueError:
         body = content.decode("utf-8", "replace")
-    return UpstreamError(f"upstream answered {status}", status_code=status,
-                         body=openai_error_from_upstream(status, body))
+    return UpstreamStatusError(f"upstream answered {status}", status_code=status,
+                               body=openai_error_from_upstream(status, body), headers=headers or {})
+
+
+@dataclass(slots=True)
+class UpstreamAnswer:
+    """A non-streamed upstream answer: its JSON object and the headers to relay."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
 
 
 class UpstreamPool:
@@ -162,7 +193,8 @@ class UpstreamPool:
             raise UpstreamError(f"upstream {upstream.base_url} unreachable: {type(exc).__name__}",
                                 status_code=502) from exc
         if response.status_code >= 400:
-            raise upstream_error(response.status_code, await _read_all(upstream, response))
+            raise upstream_error(response.status_code, await _read_all(upstream, response),
+                                 relayed_headers(response.header_items()))
         return response
 
     async def open_counted(self, upstream: Upstream, path: str, body: dict[str, Any],
@@ -179,6 +211,11 @@ class UpstreamPool:
     async def post_json(self, path: str, body: dict[str, Any], authorization: str | None,
                         upstream: Upstream | None = None) -> dict[str, Any]:
         """Forward a non-streamed request to ``upstream`` (default: a routed one); its JSON answer."""
+        return (await self.post_answer(path, body, authorization, upstream)).body
+
+    async def post_answer(self, path: str, body: dict[str, Any], authorization: str | None,
+                          upstream: Upstream | None = None) -> UpstreamAnswer:
+        """:meth:`post_json` with the upstream's headers to relay."""
         upstream = upstream or self.router.choose(body)
         upstream.in_flight += 1
         try:
@@ -186,13 +223,7 @@ class UpstreamPool:
             content = await _read_all(upstream, response)
         finally:
             upstream.in_flight -= 1
-        try:
-            data = json.loads(content)
-        except ValueError as exc:
-            raise UpstreamError("upstream answered invalid JSON", status_code=502) from exc
-        if not isinstance(data, dict):
-            raise UpstreamError("upstream answered a non-object JSON", status_code=502)
-        return data
+        return UpstreamAnswer(json_object(content), relayed_headers(response.header_items()))
 
     async def probe_key(self, authorization: str | None) -> int:
         """Status of ``GET /models`` on the first upstream with the caller's Authorization.
@@ -235,6 +266,17 @@ class UpstreamPool:
             for m in listing:
                 merged.setdefault(m["id"], m)
         return list(merged.values())
+
+
+def json_object(content: bytes) -> dict[str, Any]:
+    """An upstream body that must be a JSON object; anything else is a 502."""
+    try:
+        data = json.loads(content)
+    except ValueError as exc:
+        raise UpstreamError("upstream answered invalid JSON", status_code=502) from exc
+    if not isinstance(data, dict):
+        raise UpstreamError("upstream answered a non-object JSON", status_code=502)
+    return data
 
 
 async def _read_all(upstream, response) -> bytes:

@@ -51,6 +51,10 @@ class ReadTimeout(TransportTimeout):
 class UpstreamResponse(Protocol):
     status_code: int
 
+    def header_items(self) -> list[tuple[str, str]]:
+        """The response headers, names lower-cased, in order."""
+        ...
+
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
 
     async def aread(self) -> bytes: ...
@@ -81,6 +85,9 @@ class _HttpxResponse:
     def __init__(self, response: httpx.Response):
         self._response = response
         self.status_code = response.status_code
+
+    def header_items(self) -> list[tuple[str, str]]:
+        return [(k.lower(), v) for k, v in self._response.headers.items()]
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:

@@ -76,6 +76,16 @@ class Harness:
 
 
 
+def metric_sample(text: str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus metric's samples (in exposition ``text``) whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 @pytest.fixture
 def policy_file(tmp_path: Path) -> Path:
     path = tmp_path / "policies.yaml"
@@ -113,12 +123,3 @@ def make_proxy(tmp_path, policy_file) -> Callable:
 
     return make
 
-
-def prom_sample(text: str, name: str, **labels: str) -> float:
-    """Sum of a Prometheus exposition's samples named ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total

@@ -17,7 +17,7 @@ import pytest
 from evaluation.engine_sim import SimSettings
 from evaluation.engine_sim import create_app as create_sim_app
 from proxy.app import create_app
-from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings, prom_sample
+from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings, metric_sample
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +47,10 @@ class Live:
                               json={"model": "sim-model", "messages": [{"role": "user", "content": content}]})
 
     def metric(self, name: str, **labels: str) -> float:
-        return prom_sample(self.http.get("/metrics").text, name, **labels)
+        return metric_sample(self.http.get("/metrics").text, name, **labels)
 
     def sim_requests(self) -> float:
-        return prom_sample(httpx.get(self.sim.url + "/metrics").text, "vllm:request_success_total")
+        return metric_sample(httpx.get(self.sim.url + "/metrics").text, "vllm:request_success_total")
 
     def audits(self) -> dict:
         stats = self.http.get("/admin/stats", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
@@ -147,7 +147,7 @@ def test_a_busy_engine_gets_no_audit(live):
         for _ in range(2)]
     for t in busy:
         t.start()
-    h.wait_for(lambda: prom_sample(httpx.get(h.sim.url + "/metrics").text, "vllm:num_requests_waiting") >= 1)
+    h.wait_for(lambda: metric_sample(httpx.get(h.sim.url + "/metrics").text, "vllm:num_requests_waiting") >= 1)
     time.sleep(0.3)  # let the proxy's 0.1 s scrape see the queue
     before = h.sim_requests()
     hit = h.ask(OTHER)

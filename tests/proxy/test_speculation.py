@@ -18,7 +18,7 @@ from evaluation.engine_sim import create_app as create_sim_app
 from proxy.app import create_app
 from proxy.api.speculate import Speculation
 from proxy.upstream.pool import Upstream
-from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings, prom_sample
+from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings, metric_sample
 
 pytestmark = pytest.mark.slow
 
@@ -33,14 +33,14 @@ class Live:
         return self.http.post("/v1/chat/completions", json=body)
 
     def spec(self, outcome: str) -> float:
-        return prom_sample(self.http.get("/metrics").text, "semcache_speculative_forwards_total", outcome=outcome)
+        return metric_sample(self.http.get("/metrics").text, "semcache_speculative_forwards_total", outcome=outcome)
 
     def stored(self) -> bool:
         """The first answer is in the cache (stores run beside the response)."""
-        return prom_sample(self.http.get("/metrics").text, "semcache_stores_total", stored="yes") >= 1
+        return metric_sample(self.http.get("/metrics").text, "semcache_stores_total", stored="yes") >= 1
 
     def sim_metric(self, name: str, **labels: str) -> float:
-        return prom_sample(httpx.get(self.sim.url + "/metrics").text, name, **labels)
+        return metric_sample(httpx.get(self.sim.url + "/metrics").text, name, **labels)
 
     def wait_for(self, check, seconds: float = 3.0) -> None:
         deadline = time.monotonic() + seconds
@@ -92,7 +92,7 @@ def test_a_semantic_hit_drops_the_call_and_the_engine_aborts_it(live):
     assert h.spec("dropped") == 1
     h.wait_for(lambda: h.sim_metric("vllm:request_success_total", finished_reason="abort") == 1)
     h.wait_for(lambda: h.sim_metric("vllm:num_requests_running") == 0)
-    assert prom_sample(h.http.get("/metrics").text, "semcache_upstream_in_flight") == 0
+    assert metric_sample(h.http.get("/metrics").text, "semcache_upstream_in_flight") == 0
 
 
 def test_an_exact_repeat_is_not_raced(live):
@@ -166,7 +166,7 @@ def test_streams_take_or_drop_the_opened_upstream_stream(live):
     assert headers["x-semcache-status"] == "hit" and hit.rstrip().endswith("data: [DONE]")
     assert h.spec("dropped") == 1
     h.wait_for(lambda: h.sim_metric("vllm:request_success_total", finished_reason="abort") >= 1)
-    h.wait_for(lambda: prom_sample(h.http.get("/metrics").text, "semcache_upstream_in_flight") == 0)
+    h.wait_for(lambda: metric_sample(h.http.get("/metrics").text, "semcache_upstream_in_flight") == 0)
 
 
 class _Opened:
