@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from proxy.admin.api import build_admin_router
+from proxy.admin.api import bearer_check, build_admin_router
+from proxy.admin.dashboard import build_dashboard_router
 from proxy.errors import install_error_handlers
 from proxy.api.feedback import build_feedback_router
 from proxy.upstream.engine_load import metrics_url
@@ -237,6 +238,9 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
     app.include_router(build_health_router(ready, metrics))
     app.include_router(build_admin_router(token, lambda: parts.need("cache"), proxy_stats,
                                           settings.policies if settings.persist_policy_reloads else None))
+    app.include_router(build_dashboard_router(
+        token, lambda: {"cache": parts.need("cache").stats_snapshot(), "proxy": proxy_stats()},
+        bearer_check(token) if token else None, interval_s=settings.dashboard_interval_s))
     app.include_router(build_feedback_router(lambda: parts.need("cache"), settings.tenant_salt,
                                              lambda: parts.iccache, lambda: parts.need("endpoint").keycheck,
                                              token))

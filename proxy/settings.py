@@ -57,6 +57,8 @@ class ProxySettings(BaseSettings):
                                        description="see gpu_embed; env e.g. SEMCACHE_EMBEDDER__BACKEND=onnx-int8")
 
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin; unset = admin disabled")
+    dashboard_interval_s: float = Field(2.0, ge=0.2, description="how often /admin/live (the dashboard) sends "
+                                                                 "a stats snapshot")
     persist_policy_reloads: bool = Field(True, description="write a policy reloaded via /admin over the policies file")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     coalesce: bool = True

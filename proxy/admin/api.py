@@ -33,7 +33,7 @@ _POLICY_BODY = {
 }
 
 
-def _bearer_check(token: str) -> Callable[[Request], None]:
+def bearer_check(token: str) -> Callable[[Request], None]:
     expected = token.encode()
 
     def check(request: Request) -> None:
@@ -61,7 +61,7 @@ def build_admin_router(token: str | None, cache: Callable[[], SemanticCache],
 
         return disabled
 
-    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(_bearer_check(token))])
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(bearer_check(token))])
 
     @router.get("/stats")
     async def stats() -> dict[str, Any]:

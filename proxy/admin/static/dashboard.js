@@ -1,0 +1,185 @@
+// semcache live dashboard: signs in with the admin token (kept in sessionStorage, sent only
+// as an Authorization header) and renders the /admin/live stream of /admin/stats snapshots.
+"use strict";
+
+const KEY = "semcache-admin-token";
+const HISTORY = 150; // points kept per series (5 minutes at the default 2 s interval)
+const $ = (id) => document.getElementById(id);
+let reader = null;
+let charts = null;
+const series = { labels: [], byCategory: {} };
+let last = {}; // previous snapshot's counters per category, for rates over the interval
+
+function pct(x) { return x === null || x === undefined ? "-" : (100 * x).toFixed(1) + "%"; }
+function num(x) { return x === null || x === undefined ? "-" : Number(x).toLocaleString("en-US"); }
+function sumValues(o) { return Object.values(o || {}).reduce((a, b) => a + b, 0); }
+function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
+
+function setStatus(text, kind) {
+  const s = $("status");
+  s.textContent = text;
+  s.className = "status " + (kind || "");
+}
+
+function showLogin(message) {
+  $("board").hidden = true;
+  $("logout").hidden = true;
+  $("login").hidden = false;
+  const err = $("login-error");
+  err.hidden = !message;
+  err.textContent = message || "";
+  setStatus("signed out");
+}
+
+async function connect(token) {
+  setStatus("connecting");
+  let response;
+  try {
+    response = await fetch("/admin/live", { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+  } catch (e) {
+    setStatus("cannot reach the proxy", "error");
+    setTimeout(() => connect(token), 3000);
+    return;
+  }
+  if (response.status === 401) {
+    sessionStorage.removeItem(KEY);
+    showLogin("Wrong token: the proxy refused it.");
+    return;
+  }
+  if (!response.ok) {
+    setStatus("live stream refused (" + response.status + ")", "error");
+    setTimeout(() => connect(token), 5000);
+    return;
+  }
+  $("login").hidden = true;
+  $("board").hidden = false;
+  $("logout").hidden = false;
+  setStatus("live", "live");
+  reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        if (event.startsWith("data: ")) render(JSON.parse(event.slice(6)));
+      }
+    }
+  } catch (e) { /* stream broken: reconnect below */ }
+  if (sessionStorage.getItem(KEY)) {
+    setStatus("reconnecting", "error");
+    setTimeout(() => connect(sessionStorage.getItem(KEY)), 2000);
+  }
+}
+
+function render(snap) {
+  const cache = snap.cache || {};
+  const total = cache.total || {};
+  $("t-lookups").textContent = num(total.lookups);
+  $("t-hit-rate").textContent = pct(total.lookups ? total.hit_rate : null);
+  $("t-hits").textContent = num(total.hits);
+  $("t-bypasses").textContent = num(total.bypasses);
+  $("t-stores").textContent = num(total.stores);
+  $("t-updated").textContent = new Date(snap.at * 1000).toLocaleTimeString();
+  renderCategories(cache, (snap.proxy || {}).audits || {});
+  renderEngines((snap.proxy || {}).upstreams || []);
+  renderCharts(snap, cache.categories || {});
+}
+
+function renderCategories(cache, audits) {
+  const body = document.querySelector("#categories tbody");
+  body.replaceChildren();
+  const cats = cache.categories || {};
+  for (const [name, c] of Object.entries(cats)) {
+    const a = audits[name];
+    const fhr = a && a.false_hit_rate !== null
+      ? pct(a.false_hit_rate) + " [" + pct(a.lower) + ", " + pct(a.upper) + "]" : "no sample yet";
+    const tr = document.createElement("tr");
+    tr.dataset.category = name;
+    const refusals = Object.entries(c.store_refusals || {}).map(([k, v]) => k + " " + v).join(", ") || "0";
+    tr.append(cell(name), cell(num(c.lookups)), cell(pct(c.lookups ? c.hit_rate : null)), cell(fhr),
+      cell(a ? num(a.audited) + " (" + num(a.audit_false_hits) + " false)" : "0"), cell(num(c.bypasses)),
+      cell(refusals), cell(num(sumValues(c.guard_rejections)) + " / " + num(c.verifier_rejections)),
+      cell(c.lookups ? c.mean_lookup_ms.toFixed(2) : "-"), cell(num((cache.entries || {})[name] || 0)));
+    body.append(tr);
+  }
+}
+
+function renderEngines(upstreams) {
+  const body = document.querySelector("#engines tbody");
+  body.replaceChildren();
+  for (const u of upstreams) {
+    const e = u.engine || {};
+    const tr = document.createElement("tr");
+    tr.append(cell(u.base_url), cell(u.model || "any"), cell(num(u.in_flight)),
+      cell(e.vllm_metrics ? num(e.waiting) : "not vLLM"), cell(e.vllm_metrics ? num(e.running) : "-"),
+      cell(e.vllm_metrics && e.kv_usage !== null ? pct(e.kv_usage) : "-"));
+    body.append(tr);
+  }
+}
+
+const COLOURS = ["#2f6fdf", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d"];
+
+function ensureCharts() {
+  if (charts || typeof Chart === "undefined") return charts;
+  const common = { animation: false, responsive: true, maintainAspectRatio: false };
+  charts = {
+    hitRate: new Chart($("chart-hit-rate"), { type: "line", data: { labels: [], datasets: [] },
+      options: { ...common, scales: { y: { min: 0, max: 1, title: { display: true, text: "hit rate (interval)" } } } } }),
+    similarity: new Chart($("chart-similarity"), { type: "bar", data: { labels: [], datasets: [] },
+      options: { ...common, scales: { x: { title: { display: true, text: "cosine similarity" } },
+        y: { title: { display: true, text: "lookups" } } } } }),
+  };
+  return charts;
+}
+
+function renderCharts(snap, cats) {
+  const c = ensureCharts();
+  if (!c) return;
+  series.labels.push(new Date(snap.at * 1000).toLocaleTimeString());
+  if (series.labels.length > HISTORY) series.labels.shift();
+  Object.entries(cats).forEach(([name, s]) => {
+    const prev = last[name] || { lookups: 0, hits: 0 };
+    const dl = s.lookups - prev.lookups, dh = s.hits - prev.hits;
+    const points = series.byCategory[name] || (series.byCategory[name] = []);
+    while (points.length < series.labels.length - 1) points.push(null);
+    points.push(dl > 0 ? dh / dl : null);
+    if (points.length > HISTORY) points.shift();
+    last[name] = { lookups: s.lookups, hits: s.hits };
+  });
+  c.hitRate.data.labels = series.labels.slice();
+  c.hitRate.data.datasets = Object.entries(series.byCategory).map(([name, points], i) => ({
+    label: name, data: points.slice(), borderColor: COLOURS[i % COLOURS.length], spanGaps: true, pointRadius: 0 }));
+  c.hitRate.update();
+  const bins = 50, labels = [];
+  for (let i = 0; i < bins; i++) labels.push((i / bins).toFixed(2));
+  const sum = (key) => labels.map((_, i) => Object.values(cats).reduce((a, s) => a + ((s[key] || [])[i] || 0), 0));
+  c.similarity.data.labels = labels;
+  c.similarity.data.datasets = [
+    { label: "hits", data: sum("hit_similarity_hist"), backgroundColor: "#2f6fdf" },
+    { label: "near misses", data: sum("near_miss_similarity_hist"), backgroundColor: "#e67e22" },
+  ];
+  c.similarity.update();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token").value;
+    $("token").value = "";
+    sessionStorage.setItem(KEY, token);
+    connect(token);
+  });
+  $("logout").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY);
+    if (reader) reader.cancel();
+    showLogin();
+  });
+  const saved = sessionStorage.getItem(KEY);
+  if (saved) connect(saved); else showLogin();
+});

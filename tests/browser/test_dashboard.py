@@ -1,0 +1,106 @@
+"""The live dashboard in a real browser, against a real proxy in front of the engine simulator.
+
+Set ``SEMCACHE_SCREENSHOTS=docs`` to (re)write the screenshots under ``docs/``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from evaluation.engine_sim import SimSettings
+from evaluation.engine_sim import create_app as create_sim_app
+from proxy.app import create_app
+from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings
+
+pytestmark = pytest.mark.slow
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture
+def proxy(tmp_path, live_server):
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text("categories:\n  faq: {threshold: 0.7, match: {keywords: [faq]}}\n"
+                           "  default: {threshold: 0.7}\n")
+    with live_server(create_sim_app(SimSettings(model="sim-model", decode_ms_per_token=0.5))) as sim:
+        settings = make_settings(tmp_path, policy_file, upstreams=[f"{sim.url}/v1"], dashboard_interval_s=0.3)
+        with live_server(create_app(settings, embedder=BagOfWordsEmbedder())) as server:
+            yield server
+
+
+def _traffic(url: str, stop: threading.Event) -> None:
+    questions = ["what is a semantic cache", "what is a semantic cache please", "how do I reset my password",
+                 "how can I reset my password", "faq: opening hours of the shop", "faq: shop opening hours"]
+    with httpx.Client(base_url=url, headers={"authorization": "Bearer key-a"}, timeout=10) as client:
+        i = 0
+        while not stop.is_set() and i < 400:
+            client.post("/v1/chat/completions", json={"model": "sim-model", "messages": [
+                {"role": "user", "content": questions[i % len(questions)]}]})
+            i += 1
+            time.sleep(0.02)
+
+
+def _wait_number(page, selector: str, at_least: int, seconds: float = 20.0) -> None:
+    # Polled from here: the page's CSP (no eval) rightly refuses Playwright's wait_for_function.
+    deadline = time.monotonic() + seconds
+    while True:
+        text = page.inner_text(selector).replace(",", "")
+        if text.isdigit() and int(text) >= at_least:
+            return
+        assert time.monotonic() < deadline, f"{selector} stayed at {text!r}"
+        time.sleep(0.1)
+
+
+def _shot(page, tmp_path: Path, name: str) -> None:
+    target = DOCS if os.environ.get("SEMCACHE_SCREENSHOTS") == "docs" else tmp_path
+    target.mkdir(exist_ok=True)
+    page.screenshot(path=str(target / name), full_page=True)
+
+
+def test_wrong_token_is_refused_and_kept_nowhere(browser, proxy):
+    page = browser.new_page()
+    page.goto(proxy.url + "/dashboard")
+    page.fill("#token", "not-the-token")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#login-error:not([hidden])")
+    assert "Wrong token" in page.inner_text("#login-error")
+    assert page.is_hidden("#board")
+    assert page.evaluate("sessionStorage.getItem('semcache-admin-token')") is None
+    assert "token" not in page.url
+    page.close()
+
+
+def test_tiles_fill_under_live_traffic(browser, proxy, tmp_path):
+    stop = threading.Event()
+    driver = threading.Thread(target=_traffic, args=(proxy.url, stop), daemon=True)
+    driver.start()
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(proxy.url + "/dashboard")
+        page.fill("#token", ADMIN_TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#board:not([hidden])")
+        assert page.inner_text("#status") == "live"
+        # The token went into session storage and a header, never the URL.
+        assert page.evaluate("sessionStorage.getItem('semcache-admin-token')") == ADMIN_TOKEN
+        assert ADMIN_TOKEN not in page.url
+        _wait_number(page, "#t-lookups", 20)
+        page.wait_for_selector("#categories tr[data-category=default]")
+        _wait_number(page, "#t-hits", 5)
+        engines = page.inner_text("#engines tbody")
+        assert "/v1" in engines and "sim" not in page.inner_text("#login-error")
+        time.sleep(1.0)  # a few more points on the hit-rate chart
+        _shot(page, tmp_path, "dashboard.png")
+        # Signing out forgets the token.
+        page.click("#logout")
+        assert page.evaluate("sessionStorage.getItem('semcache-admin-token')") is None
+        assert page.is_visible("#login")
+        page.close()
+    finally:
+        stop.set()
+        driver.join(timeout=20)
