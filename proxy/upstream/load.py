@@ -26,7 +26,7 @@ import httpx
 
 from proxy.upstream.engine_load import EngineLoadScraper, metrics_url
 from proxy.upstream.pool import Upstream
-from semcache.iccache.load import EngineLoad, LoadTracker
+from semcache.load import EngineLoad, LoadTracker
 
 
 class UpstreamLoad:
