@@ -101,6 +101,7 @@ class SemanticCache:
             self._tasks.append(asyncio.create_task(self.replicas.follow(follow_from), name="semcache-follow"))
         if self.purge_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._purge_loop(), name="semcache-purge"))
+        self._tasks += self.adaptive.start()
 
     async def close(self) -> None:
         for task in self._tasks:

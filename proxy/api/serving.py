@@ -38,6 +38,7 @@ from proxy.upstream.transport import TransportError
 from proxy.upstream.pool import PATHS, UpstreamPool
 from semcache import CacheRequest, LookupResult, SemanticCache
 from semcache.errors import CacheUnavailableError, UpstreamError
+from proxy.api.adaptive import threshold_headers
 
 if TYPE_CHECKING:
     from proxy.api.iccache import ICCacheService, Verdict
@@ -53,6 +54,7 @@ def cache_headers(status: str, lookup: LookupResult | None) -> dict[str, str]:
     headers = {"x-semcache-status": status}
     if lookup is not None:
         headers["x-semcache-category"] = lookup.category
+        headers.update(threshold_headers(lookup))
         if lookup.similarity is not None:
             headers["x-semcache-similarity"] = f"{lookup.similarity:.4f}"
         if status == "hit" and lookup.entry is not None:

@@ -124,6 +124,10 @@ class EngineLoadScraper:
         """Whether ``model``'s last scrape worked (false before the first one succeeds)."""
         return model in self._seen and model not in self._failing
 
+    def failing(self, model: str) -> bool:
+        """Whether ``model``'s metrics were scraped before and the last scrape failed (down or wedged)."""
+        return model in self._seen and model in self._failing
+
     async def _loop(self) -> None:
         while True:
             await self.scrape_once()

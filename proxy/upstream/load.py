@@ -54,6 +54,10 @@ class UpstreamLoad:
         """The last scrape of ``upstream`` worked and showed vLLM metrics."""
         return self._scraper.healthy(upstream.base_url)
 
+    def failing(self, upstreams: Sequence[Upstream]) -> bool:
+        """Every one of ``upstreams`` once exported vLLM metrics and its last scrape failed."""
+        return bool(upstreams) and all(self._scraper.failing(u.base_url) for u in upstreams)
+
     def waiting(self, upstream: Upstream) -> float | None:
         """Requests queued in the engine (all clients), or None when its metrics are unknown."""
         if not self.is_vllm(upstream):

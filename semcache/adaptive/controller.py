@@ -229,6 +229,12 @@ class AdaptiveControl:
         return {"enabled": self.enabled, "dry_run": self.dry_run, "disabled": sorted(self.disabled),
                 "categories": categories, "stale_hits": dict(self.stale_hits), "moves": self.events.total, "events": self.events.snapshot()}
 
+    def start(self, interval_s: float = 1.0) -> list[asyncio.Task]:
+        """The background ticks (none without a pressure source: nothing could move)."""
+        if self.pressure is None:
+            return []
+        return [asyncio.create_task(self.run(interval_s), name="semcache-adaptive")]
+
     async def run(self, interval_s: float = 1.0) -> None:
         """Tick forever (a background task)."""
         while True:

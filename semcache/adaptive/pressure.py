@@ -64,7 +64,9 @@ def pressure_of(load: EngineLoad | None, targets: PressureTargets, *, in_flight:
         ratios = {"in_flight": in_flight / targets.max_in_flight}
     else:
         ratios = {"queue": load.waiting / targets.max_waiting, "kv": load.kv_usage / targets.kv_usage}
-        if load.ttft_s is not None:
+        if load.ttft_s is not None and load.waiting + load.running > 0:
+            # The window mean is of requests that finished; an idle engine keeps its last
+            # one indefinitely, which says nothing about a request sent now.
             ratios["ttft"] = load.ttft_s / targets.ttft_s
     signal = max(ratios, key=lambda k: ratios[k])
     return Pressure(value=max(0.0, ratios[signal]), signal=signal, failing=failing)

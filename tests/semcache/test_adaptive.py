@@ -56,6 +56,7 @@ def test_pressure_is_the_worst_signal_over_its_target():
     p = pressure_of(EngineLoad(waiting=5, running=4, kv_usage=0.45, ttft_s=5.0), t)
     assert (p.value, p.signal) == (2.5, "ttft")
     assert pressure_of(EngineLoad(waiting=30), t).signal == "queue"
+    assert pressure_of(EngineLoad(ttft_s=9.0), t).value == 0.0  # idle: an old window's latency is no pressure
     assert pressure_of(None, t, in_flight=32).value == pytest.approx(32 / t.max_in_flight)
 
 
