@@ -130,3 +130,46 @@ async def test_kill_switch_and_dry_run_through_the_admin_api(loaded_proxy):
                                   headers={"cache-control": "no-store"})
         assert probe.headers["x-semcache-threshold"] == "0.9000"  # dry run: the policy is served
         await asyncio.gather(*burst)
+
+
+@pytest.mark.slow
+async def test_iccache_and_the_relaxed_cache_read_one_pressure_and_split_the_work(tmp_path, live_server):
+    """Under load, a paraphrase within the calibrated floor is a (relaxed) cache hit and costs no
+    engine; a request below the floor goes to IC-Cache's router, which sends it to the small model."""
+    from .test_iccache_proxy import LARGE, SMALL, iccache_yaml, queue_on
+
+    policy = tmp_path / "policies.yaml"
+    policy.write_text(POLICY.replace("threshold: 0.90", "threshold: 0.90\n    cache_truncated: true"))
+    (tmp_path / "iccache.yaml").write_text(iccache_yaml())
+    with live_server(create_sim_app(LARGE)) as large, live_server(create_sim_app(SMALL)) as small:
+        settings = make_settings(tmp_path, policy, upstreams=[f"big={large.url}/v1", f"tiny={small.url}/v1"],
+                                 iccache=tmp_path / "iccache.yaml", upstream_metrics_interval_s=0.1,
+                                 pressure=PressureTargets(max_waiting=2), speculative_forward=False)
+        with live_server(create_app(settings, embedder=BagOfWordsEmbedder())) as proxy:
+            async with httpx.AsyncClient(base_url=proxy.url, headers={"authorization": "Bearer k"},
+                                         timeout=60) as client:
+                def big(text):
+                    return {"model": "big", "messages": [{"role": "user", "content": text}]}
+
+                first = await client.post("/v1/chat/completions", json=big("how do I reset my password"))
+                assert first.headers["x-semcache-route"] == "large"  # idle: cached, and an example
+                flood, pending = queue_on(large.url)
+                try:
+                    async def at_floor():
+                        snap = (await client.get("/admin/adaptive", headers=ADMIN)).json()
+                        return snap if snap["categories"]["default"]["effective_threshold"] == 0.85 else None
+
+                    snap = await until(at_floor)
+                    assert snap["categories"]["default"]["signal"] == "queue"
+                    near = await client.post("/v1/chat/completions", json=big("how do I reset my password now please"))
+                    assert near.headers["x-semcache-status"] == "hit"
+                    assert near.headers["x-semcache-threshold"] == "0.8500; adaptive"
+                    far = await client.post("/v1/chat/completions", json=big("reset my password"))  # cosine 0.71
+                    assert far.headers["x-semcache-status"] == "ic" and far.headers["x-semcache-route"] == "small"
+                    stats = (await client.get("/admin/stats", headers=ADMIN)).json()["proxy"]
+                    assert stats["iccache"]["load"]["big"]["waiting"] >= 2  # the same scrape both read
+                    routes = stats["iccache"]["categories"]["default"]
+                    assert routes["cache"] >= 1 and routes["small"] >= 1
+                finally:
+                    await asyncio.to_thread(lambda: [f.result() for f in pending])
+                    flood.shutdown()
