@@ -93,11 +93,12 @@ def run_system(wdir: Path, requests: list[workload.Request], policy: Path, tmp: 
                             max_batch=args.max_batch) as sim, \
             _proxy(sim.url + "/v1", policy, tmp / f"{wdir.name}-{name}.db", tmp / f"{wdir.name}-{name}.log",
                    adaptive=adaptive, max_waiting=args.max_waiting, scrape_s=0.25) as px:
-        began = time.perf_counter()
+        began, started_at = time.perf_counter(), time.time()
         records, timeline = asyncio.run(_replay(px.url, sim.url, requests, args.seconds * 2))
         with httpx.Client(timeout=10) as client:
             snap = client.get(px.url + "/admin/adaptive", headers={"authorization": f"Bearer {TOKEN}"}).json()
     return {"records": records, "timeline": timeline, "events": snap["events"], "moves": snap["moves"],
+            "started_at": started_at,
             "wall_s": round(time.perf_counter() - began, 1)}
 
 
@@ -189,6 +190,15 @@ def report(result: dict[str, Any]) -> str:
                          f"({(a['to_engine'] - s['to_engine']) / s['to_engine']:+.1%}), tokens "
                          f"{s['engine_tokens']} -> {a['engine_tokens']} "
                          f"({(a['engine_tokens'] - s['engine_tokens']) / max(1, s['engine_tokens']):+.1%})\n")
+        events = runs["adaptive"]["events"]
+        if events:
+            t0 = runs["adaptive"].get("started_at")
+            since = "s into the replay" if t0 is not None else "s after the first move"
+            t0 = events[0]["at"] if t0 is None else t0
+            lines.append(f"{trace}: controller moves of the adaptive run ({since}; first 8 of {len(events)} kept):\n")
+            lines += [f"    {e['at'] - t0:7.1f} s  {e['action']:<7} {e['old_threshold']:.4f} -> {e['new_threshold']:.4f}"
+                      f"  ({e['reason']})" for e in events[:8]]
+            lines.append("")
     return "\n".join(lines)
 
 

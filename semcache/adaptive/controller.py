@@ -142,7 +142,13 @@ class AdaptiveControl:
             (self.disabled.discard if enabled else self.disabled.add)(category)
         elif enabled is not None:
             self.enabled = enabled
-        if dry_run is not None:
+        if dry_run is not None and dry_run != self.dry_run:
+            # Entering or leaving dry run starts from the policy: a level reached in one
+            # mode says nothing the other may act on.
+            now = self.clock.now()
+            for policy in self._policies():
+                if (state := self._states.get(policy.name)) is not None:
+                    self._reset(policy, state, now, f"dry run {'on' if dry_run else 'off'}")
             self.dry_run = dry_run
         self.tick()
 
@@ -163,7 +169,7 @@ class AdaptiveControl:
             if now - seen > self.model_memory_s:
                 del state.models[model]
         worst = NO_PRESSURE
-        for model in state.models:
+        for model in list(state.models):
             try:
                 p = self.pressure(model)
             except Exception as exc:  # a broken load source must never fail a lookup

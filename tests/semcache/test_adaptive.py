@@ -168,6 +168,18 @@ def test_dry_run_logs_the_moves_but_serves_the_policy():
     assert ctl.snapshot()["categories"]["default"]["dry_run_level"] == 3
 
 
+def test_switching_dry_run_starts_from_the_policy():
+    ctl, policy, clock, dial = control()
+    dial.value = 2.0
+    assert run(ctl, policy, clock, 7).threshold == pytest.approx(0.86)
+    ctl.set_switches(dry_run=True)
+    assert run(ctl, policy, clock, 6).threshold == 0.90
+    assert ctl.snapshot()["categories"]["default"]["dry_run_level"] == 1
+    ctl.set_switches(dry_run=False)  # a level reached while dry must not take effect at once
+    assert ctl.effective(policy, "m").threshold == 0.90
+    assert [e.reason for e in ctl.events if e.action == "reset"] == ["dry run on", "dry run off"]
+
+
 def test_category_follows_its_models_and_forgets_idle_ones():
     policies = load_policies_text(ADAPTIVE)
     clock = ManualClock()
