@@ -195,9 +195,10 @@ def report(result: dict[str, Any]) -> str:
             t0 = runs["adaptive"].get("started_at")
             since = "s into the replay" if t0 is not None else "s after the first move"
             t0 = events[0]["at"] if t0 is None else t0
-            lines.append(f"{trace}: controller moves of the adaptive run ({since}; first 8 of {len(events)} kept):\n")
-            lines += [f"    {e['at'] - t0:7.1f} s  {e['action']:<7} {e['old_threshold']:.4f} -> {e['new_threshold']:.4f}"
-                      f"  ({e['reason']})" for e in events[:8]]
+            lines.append(f"{trace}: controller moves of the adaptive run ({since}; the first "
+                         f"{min(8, len(events))} of {len(events)}):\n")
+            lines += [f"    {e['at'] - t0:7.1f} s  {e['action']:<7} {e['old_threshold']:.4f} -> "
+                      f"{e['new_threshold']:.4f}  ({e['reason']})" for e in events[:8]]
             lines.append("")
     return "\n".join(lines)
 

@@ -233,7 +233,8 @@ class AdaptiveControl:
                 "dry_run_level": state.dry_level, "pressure": round(state.pressure.value, 4),
                 "signal": state.pressure.signal, "models": sorted(state.models)}
         return {"enabled": self.enabled, "dry_run": self.dry_run, "disabled": sorted(self.disabled),
-                "categories": categories, "stale_hits": dict(self.stale_hits), "moves": self.events.total, "events": self.events.snapshot()}
+                "categories": categories, "stale_hits": dict(self.stale_hits), "moves": self.events.total,
+                "events": self.events.snapshot()}
 
     def start(self, interval_s: float = 1.0) -> list[asyncio.Task]:
         """The background ticks (none without a pressure source: nothing could move)."""
