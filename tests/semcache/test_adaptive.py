@@ -224,8 +224,8 @@ def test_a_failing_pressure_source_never_fails_the_lookup():
 # ------------------------------------------------------------ through the cache
 
 
-def chat(text):
-    return CacheRequest("chat", {"model": "m", "messages": [{"role": "user", "content": text}]}, tenant="t")
+def chat(text, tenant="t"):
+    return CacheRequest("chat", {"model": "m", "messages": [{"role": "user", "content": text}]}, tenant=tenant)
 
 
 ANSWER = {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
@@ -302,3 +302,33 @@ async def test_stale_is_never_served_when_the_category_does_not_allow_it(make_ca
     await put(cache, "what is semcache")
     clock.advance(301)  # past even the stretched TTL of an entry stored under load
     assert (await cache.lookup(chat("what is semcache"))).status == "miss"
+
+
+async def test_relaxed_threshold_still_runs_the_guards(make_cache, clock):
+    # enable vs disable: cosine 0.891 (HashEmbedder), a miss at 0.90 and inside the relaxed band
+    # [0.85, 0.90) under load: the negation guard must still refuse it.
+    cache = await make_cache(ADAPTIVE)
+    dial = Dial()
+    cache.adaptive.pressure = dial
+    base = "how do I {} two factor login on my work account from the settings page today"
+    await put(cache, base.format("enable"))
+    dial.value = 3.0
+    for _ in range(4):
+        clock.advance(5)
+        res = await cache.lookup(chat(base.format("disable")))
+    assert res.threshold == pytest.approx(0.85) and res.similarity > 0.85
+    assert res.status == "miss" and res.stage == "guard"
+
+
+async def test_relaxation_and_serve_stale_never_cross_tenants(make_cache, clock):
+    cache = await make_cache(ADAPTIVE)
+    dial = Dial()
+    cache.adaptive.pressure = dial
+    await put(cache, "how do I reset my password")
+    dial.value, dial.failing = 3.0, True
+    for _ in range(4):
+        clock.advance(5)
+        assert (await cache.lookup(chat("how do I reset my password now please", tenant="other"))).status == "miss"
+    clock.advance(90)  # expired 10 s ago: stale-servable for its own tenant only
+    assert (await cache.lookup(chat("how do I reset my password", tenant="other"))).status == "miss"
+    assert (await cache.lookup(chat("how do I reset my password"))).stale_s == pytest.approx(10)
