@@ -168,16 +168,17 @@ class AdaptiveControl:
         for model, seen in list(state.models.items()):
             if now - seen > self.model_memory_s:
                 del state.models[model]
-        worst = NO_PRESSURE
+        worst, failing = NO_PRESSURE, False
         for model in list(state.models):
             try:
                 p = self.pressure(model)
             except Exception as exc:  # a broken load source must never fail a lookup
                 log.warning("pressure of %s unavailable: %s", model, exc)
                 continue
-            if (p.failing, p.value) > (worst.failing, worst.value):
+            failing = failing or p.failing
+            if p.value > worst.value:
                 worst = p
-        return worst
+        return Pressure(worst.value, worst.signal, failing)
 
     def _update(self, policy: CategoryPolicy, state: _State, now: float) -> None:
         ul = policy.under_load

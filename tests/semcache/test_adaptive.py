@@ -199,6 +199,16 @@ def test_category_follows_its_models_and_forgets_idle_ones():
     assert ctl.snapshot()["categories"]["default"]["models"] == ["small"]
 
 
+def test_a_failing_model_does_not_hide_another_models_pressure():
+    policies = load_policies_text(ADAPTIVE)
+    loads = {"big": Pressure(3.0, "queue"), "down": Pressure(0.0, "in_flight", failing=True)}
+    ctl = AdaptiveControl(lambda: policies, ManualClock(), pressure=lambda m: loads[m])
+    ctl.effective(policies.default, "down")
+    eff = ctl.effective(policies.default, "big")
+    assert eff.threshold == pytest.approx(0.88) and eff.serve_stale_s == 50
+    assert ctl.snapshot()["categories"]["default"]["pressure"] == 3.0
+
+
 def test_replicas_fed_the_same_engine_metrics_reach_the_same_thresholds():
     a, policy, clock_a, dial_a = control()
     b, _, clock_b, dial_b = control()
