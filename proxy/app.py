@@ -38,6 +38,7 @@ from proxy.api.audit import Auditor
 from proxy.api.speculate import Speculator
 from proxy.upstream.pool import UpstreamPool
 from proxy.upstream.load import UpstreamLoad, engine_idle
+from proxy.upstream.pressure import model_pressure
 from semcache import RedisStore, SemanticCache, SQLiteStore, SystemClock, load_policies
 from semcache.errors import CacheUnavailableError, ConfigError
 from semcache.iccache import load_iccache_config
@@ -158,6 +159,9 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                                                    interval_s=settings.upstream_metrics_interval_s)
                 await parts.upstream_load.refresh()  # know which engines are vLLM before the first request
                 parts.upstream_load.start()
+            parts.cache.adaptive.pressure = model_pressure(parts.pool, parts.upstream_load, settings.pressure)
+            parts.cache.adaptive.set_switches(enabled=settings.adaptive, dry_run=settings.adaptive_dry_run)
+            metrics.watch_adaptive(parts.cache.adaptive.snapshot)
             parts.iccache = build_iccache(settings, parts.pool, parts.embedder, clock, parts.upstream_load)
             if parts.iccache is not None:
                 parts.cache.listeners.append(parts.iccache)  # before start: the rebuild fills the bank
@@ -230,7 +234,8 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                                "engine": parts.upstream_load.snapshot(u) if parts.upstream_load else None}
                               for u in pool.router.upstreams],
                 "iccache": parts.iccache.snapshot() if parts.iccache is not None else None,
-                "audits": parts.auditor.snapshot() if parts.auditor is not None else None}
+                "audits": parts.auditor.snapshot() if parts.auditor is not None else None,
+                "adaptive": parts.cache.adaptive.snapshot() if parts.cache is not None else None}
 
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.include_router(build_openai_router(lambda: parts.need("endpoint"), lambda: parts.need("pool"),

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from gpu_embed.settings import EmbedderSettings
+from semcache.adaptive import PressureTargets
 from semcache.errors import ConfigError
 
 DEFAULT_UPSTREAM = "http://localhost:8000/v1"
@@ -79,6 +80,14 @@ class ProxySettings(BaseSettings):
     audit_any_engine: bool = Field(False, description="also audit upstreams without vLLM metrics (llama.cpp, "
                                                       "hosted APIs: their queue is unknown and they bill every call)")
     audit_max_in_flight: int = Field(1, ge=1, description="audits running at once; more due ones are skipped")
+    adaptive: bool = Field(True, description="load-adaptive policies for categories with under_load.enabled "
+                                             "(false: global kill switch, every category serves its policy)")
+    adaptive_dry_run: bool = Field(False, description="log the moves adaptive policies would make (/admin/stats "
+                                                      "events) but serve the policies as written")
+    pressure: PressureTargets = Field(default_factory=PressureTargets,
+                                      description="per-model targets: pressure 1.0 = at target (max_waiting, "
+                                                  "ttft_s, kv_usage, max_in_flight); env e.g. "
+                                                  "SEMCACHE_PRESSURE__MAX_WAITING=16")
     verify_keys: bool = Field(True, description="check a caller's key upstream before serving it a cached answer "
                                                 "(off when upstream_api_key is set)")
     key_check_ttl_s: float = Field(300.0, gt=0, description="how long an accepted key stays trusted")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from semcache import admission, diffrule, feedback
+from semcache.adaptive import AdaptiveControl
 from semcache.categories import Classifier
 from semcache.clock import Clock, SystemClock
 from semcache.entry import CacheEntry
@@ -71,6 +72,7 @@ class SemanticCache:
         self._tasks: list[asyncio.Task] = []
         self.listeners = self.catalog.listeners  # EntryListeners; add before start() to see the rebuild
         self.replicas = ReplicaSync(self)
+        self.adaptive = AdaptiveControl(lambda: self._policies, self.clock)  # load-adaptive thresholds/TTLs
 
     # ----------------------------------------------------------- lifecycle
     @property
@@ -99,6 +101,7 @@ class SemanticCache:
             self._tasks.append(asyncio.create_task(self.replicas.follow(follow_from), name="semcache-follow"))
         if self.purge_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._purge_loop(), name="semcache-purge"))
+        self._tasks += self.adaptive.start()
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -148,9 +151,9 @@ class SemanticCache:
         except Exception as exc:  # a bug or library failure must not fail the request
             log.exception("semcache lookup failed")
             raise CacheUnavailableError(f"lookup failed: {exc}") from exc
-        threshold = result.threshold
+        self.adaptive.mark_stale(result, self.clock.now())
         self.stats.record_lookup(result.category, result.status, time.perf_counter() - started,
-                                 result.similarity, threshold)
+                                 result.similarity, result.threshold)
         return result
 
     def seen_before(self, digest: str) -> bool:
@@ -186,17 +189,18 @@ class SemanticCache:
             policy_version=policy.version, endpoint=request.endpoint, norm=norm, ignore_params=policy.ignore_params,
         )
         ctx = KeyContext(norm, policy, tenant, namespace, partition, text_digest(norm.text), vector)
-        base.update(threshold=policy.threshold, context=ctx)
+        eff = self.adaptive.effective(policy, norm.model)  # the policy's values unless adapting to load
+        base.update(threshold=eff.threshold, adaptive=eff.adaptive, context=ctx)
         if not search:
             return LookupResult("miss", reason="lookup skipped (no-cache)", stage="request", **base)
         now = self.clock.now()
-
+        fresh_at = now - eff.serve_stale_s  # under overload, entries expired less than serve_stale_s ago serve
         # Exact repeat: no embedding or graph search needed.
         exact_id = self.catalog.exact(partition, ctx.text_digest)
         if exact_id is not None:
             meta = self.catalog.get(exact_id)
-            if meta is not None and not meta.expired(now):
-                entry = await self._fetch_for_hit(meta, policy, now)
+            if meta is not None and not meta.expired(fresh_at):
+                entry = await self._fetch_for_hit(meta, policy, now, fresh_at)
                 if entry is not None:
                     return LookupResult("hit", reason="exact repeat", similarity=1.0, entry=entry,
                                         stage="exact", **base)
@@ -212,16 +216,16 @@ class SemanticCache:
         best_sim, reason, stage = None, "no candidate in this context", "similarity"
         for cand_id, sim in found:
             meta = self.catalog.get(cand_id)
-            if meta is None or meta.expired(now):
+            if meta is None or meta.expired(fresh_at):
                 continue
             if best_sim is None:
                 best_sim = sim
             if ctx.text_digest in meta.blocked:  # an audit found this entry wrong for this text
                 reason, stage = f"audit: entry quarantined for this query at similarity {sim:.3f}", "audit"
                 continue
-            if sim < policy.threshold:
+            if sim < eff.threshold:
                 if reason.startswith("no candidate"):
-                    reason = f"similarity {sim:.3f} < threshold {policy.threshold:.2f} ({policy.name})"
+                    reason = f"similarity {sim:.3f} < threshold {eff.threshold:.2f} ({policy.name})"
                 break
             verdict = await diffrule.check(policy, norm.text, meta.query, sim, self.embedder.embed)
             if not verdict.passed:
@@ -233,10 +237,10 @@ class SemanticCache:
                 self.stats[policy.name].verifier_rejections += 1
                 reason, stage = verified.reason, "verifier"
                 continue
-            entry = await self._fetch_for_hit(meta, policy, now)
+            entry = await self._fetch_for_hit(meta, policy, now, fresh_at)
             if entry is None:
                 continue
-            hit_reason = f"similarity {sim:.3f} >= threshold {policy.threshold:.2f} ({policy.name})"
+            hit_reason = f"similarity {sim:.3f} >= threshold {eff.threshold:.2f} ({policy.name})"
             return LookupResult(
                 "hit", reason=verified.reason if verified else hit_reason, similarity=sim, entry=entry,
                 stage="verifier" if verified else "similarity",
@@ -249,14 +253,14 @@ class SemanticCache:
         """A user says entry ``entry_id``'s answer was right/wrong (see :mod:`semcache.feedback`)."""
         return await feedback.report(self, entry_id, correct=correct, tenant=tenant, admin=admin)
 
-    async def _fetch_for_hit(self, meta: EntryMeta, policy, now: float) -> CacheEntry | None:
+    async def _fetch_for_hit(self, meta: EntryMeta, policy, now: float, fresh_at: float) -> CacheEntry | None:
         entry = await self.doc_store.get(meta.id)
-        if entry is None or entry.expired(now):
+        if entry is None or entry.expired(fresh_at):
             # Gone from the store (expired in Redis, deleted elsewhere): forget it.
             self._forget(meta.id)
             return None
         expires_at = None
-        if policy.refresh_ttl_on_hit and policy.ttl_seconds is not None:
+        if policy.refresh_ttl_on_hit and policy.ttl_seconds is not None and not entry.expired(now):
             expires_at = meta.expires_at = entry.expires_at = now + policy.ttl_seconds
         entry.hit_count += 1
         entry.last_hit_at = now
@@ -304,7 +308,7 @@ class SemanticCache:
             category=policy.name, policy_version=policy.version, model=ctx.norm.model,
             endpoint=request.endpoint, query=ctx.norm.text, vector=np.asarray(ctx.vector, dtype=np.float32),
             response=response, chunks=chunks, embedder=self.embedder.identity, created_at=now,
-            expires_at=None if policy.ttl_seconds is None else now + policy.ttl_seconds,
+            expires_at=None if (ttl := self.adaptive.effective(policy).ttl_seconds) is None else now + ttl,
             last_hit_at=now, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         )
         await self.doc_store.put(entry)
@@ -376,7 +380,7 @@ class SemanticCache:
 
     async def purge_expired(self) -> int:
         now = self.clock.now()
-        ids = [m.id for m in self.catalog if m.expires_at is not None and now >= m.expires_at]
+        ids = [m.id for m in self.catalog if self.adaptive.purgeable(m.category, m.expires_at, now)]
         return await self._remove(ids, reason="expirations")
 
     async def _purge_loop(self) -> None:

@@ -12,6 +12,9 @@ rate, bound). A pair ``{"a": cached query, "b": new query, "label": 1 if a's
 answer is right for b}`` belongs to its ``category`` field, else to
 ``default``. Guards count: a pair a guard rejects is never served. With too
 little evidence the category serves nothing semantically (threshold 1.0).
+A category with ``under_load.max_false_hit_rate`` also gets
+``under_load.calibration``: the loosest similarity cut-off meeting that
+budget, the floor load adaptation may relax to (:mod:`semcache.adaptive`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,15 @@ from semcache.verifier.model import Verifier
 HELP = "pick per-category thresholds meeting max_false_hit_rate from labelled pairs"
 
 
+def _evidence(op, score: str, confidence: float, data: str) -> dict:
+    """A ``calibration`` record; with too little evidence the cut-off is 1.0 (serve nothing semantically)."""
+    value = 1.0 if op.value is None else op.value
+    return {"score": score, "value": round(value, 6), "n_labelled": op.n_labelled, "served": op.served,
+            "false_hits": op.false_hits, "estimated_rate": round(op.estimated_rate, 6),
+            "upper_bound": round(op.upper_bound, 6), "bound": "clopper-pearson", "confidence": confidence,
+            "data": data}
+
+
 def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifier: Verifier | None = None,
                    confidence: float = 0.95, source: str = "<policy>", data: str = "") -> tuple[str, dict]:
     """The calibrated policy YAML for ``text`` and a summary per category."""
@@ -44,31 +56,35 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
     labels = np.array([int(p["label"]) for p in pairs])
     summary = {}
     for policy in policies:
-        target = policy.max_false_hit_rate
-        if target is None:
+        target, under_load = policy.max_false_hit_rate, policy.under_load.max_false_hit_rate
+        if target is None and under_load is None:
             continue
         mask = categories == policy.name
         sub = [p for p, m in zip(pairs, mask) if m]
         cos, y = cosines[mask], labels[mask]
         passes = np.array([guards.check(policy.guards, p["b"], p["a"]).passed for p in sub], dtype=bool)
         body = raw["categories"].get(policy.name) or {}
+        raw["categories"][policy.name] = body
+        if under_load is not None:
+            # The floor of load adaptation: a similarity cut-off meeting the (looser) under-load budget.
+            op = choose(cos, y, under_load, confidence=confidence, servable=passes)
+            evidence = _evidence(op, "similarity", confidence, data)
+            body["under_load"] = {**(body.get("under_load") or {}), "calibration": evidence}
+            summary[f"{policy.name} under_load"] = evidence
+        if target is None:
+            continue
         if policy.verifier.enabled:
             if verifier is None:
                 raise ConfigError(f"category {policy.name} uses the verifier: calibration needs the model")
             probs = np.array([verifier.probability(p["b"], p["a"], c) for p, c in zip(sub, cos)])
             op = choose(probs, y, target, confidence=confidence, servable=passes & (cos >= policy.threshold))
-            score, value = "verifier", 1.0 if op.value is None else op.value
-            body["verifier"] = {**(body.get("verifier") or {}), "min_probability": round(value, 6)}
+            evidence = _evidence(op, "verifier", confidence, data)
+            body["verifier"] = {**(body.get("verifier") or {}), "min_probability": evidence["value"]}
         else:
             op = choose(cos, y, target, confidence=confidence, servable=passes)
-            score, value = "similarity", 1.0 if op.value is None else op.value
-            body["threshold"] = round(value, 6)
-        evidence = {"score": score, "value": round(value, 6), "n_labelled": op.n_labelled, "served": op.served,
-                    "false_hits": op.false_hits, "estimated_rate": round(op.estimated_rate, 6),
-                    "upper_bound": round(op.upper_bound, 6), "bound": "clopper-pearson",
-                    "confidence": confidence, "data": data}
+            evidence = _evidence(op, "similarity", confidence, data)
+            body["threshold"] = evidence["value"]
         body["calibration"] = evidence
-        raw["categories"][policy.name] = body
         summary[policy.name] = evidence
     out = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
     header = (f"# calibrated by `semcache calibrate` from {data or 'labelled pairs'}: per category, the loosest\n"

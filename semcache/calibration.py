@@ -86,7 +86,7 @@ def choose(scores, labels, target: float, *, confidence: float = 0.95, servable=
     n_min = math.ceil(math.log(alpha) / math.log1p(-target))
     total = int(served_cum[-1]) if len(s) else 0
     for n in np.unique(np.geomspace(n_min, max(n_min, total), 64).round().astype(int)):
-        if _binom_cdf(int(n * target / 4), int(n), target) <= alpha:
+        if _binom_cdf(math.ceil(n * target / 4), int(n), target) <= alpha:  # ceil: at least one false hit
             n_min = int(n)
             break
     ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each distinct score

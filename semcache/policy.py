@@ -87,6 +87,57 @@ class Calibration(_Strict):
     data: str = ""
 
 
+class UnderLoad(_Strict):
+    """Load-adaptive policy (:mod:`semcache.adaptive`): relax within a false-hit budget under load.
+
+    While the category's model is under pressure (>= ``pressure_high``, see
+    :mod:`semcache.adaptive.pressure`) the effective threshold steps down by
+    ``step`` every ``interval_s`` and new entries' TTL stretches up to
+    ``ttl_factor``; once pressure falls below ``pressure_high * (1 -
+    hysteresis)`` it steps back. The threshold never goes below
+    :attr:`floor`: the stricter of ``threshold_floor`` and the calibrated
+    operating point for ``max_false_hit_rate`` (``calibration``); without
+    that evidence it does not move at all.
+    """
+
+    enabled: bool = False
+    max_false_hit_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """The false-hit budget under load (``semcache calibrate`` writes ``calibration`` for it)."""
+    calibration: Calibration | None = None
+    """Evidence: the loosest similarity cut-off whose false-hit upper bound meets the budget."""
+    threshold_floor: float = Field(default=-1.0, ge=-1.0, le=1.0)
+    """An operator's own limit; the effective floor is the stricter of this and the evidence."""
+    step: float = Field(default=0.01, gt=0.0, le=0.2)
+    ttl_factor: float = Field(default=1.0, ge=1.0, le=100.0)
+    """TTL of entries stored at full relaxation, relative to ``ttl_seconds``."""
+    serve_stale_s: float = Field(default=0.0, ge=0.0)
+    """An entry expired less than this ago may be served while its model is overloaded or failing."""
+    pressure_high: float = Field(default=1.0, gt=0.0)
+    hysteresis: float = Field(default=0.3, ge=0.0, lt=1.0)
+    interval_s: float = Field(default=5.0, gt=0.0)
+    """Least time between two moves (so one scrape cannot swing the threshold far)."""
+
+    @model_validator(mode="after")
+    def _evidence(self) -> UnderLoad:
+        cal = self.calibration
+        if cal is None:
+            return self
+        if cal.score != "similarity":
+            raise ValueError("under_load.calibration must be a similarity cut-off (score: similarity)")
+        if self.max_false_hit_rate is None:
+            raise ValueError("under_load.calibration needs the budget it was made for: max_false_hit_rate")
+        if cal.upper_bound > self.max_false_hit_rate:
+            raise ValueError(f"under_load.calibration's upper bound {cal.upper_bound} exceeds "
+                             f"max_false_hit_rate {self.max_false_hit_rate}")
+        return self
+
+    def floor(self, threshold: float) -> float:
+        """The loosest threshold allowed under load (``threshold`` itself without evidence)."""
+        if self.calibration is None:
+            return threshold
+        return min(threshold, max(self.threshold_floor, self.calibration.value))
+
+
 class MatchRules(_Strict):
     """How a request is recognised as belonging to a category.
 
@@ -160,6 +211,8 @@ class CategoryPolicy(_Strict):
     """Store answers that call tools (usually they depend on live state)."""
     ignore_params: list[str] = Field(default_factory=list)
     """Request parameters left out of the exact-context key (e.g. ``user``)."""
+    under_load: UnderLoad = Field(default_factory=UnderLoad)
+    """Relax the threshold and stretch TTLs while the model is overloaded (off by default)."""
     shared_namespace: str | None = Field(default=None, pattern=_NAME_PATTERN)
     """If set, all tenants share this category's entries under this namespace.
     Only for answers that are the same for everyone (public docs, FAQs)."""

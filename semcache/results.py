@@ -47,6 +47,10 @@ class LookupResult:
     """Which stage decided: request, policy, exact, similarity, guard or verifier."""
     probability: float | None = None
     """The verifier's P(cached answer is right) for a hit it passed, if it ran."""
+    adaptive: bool = False
+    """``threshold`` is the load-adaptive one, not the policy's (:mod:`semcache.adaptive`)."""
+    stale_s: float | None = None
+    """For a hit served stale under overload: how long ago the entry expired."""
     context: KeyContext | None = field(default=None, repr=False)
 
     @property

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from proxy.api.protocol import InvalidateRequest
@@ -31,6 +32,17 @@ _POLICY_BODY = {
                     "text/plain": {"schema": {"type": "string"}}},
     }
 }
+
+
+class AdaptiveSwitches(BaseModel):
+    """``POST /admin/adaptive``: kill switches of load-adaptive policies (this process only)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool | None = None
+    """false: every category (or ``category``) serves its policy as written, at once."""
+    dry_run: bool | None = None
+    """true: log the moves it would make, serve the policies (all categories)."""
+    category: str | None = Field(None, max_length=128)
 
 
 def bearer_check(token: str) -> Callable[[Request], None]:
@@ -67,6 +79,21 @@ def build_admin_router(token: str | None, cache: Callable[[], SemanticCache],
     async def stats() -> dict[str, Any]:
         """Per-category cache counters and the proxy's own counters."""
         return {"cache": cache().stats_snapshot(), "proxy": proxy_stats()}
+
+    @router.get("/adaptive")
+    async def get_adaptive() -> dict[str, Any]:
+        """Load-adaptive policies: per category effective values and pressure, switches, newest moves."""
+        return cache().adaptive.snapshot()
+
+    @router.post("/adaptive")
+    async def set_adaptive(body: AdaptiveSwitches) -> dict[str, Any]:
+        """Turn load adaptation off/on (globally or per category) or into dry run; reverts at once."""
+        c = cache()
+        if body.category is not None and body.category not in c.policies:
+            raise RequestError(f"no category {body.category!r} in the policies", param="category")
+        c.adaptive.set_switches(enabled=body.enabled, dry_run=body.dry_run, category=body.category)
+        log.info("adaptive switches set via admin API: %s", body.model_dump(exclude_none=True))
+        return c.adaptive.snapshot()
 
     @router.get("/policies", response_class=PlainTextResponse)
     async def get_policies() -> PlainTextResponse:

@@ -47,6 +47,32 @@ class _CacheStatsCollector(Collector):
         yield from families.values()
 
 
+class _AdaptiveCollector(Collector):
+    """``semcache_effective_threshold{category}``, ``semcache_effective_ttl_seconds{category}``, pressure, moves."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]):
+        self._snapshot = snapshot
+
+    def collect(self):  # type: ignore[override]
+        try:
+            snap = self._snapshot()
+        except Exception:  # a scrape must not fail because the cache is down
+            return
+        threshold = GaugeMetricFamily("semcache_effective_threshold", "Similarity threshold in force.",
+                                      labels=["category"])
+        ttl = GaugeMetricFamily("semcache_effective_ttl_seconds", "TTL given to new entries.", labels=["category"])
+        pressure = GaugeMetricFamily("semcache_category_pressure", "Pressure on the category's model "
+                                     "(1 = at its target).", labels=["category"])
+        for name, c in snap["categories"].items():
+            threshold.add_metric([name], c["effective_threshold"])
+            if c["effective_ttl_seconds"] is not None:
+                ttl.add_metric([name], c["effective_ttl_seconds"])
+            pressure.add_metric([name], c["pressure"])
+        moves = CounterMetricFamily("semcache_adaptive_moves", "Adaptive controller moves (dry run included).")
+        moves.add_metric([], snap["moves"])
+        yield from (threshold, ttl, pressure, moves)
+
+
 class ProxyMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
@@ -93,6 +119,10 @@ class ProxyMetrics:
         self.registry.register(_CacheStatsCollector(
             snapshot, prefix="semcache_ic_", gauges=frozenset({"offload_rate", "mean_examples", "mean_quality"}),
             skip=frozenset({"requests", "cache", "small", "large"})))
+
+    def watch_adaptive(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """Effective threshold and TTL per category (the policy's unless load adaptation moved them)."""
+        self.registry.register(_AdaptiveCollector(snapshot))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

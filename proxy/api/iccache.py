@@ -34,7 +34,7 @@ from proxy.upstream.engine_load import EngineLoadScraper
 from semcache.clock import Clock
 from semcache.entry import CacheEntry
 from semcache.iccache import Decision, ExampleBank, ICCacheConfig, ICCacheRouter, ICStats, LoadTracker, scope_of
-from semcache.iccache.load import EngineLoad
+from semcache.load import EngineLoad
 from semcache.iccache.answer_check import NEVER, AnswerCheck
 from semcache.iccache.bank import response_text
 from semcache.iccache.persist import flush_utilities

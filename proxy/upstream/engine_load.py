@@ -3,7 +3,7 @@
 Used by IC-Cache's router (per model) and by :mod:`proxy.upstream.load` (per
 upstream: which engines are vLLM, and their queues).
 
-The core library only models load (:mod:`semcache.iccache.load`); fetching
+The core library only models load (:mod:`semcache.load`); fetching
 over HTTP lives here. Names read, per vLLM (summed over ``model_name``
 labels, so one scrape of a multi-model server still gives one engine load):
 
@@ -22,7 +22,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from semcache.iccache.load import EngineMetrics, LoadTracker
+from semcache.load import EngineMetrics, LoadTracker
 
 log = logging.getLogger("semcache.engine_load")
 
@@ -123,6 +123,10 @@ class EngineLoadScraper:
     def healthy(self, model: str) -> bool:
         """Whether ``model``'s last scrape worked (false before the first one succeeds)."""
         return model in self._seen and model not in self._failing
+
+    def failing(self, model: str) -> bool:
+        """Whether ``model``'s metrics were scraped before and the last scrape failed (down or wedged)."""
+        return model in self._seen and model in self._failing
 
     async def _loop(self) -> None:
         while True:

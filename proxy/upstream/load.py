@@ -26,7 +26,7 @@ import httpx
 
 from proxy.upstream.engine_load import EngineLoadScraper, metrics_url
 from proxy.upstream.pool import Upstream
-from semcache.iccache.load import EngineLoad, LoadTracker
+from semcache.load import EngineLoad, LoadTracker
 
 
 class UpstreamLoad:
@@ -53,6 +53,10 @@ class UpstreamLoad:
     def is_vllm(self, upstream: Upstream) -> bool:
         """The last scrape of ``upstream`` worked and showed vLLM metrics."""
         return self._scraper.healthy(upstream.base_url)
+
+    def failing(self, upstreams: Sequence[Upstream]) -> bool:
+        """Every one of ``upstreams`` once exported vLLM metrics and its last scrape failed."""
+        return bool(upstreams) and all(self._scraper.failing(u.base_url) for u in upstreams)
 
     def waiting(self, upstream: Upstream) -> float | None:
         """Requests queued in the engine (all clients), or None when its metrics are unknown."""

@@ -15,7 +15,7 @@ Pieces, one concept each (none imports HTTP libraries):
 
 from semcache.iccache.bank import Example, ExampleBank, approx_tokens, scope_of
 from semcache.iccache.config import ICCacheConfig, ModelSpec, RouterConfig, SelectionConfig, load_iccache_config
-from semcache.iccache.load import EngineLoad, EngineMetrics, LoadTracker
+from semcache.load import EngineLoad, EngineMetrics, LoadTracker
 from semcache.iccache.persist import load_bank, save_bank
 from semcache.iccache.prompt import with_examples
 from semcache.iccache.quality import ICStats, agreement

@@ -29,7 +29,7 @@ import numpy as np
 from semcache.iccache.bandit import Estimate, LinUCB
 from semcache.iccache.bank import ExampleBank, approx_tokens
 from semcache.iccache.config import ICCacheConfig, Role
-from semcache.iccache.load import LoadTracker
+from semcache.load import LoadTracker
 from semcache.iccache.prompt import with_examples
 from semcache.iccache.selection import Selection, select_examples, token_budget
 

@@ -99,3 +99,30 @@ def test_calibrate_command_registers_as_subcommand():
     register(parser.add_subparsers())
     args = parser.parse_args(["calibrate", "--data", "d.jsonl", "--policy", "in.yaml", "--out", "o.yaml"])
     assert args.handler is run and args.confidence == 0.95 and args.data == "d.jsonl"
+
+
+def test_calibrate_text_writes_the_under_load_floor_from_its_own_budget():
+    from semcache.calibrate_cli import calibrate_text
+    from semcache.policy import load_policies_text
+
+    policy = ("categories:\n  default:\n    threshold: 0.9\n    max_false_hit_rate: 0.02\n"
+              "    under_load: {enabled: true, max_false_hit_rate: 0.08}\n")
+    scores, labels = _synthetic(2, 3000)
+    pairs = [{"a": f"q {i}", "b": f"q {i}?", "label": int(y)} for i, y in enumerate(labels)]
+    text, summary = calibrate_text(policy, pairs, scores)
+    chosen = load_policies_text(text)["default"]
+    floor = chosen.under_load.calibration
+    assert floor.upper_bound <= 0.08 and floor.value == summary["default under_load"]["value"]
+    assert floor.value < chosen.threshold  # a looser budget gives a looser (lower) cut-off
+    assert chosen.under_load.floor(chosen.threshold) == pytest.approx(floor.value)
+
+
+def test_one_false_hit_at_the_very_top_does_not_end_the_sequence():
+    # Regression: the start rounded "a quarter of the target" down to zero false hits, so with
+    # target 0.25 the sequence started at 11 pairs and a single wrong pair among them ended it
+    # (the QQP under-load calibration served nothing). 5% wrong everywhere, the top one wrong.
+    scores = np.linspace(1, 0, 2000)
+    labels = np.ones(2000, int)
+    labels[::20] = 0
+    op = choose(scores, labels, 0.25)
+    assert op.value is not None and op.served > 1000 and op.upper_bound <= 0.25

@@ -1,5 +1,10 @@
 """The load model: what each engine's Prometheus metrics say about its current state.
 
+One concept read by several users: upstream routing and speculation
+(``proxy/upstream/load.py``), IC-Cache's router (:mod:`semcache.iccache.router`)
+and load-adaptive policies (:mod:`semcache.adaptive.pressure`), so all of
+them see the same figures.
+
 The library does not fetch anything: a scraper (``proxy/upstream/engine_load.py``)
 reads an engine's ``/metrics`` (vLLM names) into :class:`EngineMetrics`, a
 raw sample with cumulative histogram sums, and feeds it to
