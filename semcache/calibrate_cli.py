@@ -11,7 +11,10 @@ otherwise (the similarity threshold then stays as the pre-filter), plus a
 rate, bound). A pair ``{"a": cached query, "b": new query, "label": 1 if a's
 answer is right for b}`` belongs to its ``category`` field, else to
 ``default``. Guards count: a pair a guard rejects is never served. With too
-little evidence the category serves nothing semantically (threshold 1.0).
+little evidence (including no pair at all, as for a category that only
+inherits ``max_false_hit_rate`` from ``defaults``) the category serves nothing
+semantically (threshold 1.0). Categories with ``cacheable: false`` never
+serve, so they are left as they are.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,7 +49,7 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
     summary = {}
     for policy in policies:
         target = policy.max_false_hit_rate
-        if target is None:
+        if target is None or not policy.cacheable:
             continue
         mask = categories == policy.name
         sub = [p for p, m in zip(pairs, mask) if m]
@@ -90,10 +94,36 @@ async def _cosines(pairs: list[dict]) -> np.ndarray:
     return np.einsum("ij,ij->i", va, vb)
 
 
+def read_pairs(path: str | Path) -> list[dict]:
+    """Labelled pairs from JSON lines; a bad line is a :class:`ConfigError` naming it."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            pair = json.loads(line)
+        except json.JSONDecodeError:
+            pair = None
+        if not (isinstance(pair, dict) and isinstance(pair.get("a"), str) and isinstance(pair.get("b"), str)
+                and pair.get("label") in (0, 1) and isinstance(pair.get("category"), str | None)):
+            raise ConfigError(f"{path}:{number}: expected a JSON object {{\"a\": str, \"b\": str, "
+                              f"\"label\": 0 or 1[, \"category\": str]}}")
+        pairs.append(pair)
+    if not pairs:
+        raise ConfigError(f"{path}: no labelled pairs")
+    return pairs
+
+
 def run(args: argparse.Namespace) -> int:
-    text = Path(args.policy).read_text(encoding="utf-8")
-    with open(args.data, encoding="utf-8") as f:
-        pairs = [json.loads(line) for line in f if line.strip()]
+    try:
+        text = Path(args.policy).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{args.policy}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    pairs = read_pairs(args.data)
     policies = load_policies_text(text, source=str(args.policy))
     verifier = Verifier.load() if any(p.verifier.enabled for p in policies) else None
     cosines = asyncio.run(_cosines(pairs))
@@ -101,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
                                   source=str(args.policy), data=Path(args.data).name)
     Path(args.out).write_text(out, encoding="utf-8")
     for name, ev in summary.items():
+        if ev["served"] == 0:
+            print(f"{name}: too little evidence ({ev['n_labelled']} labelled pairs): serves nothing semantically "
+                  f"({ev['score']} >= 1.0)")
+            continue
         print(f"{name}: {ev['score']} >= {ev['value']:.4f}  served {ev['served']}/{ev['n_labelled']}, "
               f"false hits {ev['false_hits']} (rate {ev['estimated_rate']:.4f}, "
               f"{ev['confidence']:.0%} upper bound {ev['upper_bound']:.4f})")
@@ -126,7 +160,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m semcache.calibrate_cli", description=HELP)
     _add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except ConfigError as exc:
+        print(f"semcache calibrate: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -99,3 +99,45 @@ def test_calibrate_command_registers_as_subcommand():
     register(parser.add_subparsers())
     args = parser.parse_args(["calibrate", "--data", "d.jsonl", "--policy", "in.yaml", "--out", "o.yaml"])
     assert args.handler is run and args.confidence == 0.95 and args.data == "d.jsonl"
+
+
+def test_no_pairs_at_all_serves_nothing():
+    """Regression (#13 item 9): an empty category raised IndexError in choose()."""
+    op = choose([], [], 0.05)
+    assert op.value is None and (op.n_labelled, op.served, op.false_hits) == (0, 0, 0)
+    op = choose(np.array([0.9, 0.8]), np.array([1, 1]), 0.05, servable=np.array([False, False]))
+    assert op.value is None and op.served == 0
+
+
+def test_target_in_defaults_gives_categories_without_pairs_the_safe_threshold():
+    """Regression (#13 item 9): ``max_false_hit_rate`` in ``defaults`` reaches categories no pair
+    belongs to; they get threshold 1.0 (serve nothing semantically), never a traceback."""
+    from semcache.calibrate_cli import calibrate_text
+    from semcache.policy import load_policies_text
+
+    policy = ("defaults: {threshold: 0.9, max_false_hit_rate: 0.02}\ncategories:\n"
+              "  code: {match: {keywords: [python]}}\n"
+              "  private: {cacheable: false, match: {keywords: [password]}}\n  default: {}\n")
+    scores, labels = _synthetic(2, 2000)
+    pairs = [{"a": f"question {i}", "b": f"question {i}?", "label": int(y)} for i, y in enumerate(labels)]
+    text, summary = calibrate_text(policy, pairs, scores)
+    calibrated = load_policies_text(text)
+    assert calibrated["code"].threshold == 1.0 and summary["code"]["n_labelled"] == 0
+    assert summary["code"]["served"] == 0 and calibrated["code"].calibration.served == 0
+    assert "private" not in summary and calibrated["private"].calibration is None  # never serves anyway
+    assert 0.4 < calibrated["default"].threshold < 0.9 and summary["default"]["served"] > 149
+
+
+def test_calibrate_command_reports_bad_data_without_a_traceback(tmp_path, capsys):
+    from semcache.calibrate_cli import main
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text("defaults: {max_false_hit_rate: 0.05}\ncategories:\n  default: {}\n")
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"a": "x", "b": "y", "label": 1}\n{"a": "x", "label": 1}\n')
+    out = tmp_path / "out.yaml"
+    assert main(["--data", str(bad), "--policy", str(policy), "--out", str(out)]) == 2
+    assert "pairs.jsonl:2: expected a JSON object" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path / "missing.jsonl"), "--policy", str(policy), "--out", str(out)]) == 2
+    assert "missing.jsonl: cannot read" in capsys.readouterr().err
+    assert not out.exists()
