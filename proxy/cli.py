@@ -97,9 +97,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.upstream.local_llm import LocalLLM
+    from semcache.policy import load_policies
 
     settings = _load_settings(args)
     _setup_logging(settings.log_level)
+    load_policies(settings.policy_file)  # a bad policy file fails now, not after the engine has started
     engine = None
     if "upstreams" not in settings.model_fields_set:
         engine = LocalLLM(port=args.local_llm_port, log_path=Path(".semcache/local-llm.log"))
@@ -261,3 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"semcache: {exc}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

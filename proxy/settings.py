@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from gpu_embed.settings import EmbedderSettings
+from semcache.default_policy import DEFAULT_POLICY_FILE
 from semcache.errors import ConfigError
 
 DEFAULT_UPSTREAM = "http://localhost:8000/v1"
@@ -51,7 +52,10 @@ class ProxySettings(BaseSettings):
     sqlite_path: Path = Field(Path(".semcache/cache.db"), description="SQLite file of store sqlite")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL of store redis")
     redis_prefix: str = Field("semcache", description="prefix of every Redis key (several caches in one Redis)")
-    policies: Path = Field(Path("policies/default.yaml"), description="category policy YAML")
+    policies: Path | None = Field(
+        None, description="category policy YAML; unset = the default policy shipped with semcache (the repository's "
+                          "policies/default.yaml), whose /admin reloads are not written back",
+        json_schema_extra={"shown_default": "the built-in default policy"})
     iccache: Path | None = Field(None, description="IC-Cache config YAML (models, roles, selection); unset = off")
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="embedder knobs: see gpu_embed/settings.py")
 
@@ -78,6 +82,11 @@ class ProxySettings(BaseSettings):
     tenant_salt: str = Field("", description="mixed into the API-key hash that names a tenant")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="log level (debug also logs every request)")
+
+    @property
+    def policy_file(self) -> Path:
+        """The policy file in force: ``policies``, or the default shipped in the package."""
+        return self.policies or DEFAULT_POLICY_FILE
 
     @field_validator("upstreams")
     @classmethod
