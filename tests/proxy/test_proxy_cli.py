@@ -135,3 +135,11 @@ def test_readme_settings_table_matches_the_settings_and_its_flags_exist():
             assert any(flag in flags for flags in flags_of.values()), f"README shows {flag}: no such flag"
             checked += 1
     assert checked >= 10  # the parse found the README's commands
+
+
+def test_readme_header_table_lists_every_status():
+    """Regression (#13 item 11): ``X-Semcache-Status: denied`` (tests/proxy/test_keycheck.py) was missing."""
+    rows = [line for line in README.read_text(encoding="utf-8").splitlines()
+            if line.startswith("| `X-Semcache-Status")]
+    documented = {s for row in rows for s in re.findall(r"`(\w+)`", row.split("|")[2])}
+    assert {"hit", "miss", "bypass", "denied"} <= documented and any(": ic`" in row for row in rows)
