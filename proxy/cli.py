@@ -16,9 +16,12 @@ env, env over the file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -109,7 +112,8 @@ def _serve(args: argparse.Namespace) -> int:
         print("semcache: no --upstream given: starting the local engine (SmolLM2-135M on llama.cpp)...", flush=True)
         engine.start()
         settings = with_local_engine(settings, engine.base_url)
-        print(f"semcache: local engine ready at {engine.base_url} (model smollm2-135m-instruct)", flush=True)
+        print(f"semcache: local engine ready at {engine.base_url} (model smollm2-135m-instruct, "
+              f"pid {engine.process.pid})", flush=True)
     try:
         print(f"semcache: proxy on http://{settings.host}:{settings.port}/v1 -> {', '.join(settings.upstreams)}",
               flush=True)
@@ -252,18 +256,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 2
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks run (they stop the local engine)."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM unwinds the stack (:class:`Terminated`) instead of ending the process at once.
+
+    Once the clean-up has run, the process still dies by SIGTERM, as docker,
+    systemd and Kubernetes expect. While uvicorn serves it takes SIGTERM
+    itself, shuts the app down, restores this handler and raises the signal
+    again: it lands here too.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        return args.handler(args) or 0
-    except ConfigError as exc:
-        print(f"semcache: {exc}", file=sys.stderr)
-        return 2
+        yield
+    except Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+        sys.exit(128 + signal.SIGTERM)  # only if SIGTERM is blocked
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    with _sigterm_unwinds():
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if not getattr(args, "handler", None):
+                parser.print_help()
+                return 2
+            return args.handler(args) or 0
+        except ConfigError as exc:
+            print(f"semcache: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # Ctrl-C, also while the local engine starts: no traceback
+            print("semcache: interrupted", file=sys.stderr)
+            return 130

@@ -20,10 +20,10 @@ ADMIN = "serve-process-admin"
 
 
 def start_serve(cwd: Path, *flags: str) -> subprocess.Popen:
-    """``python -m proxy.cli serve FLAGS`` in ``cwd``, importing this tree."""
+    """``python -m proxy serve FLAGS`` in ``cwd``, importing this tree."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SEMCACHE_ADMIN_TOKEN": ADMIN,
            "SEMCACHE_EMBEDDER__LRU_SIZE": "0"}
-    return subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", *flags], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "proxy", "serve", *flags], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -68,3 +68,108 @@ def test_a_bad_policy_file_fails_before_anything_starts(tmp_path, capsys):
 
     assert main(["serve", "--upstream", "http://127.0.0.1:9/v1", "--policies", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: cannot read" in capsys.readouterr().err
+
+
+# --- the local engine's lifecycle (#14 item 11): the llama.cpp child never outlives the command ---------
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state, ppid, ...), None if there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")  # a zombie is dead, only not yet reaped
+
+
+def engine_child(parent: int, timeout_s: float = 60.0) -> int:
+    """The pid of ``parent``'s llama.cpp child, once it exists."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and (fields := _stat(int(entry.name))) and int(fields[1]) == parent:
+                try:
+                    if b"llama_cpp.server" in (entry / "cmdline").read_bytes():
+                        return int(entry.name)
+                except OSError:
+                    continue
+        time.sleep(0.02)
+    raise AssertionError("no local engine child appeared")
+
+
+def assert_gone(pid: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)  # leave no orphan behind, then fail
+        raise AssertionError(f"the local engine (pid {pid}) outlived the command")
+
+
+@pytest.fixture
+def serve_local(tmp_path):
+    """``semcache serve`` with no upstream (so it starts the real local engine), in a scratch directory."""
+    procs = []
+
+    def start(*flags: str) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        procs.append(start_serve(tmp_path, "--port", str(port), *flags))
+        return procs[-1], port
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
+def test_sigterm_after_ready_stops_the_local_engine(serve_local):
+    proc, port = serve_local()
+    wait_ready(proc, port)
+    engine = engine_child(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert_gone(engine)
+    assert proc.returncode == -signal.SIGTERM and "Traceback" not in err
+    assert f"pid {engine}" in out  # the ready line names the engine's pid
+
+
+@pytest.mark.parametrize(("sig", "returncode", "message"), [
+    (signal.SIGTERM, -signal.SIGTERM, ""),
+    (signal.SIGINT, 130, "semcache: interrupted"),
+])
+def test_signal_while_the_local_engine_starts(serve_local, sig, returncode, message):
+    """SIGTERM or Ctrl-C before the engine is ready: it is stopped, and no traceback is printed."""
+    proc, _ = serve_local()
+    engine = engine_child(proc.pid)
+    assert alive(engine) and proc.poll() is None
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert_gone(engine)
+    assert proc.returncode == returncode and "Traceback" not in err and message in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_local_llm_command_never_orphans_its_engine(tmp_path, sig):
+    """``semcache local-llm``: SIGTERM stops the engine; SIGKILL (no clean-up possible) kills it too,
+    through the parent-death signal."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "proxy", "local-llm", "--port", str(port), "--threads", "1"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        engine = engine_child(proc.pid)
+        deadline = time.monotonic() + 120
+        while "local engine:" not in (line := proc.stdout.readline()):
+            assert line and time.monotonic() < deadline, "local-llm did not become ready"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert_gone(engine)
+        assert proc.returncode == -sig and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
