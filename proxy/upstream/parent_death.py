@@ -42,8 +42,8 @@ def _main(argv: Sequence[str]) -> int:
         print(f"parent_death: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
     if os.getppid() != parent:
         return 1  # the parent is already gone: nobody would stop this child
-    os.execv(command[0], command)
-    return 1  # not reached: execv replaces this process or raises
+    os.execvp(command[0], command)  # searches PATH like Popen does
+    return 1  # not reached: execvp replaces this process or raises
 
 
 if __name__ == "__main__":
