@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from evaluation.engine_sim.cli import register, settings_from_args
@@ -143,3 +146,67 @@ def test_readme_header_table_lists_every_status():
             if line.startswith("| `X-Semcache-Status")]
     documented = {s for row in rows for s in re.findall(r"`(\w+)`", row.split("|")[2])}
     assert {"hit", "miss", "bypass", "denied"} <= documented and any(": ic`" in row for row in rows)
+
+
+def _strategy(annotation):
+    """Values of one scalar setting type (None for the types this property leaves to the tests above)."""
+    import typing
+
+    from hypothesis import strategies as st
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    literals = [v for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+    others = [a for a in args if typing.get_origin(a) is not typing.Literal]
+    simple = {int: st.integers(0, 10**7), float: st.floats(0, 1e6, allow_nan=False).map(lambda x: round(x, 3)),
+              bool: st.booleans(), str: st.text("abcXYZ019_-./:", min_size=1, max_size=12)}
+    if not others:
+        return st.sampled_from(literals)
+    if len(others) == 1 and others[0] in simple:
+        return st.one_of(simple[others[0]], *([st.sampled_from(literals)] if literals else []))
+    return None
+
+
+def _as_flag(flag: str, value) -> list[str]:
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + flag[2:]]
+    return [f"{flag}={value}"]  # '=' also for values that start with '-'
+
+
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    return build_parser()
+
+
+def _scalar_settings() -> list[tuple[str, ...]]:
+    """Paths (``("port",)``, ``("embedder", "lru_size")``) of the settings with a scalar type."""
+    from gpu_embed.settings import EmbedderSettings
+
+    top = [(n,) for n, f in ProxySettings.model_fields.items() if _strategy(f.annotation) is not None]
+    return top + [("embedder", n) for n, f in EmbedderSettings.model_fields.items()
+                  if _strategy(f.annotation) is not None]
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_any_scalar_setting_given_as_a_flag_comes_back_unchanged(data):
+    """Property: for every scalar setting (nested ones too), ``--flag=VALUE`` yields that value."""
+    from pydantic import ValidationError
+
+    path = data.draw(st.sampled_from(_scalar_settings()))
+    model = ProxySettings.model_fields["embedder"].annotation if len(path) == 2 else ProxySettings
+    annotation = model.model_fields[path[-1]].annotation
+    value = data.draw(_strategy(annotation))
+    init = {path[0]: {path[1]: value}} if len(path) == 2 else {path[0]: value}
+    try:
+        built = ProxySettings(**init)
+    except ValidationError:
+        assume(False)
+    expected = getattr(getattr(built, path[0]), path[1]) if len(path) == 2 else getattr(built, path[0])
+    flag = "--" + "-".join(path).replace("_", "-")
+    if isinstance(value, bool) and annotation is not bool:
+        argv = [f"{flag}={str(value).lower()}"]  # bool | Literal settings take true/false as words
+    else:
+        argv = _as_flag(flag, value)
+    got = load_settings(settings_overrides(_parser().parse_args(["serve", *argv]), ProxySettings))
+    got_value = getattr(getattr(got, path[0]), path[1]) if len(path) == 2 else getattr(got, path[0])
+    assert got_value == expected and path[0] in got.model_fields_set
