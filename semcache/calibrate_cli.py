@@ -147,7 +147,15 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="labelled pairs, JSON lines {a, b, label[, category]}")
     parser.add_argument("--policy", required=True, help="input policy YAML")
     parser.add_argument("--out", required=True, help="output policy YAML")
-    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--confidence", type=_open_unit_interval, default=0.95,
+                        help="confidence of the false-hit bound, between 0 and 1 (default 0.95)")
+
+
+def _open_unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: expected a number between 0 and 1")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -141,3 +141,11 @@ def test_calibrate_command_reports_bad_data_without_a_traceback(tmp_path, capsys
     assert main(["--data", str(tmp_path / "missing.jsonl"), "--policy", str(policy), "--out", str(out)]) == 2
     assert "missing.jsonl: cannot read" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_calibrate_command_rejects_a_confidence_outside_0_1(capsys):
+    from semcache.calibrate_cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", "d.jsonl", "--policy", "p.yaml", "--out", "o.yaml", "--confidence", "1.5"])
+    assert exit_.value.code == 2 and "expected a number between 0 and 1" in capsys.readouterr().err
