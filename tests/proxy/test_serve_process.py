@@ -40,29 +40,6 @@ def wait_ready(proc: subprocess.Popen, port: int, timeout_s: float = 120.0) -> N
     raise AssertionError("serve did not become ready")
 
 
-def test_serve_from_another_directory_uses_the_shipped_default_policy(tmp_path, engine_sim):
-    """Regression (#13 item 12): outside the repository root ``serve`` failed with
-    ``policies/default.yaml: cannot read``; the default policy is package data now."""
-    port = free_port()
-    proc = start_serve(tmp_path, "--upstream", engine_sim.url + "/v1", "--port", str(port))
-    try:
-        wait_ready(proc, port)
-        auth = {"authorization": f"Bearer {ADMIN}"}
-        shown = httpx.get(f"http://127.0.0.1:{port}/admin/policies", headers=auth, timeout=10)
-        assert shown.status_code == 200 and shown.text == (ROOT / "policies" / "default.yaml").read_text()
-        assert shown.headers["x-semcache-policy-source"].endswith(os.path.join("semcache", "policies",
-                                                                             "default.yaml"))
-        # A reload is in force but never written into the package's file.
-        reload = httpx.put(f"http://127.0.0.1:{port}/admin/policies", headers=auth, timeout=10,
-                           content="categories:\n  default: {threshold: 0.95}\n")
-        assert reload.json()["reloaded"] is True and reload.json()["persisted"] is False
-        assert (ROOT / "policies" / "default.yaml").read_text() == shown.text
-        assert (tmp_path / ".semcache" / "cache.db").exists()  # state goes to the working directory
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-
-
 def test_a_bad_policy_file_fails_before_anything_starts(tmp_path, capsys):
     from proxy.cli import main
 
@@ -126,10 +103,24 @@ def serve_local(tmp_path):
         proc.communicate(timeout=30)
 
 
-def test_sigterm_after_ready_stops_the_local_engine(serve_local):
+def test_serve_from_another_directory_then_sigterm(serve_local, tmp_path):
+    """Regressions: outside the repository root ``serve`` failed with ``policies/default.yaml:
+    cannot read`` (#13 item 12: the default policy is package data now); SIGTERM left the
+    llama.cpp child running (#14 item 11)."""
     proc, port = serve_local()
     wait_ready(proc, port)
     engine = engine_child(proc.pid)
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    shown = httpx.get(f"http://127.0.0.1:{port}/admin/policies", headers=auth, timeout=10)
+    assert shown.status_code == 200 and shown.text == (ROOT / "policies" / "default.yaml").read_text()
+    assert shown.headers["x-semcache-policy-source"].endswith(os.path.join("semcache", "policies", "default.yaml"))
+    # A reload is in force but never written into the package's file.
+    reload = httpx.put(f"http://127.0.0.1:{port}/admin/policies", headers=auth, timeout=10,
+                       content="categories:\n  default: {threshold: 0.95}\n")
+    assert reload.json()["reloaded"] is True and reload.json()["persisted"] is False
+    assert (ROOT / "policies" / "default.yaml").read_text() == shown.text
+    assert (tmp_path / ".semcache" / "cache.db").exists()  # state goes to the working directory
+
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert_gone(engine)
@@ -152,10 +143,9 @@ def test_signal_while_the_local_engine_starts(serve_local, sig, returncode, mess
     assert proc.returncode == returncode and "Traceback" not in err and message in err
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_local_llm_command_never_orphans_its_engine(tmp_path, sig):
-    """``semcache local-llm``: SIGTERM stops the engine; SIGKILL (no clean-up possible) kills it too,
-    through the parent-death signal."""
+def test_local_llm_command_stops_its_engine_on_sigterm(tmp_path):
+    """``semcache local-llm`` (SIGKILL, where no clean-up can run: tests/proxy/test_parent_death.py)."""
+    sig = signal.SIGTERM
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "local-llm", "--port", str(port), "--threads", "1"],
