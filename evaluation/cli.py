@@ -12,6 +12,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from semcache.errors import ConfigError
+
 
 def register_eval(sub: argparse._SubParsersAction) -> None:
     from evaluation import pairs, replay, workload
@@ -35,7 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     register_eval(sub)
     register_report(sub)
     args = parser.parse_args(argv)
-    return args.handler(args) or 0
+    try:
+        return args.handler(args) or 0
+    except ConfigError as exc:
+        print(f"semcache: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,12 +16,14 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evaluation.summary import format_table, money, summarise
+from semcache.errors import ConfigError
 
 DEFINITIONS = ("hit rate = hits / requests; false-hit rate = false hits / hits (a hit is false when the served "
                "answer was produced for another intent); tokens saved relative to no cache (direct); break-even "
@@ -183,7 +185,8 @@ def report_from_stats(stats: dict[str, Any], out: Path) -> Path:
         axes[1].plot(centres, c["hit_similarity_hist"], label=f"{name} hits")
         axes[1].plot(centres, c["near_miss_similarity_hist"], linestyle="--", label=f"{name} near misses")
     axes[1].set_xlabel("cosine similarity")
-    axes[1].legend(fontsize=7)
+    if cats:  # a proxy that has served nothing yet has no categories to label
+        axes[1].legend(fontsize=7)
     image = _save(fig, out, "live_stats.png")
     rows = [f"{n:<14} lookups {c['lookups']:>8} hits {c['hits']:>8} hit rate {c['hit_rate']:.3f} "
             f"lookup {c['mean_lookup_ms']:.2f} ms" for n, c in cats.items()]
@@ -199,25 +202,71 @@ def report_from_stats(stats: dict[str, Any], out: Path) -> Path:
     return page
 
 
+def proxy_root(url: str) -> str:
+    """The proxy's root URL: the ``/v1`` base URL clients are given works too."""
+    root = url.rstrip("/")
+    for suffix in ("/admin/stats", "/admin", "/v1"):
+        root = root.removesuffix(suffix)
+    return root
+
+
+def fetch_stats(url: str, token: str | None, timeout_s: float = 10.0) -> dict[str, Any]:
+    """A live proxy's ``/admin/stats``; every way it can fail is a :class:`ConfigError` saying why."""
+    import httpx
+
+    if not token:
+        raise ConfigError("a live report reads /admin/stats, which needs the proxy's admin token: "
+                          "give --admin-token or set SEMCACHE_ADMIN_TOKEN")
+    stats_url = proxy_root(url) + "/admin/stats"
+    try:
+        resp = httpx.get(stats_url, headers={"authorization": f"Bearer {token}"}, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"{stats_url}: cannot reach the proxy: {exc or type(exc).__name__}") from exc
+    if resp.status_code == 401:
+        raise ConfigError(f"{stats_url}: the admin token was rejected (401)")
+    if resp.status_code == 404:
+        raise ConfigError(f"{stats_url}: not found (404): the proxy's admin API is off (start it with "
+                          "SEMCACHE_ADMIN_TOKEN set) or the URL is not a semcache proxy")
+    if resp.status_code != 200:
+        raise ConfigError(f"{stats_url}: HTTP {resp.status_code}")
+    try:
+        stats = resp.json()
+    except ValueError:
+        stats = None
+    if not (isinstance(stats, dict) and isinstance(stats.get("cache"), dict)
+            and isinstance(stats["cache"].get("categories"), dict)):
+        raise ConfigError(f"{stats_url}: the answer is not semcache's /admin/stats")
+    return stats
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """A replay result written by ``semcache eval replay``, or a :class:`ConfigError` saying what is wrong."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not JSON: {exc}") from exc
+    if not isinstance(result, dict) or not isinstance(result.get("systems"), dict) or "meta" not in result:
+        raise ConfigError(f"{path}: not a replay result (expected the JSON `semcache eval replay` writes)")
+    return result
+
+
 def run_cli(args: Any) -> int:
     source = args.source
     if source.startswith(("http://", "https://")):
-        import httpx
-
-        token = args.admin_token or ""
-        resp = httpx.get(source.rstrip("/") + "/admin/stats", headers={"authorization": f"Bearer {token}"},
-                         timeout=10)
-        resp.raise_for_status()
-        page = report_from_stats(resp.json(), args.out)
+        token = args.admin_token or os.environ.get("SEMCACHE_ADMIN_TOKEN")
+        page = report_from_stats(fetch_stats(source, token), args.out)
     else:
-        page = report_from_result(json.loads(Path(source).read_text()), args.out, args.price_in, args.price_out)
+        page = report_from_result(read_result(Path(source)), args.out, args.price_in, args.price_out)
     print(f"report: {page}")
     return 0
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="render an HTML report with plots from a replay result or a live proxy")
-    p.add_argument("--from", dest="source", required=True, help="replay result JSON, or a proxy base URL")
+    p.add_argument("--from", dest="source", required=True,
+                   help="replay result JSON, or a live proxy's URL (http://HOST:PORT, /v1 suffix allowed)")
     p.add_argument("--out", type=Path, required=True, help="output directory (report.html + PNGs)")
     p.add_argument("--admin-token", help="bearer token for a live proxy's /admin (or SEMCACHE_ADMIN_TOKEN)")
     p.add_argument("--price-in", type=float, default=2.5, help="$ per million prompt tokens (default 2.5)")

@@ -1,4 +1,4 @@
-"""int8-vs-fp32 quality check on labelled pair data (``semcache embed-quality``).
+"""int8-vs-fp32 quality check on labelled pair data (``python -m gpu_embed.quality``).
 
 Usage::
 
@@ -145,8 +145,8 @@ def format_report(r: QualityReport) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gpu_embed.quality`` / ``semcache embed-quality``."""
-    parser = argparse.ArgumentParser(prog="semcache embed-quality",
+    """``python -m gpu_embed.quality`` (there is no ``semcache`` subcommand for it)."""
+    parser = argparse.ArgumentParser(prog="python -m gpu_embed.quality",
                                      description="int8-vs-fp32 embedding quality on labelled pairs")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="JSON-lines pairs {a, b, label}")
     parser.add_argument("--limit", type=int, default=2000, help="first N pairs (default 2000; 0 = all)")

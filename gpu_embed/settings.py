@@ -46,38 +46,35 @@ class EmbedderSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    backend: Backend = "auto"
-    model_path: Path = Field(default_factory=default_model_path)
-    cache_dir: Path = Field(default_factory=default_cache_dir)
+    backend: Backend = Field("auto", description="auto: CUDA if present, else ONNX int8 on CPU; remote: remote_url")
+    model_path: Path = Field(default_factory=default_model_path, description="sentence-transformers model directory",
+                             json_schema_extra={"shown_default": "the bundled all-MiniLM-L6-v2"})
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="where exported ONNX models are kept",
+                            json_schema_extra={"shown_default": f"${CACHE_DIR_ENV} or ~/.cache/semcache/onnx"})
 
     # Micro-batching (see gpu_embed.batcher).
-    max_batch_size: int = Field(default=64, ge=1, le=4096)
-    max_wait_ms: float = Field(default=1.0, ge=0.0, le=1000.0)
-    max_queue: int = Field(default=1024, ge=1)
+    max_batch_size: int = Field(default=64, ge=1, le=4096, description="texts per micro-batch")
+    max_wait_ms: float = Field(default=1.0, ge=0.0, le=1000.0, description="wait this long to fill a micro-batch")
+    max_queue: int = Field(default=1024, ge=1, description="texts waiting before the embedder reports overload")
 
-    # Exact-text LRU of recent embeddings; 0 disables it.
-    lru_size: int = Field(default=4096, ge=0)
+    lru_size: int = Field(default=4096, ge=0, description="exact-text LRU of recent embeddings; 0 = off")
 
-    # Long inputs: the model sees max_seq_length tokens (256 for MiniLM). We keep
-    # the first ``head_tokens`` and fill the rest from the end (see
-    # gpu_embed.tokenize for why).
-    head_tokens: int = Field(default=64, ge=0)
+    # Long inputs: the model sees max_seq_length tokens (256 for MiniLM); see
+    # gpu_embed.tokenize for why the head and the tail are kept.
+    head_tokens: int = Field(default=64, ge=0, description="tokens kept from the start of a long input; the rest "
+                                                           "from its end")
 
-    # ONNX Runtime threads per session; None = number of CPU cores.
-    onnx_threads: int | None = Field(default=None, ge=1)
-    # ONNX rows computed side by side by one-thread sessions when several texts
-    # are waiting; None = number of CPU cores, 1 = one row at a time.
-    onnx_lanes: int | None = Field(default=None, ge=1)
-    # Largest batch on CUDA (throughput grows up to a few hundred on an H100).
-    cuda_batch_size: int = Field(default=256, ge=1)
+    onnx_threads: int | None = Field(default=None, ge=1, description="ONNX Runtime threads of the all-cores session "
+                                                                      "(a lone query); unset = the CPU cores")
+    onnx_lanes: int | None = Field(default=None, ge=1, description="rows of a micro-batch computed side by side by "
+                                                                    "one-thread ONNX sessions; unset = the CPU cores")
+    cuda_batch_size: int = Field(default=256, ge=1, description="largest batch on CUDA")
 
-    # Remote embedder (backend="remote"): the embedding service's base URL.
-    remote_url: str | None = None
-    remote_timeout_s: float = Field(default=2.0, gt=0.0)
-    remote_max_connections: int = Field(default=64, ge=1)
+    remote_url: str | None = Field(None, description="the embedding service's base URL (backend remote)")
+    remote_timeout_s: float = Field(default=2.0, gt=0.0, description="seconds per call to the embedding service")
+    remote_max_connections: int = Field(default=64, ge=1, description="connections to the embedding service")
 
-    # Run one tiny batch at build time so the first real request is not slow.
-    warmup: bool = True
+    warmup: bool = Field(True, description="embed one tiny batch at build time so the first request is not slow")
 
     @field_validator("model_path", "cache_dir")
     @classmethod

@@ -145,7 +145,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        policies = load_policies(settings.policies)  # an invalid policy file stops the start
+        policies = load_policies(settings.policy_file)  # an invalid policy file stops the start
         parts.pool = UpstreamPool(settings, upstream_transport)
         starter = None
         try:

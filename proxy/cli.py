@@ -7,16 +7,21 @@
     semcache <more>       commands other packages register in the entry-point group
                           ``semcache.commands`` (e.g. ``engine-sim`` from evaluation)
 
-Every ``serve`` option is also a ``SEMCACHE_<NAME>`` environment variable and
-a key of the ``--config`` YAML file; flags win over env, env over the file.
+Every setting (:class:`proxy.settings.ProxySettings`) is a ``serve`` flag
+generated from the model (:mod:`proxy.flags`), a ``SEMCACHE_<NAME>``
+environment variable and a key of the ``--config`` YAML file; flags win over
+env, env over the file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -42,35 +47,37 @@ embedder knobs as SEMCACHE_EMBEDDER__<NAME> (e.g. SEMCACHE_EMBEDDER__BACKEND=onn
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the caching proxy (an OpenAI-compatible base_url)",
-                       description="Run semcache: an OpenAI-compatible proxy that answers repeated and "
-                                   "paraphrased requests from a semantic cache and forwards the rest.",
+                       description="Run semcache: an OpenAI-compatible proxy that answers repeated and\n"
+                                   "paraphrased requests from a semantic cache and forwards the rest. Every\n"
+                                   "setting is a flag, a SEMCACHE_<NAME> environment variable and a key of the\n"
+                                   "--config file (flags beat env, env beats the file).",
                        epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--upstream", dest="upstreams", action="append", metavar="[MODEL=]URL",
-                   help="OpenAI-compatible base URL of an engine, e.g. http://localhost:8000/v1; repeat for "
-                        "several; MODEL=URL pins one model to it. None given: start the local SmolLM2 engine")
-    p.add_argument("--host", help="listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="listen port (default 8080)")
-    _store_arguments(p)
-    p.add_argument("--admin-token", help="bearer token enabling /admin (prefer SEMCACHE_ADMIN_TOKEN)")
-    p.add_argument("--routing", choices=["round_robin", "least_loaded"], help="how to pick among upstreams")
-    p.add_argument("--local-llm-port", type=int, default=0, help="port of the local engine (default: a free one)")
+    _settings_arguments(p)
+    p.add_argument("--local-llm-port", type=int, default=0, metavar="N",
+                   help="port of the local engine (default: a free one)")
     p.set_defaults(handler=_serve)
 
 
-_STORE_SETTINGS = ("upstreams", "policies", "store", "sqlite_path", "redis_url", "upstream_api_key", "iccache",
-                   "log_level")
+# What ``replay-examples`` reads of the settings: the store, policies, IC-Cache config and embedder.
+_REPLAY_SETTINGS = ("upstreams", "upstream_api_key", "upstream_connect_timeout", "upstream_read_timeout",
+                    "store", "sqlite_path", "redis_url", "redis_prefix", "policies", "iccache", "embedder",
+                    "log_level")
 
 
-def _store_arguments(p: argparse.ArgumentParser) -> None:
-    """Options naming the settings, policies, store and IC-Cache config (``serve`` and ``replay-examples``)."""
-    p.add_argument("--config", type=Path, help="YAML file with any of these settings (keys as in SEMCACHE_<KEY>)")
-    p.add_argument("--policies", type=Path, help="category policy YAML (default policies/default.yaml)")
-    p.add_argument("--store", choices=["sqlite", "redis"], help="where entries live (default sqlite)")
-    p.add_argument("--sqlite-path", type=Path, help="SQLite file (default .semcache/cache.db)")
-    p.add_argument("--redis-url", help="Redis URL for --store redis (default redis://127.0.0.1:6379/0)")
-    p.add_argument("--upstream-api-key", help="key sent upstream instead of the caller's (prefer env)")
-    p.add_argument("--iccache", type=Path, help="IC-Cache config YAML (models and roles, example selection)")
-    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+def _settings_arguments(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """``--config`` and one flag per setting (generated from :class:`ProxySettings`, see :mod:`proxy.flags`)."""
+    from proxy.flags import add_settings_flags
+    from proxy.settings import ProxySettings
+
+    p.add_argument("--config", type=Path, metavar="PATH", help="YAML file with any of these settings (keys as in SEMCACHE_<KEY>)")
+    add_settings_flags(p, ProxySettings, env_prefix=ProxySettings.model_config["env_prefix"], only=only)
+
+
+def _load_settings(args: argparse.Namespace):
+    from proxy.flags import settings_overrides
+    from proxy.settings import ProxySettings, load_settings
+
+    return load_settings(settings_overrides(args, ProxySettings), args.config)
 
 
 def _setup_logging(level: str) -> None:
@@ -93,11 +100,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app
     from proxy.upstream.local_llm import LocalLLM
-    from proxy.settings import load_settings
+    from semcache.policy import load_policies
 
-    overrides = {k: getattr(args, k) for k in (*_STORE_SETTINGS, "host", "port", "admin_token", "routing")}
-    settings = load_settings(overrides, args.config)
+    settings = _load_settings(args)
     _setup_logging(settings.log_level)
+    load_policies(settings.policy_file)  # a bad policy file fails now, not after the engine has started
     engine = None
     if "upstreams" not in settings.model_fields_set:
         engine = LocalLLM(port=args.local_llm_port, log_path=Path(".semcache/local-llm.log"))
@@ -105,7 +112,8 @@ def _serve(args: argparse.Namespace) -> int:
         print("semcache: no --upstream given: starting the local engine (SmolLM2-135M on llama.cpp)...", flush=True)
         engine.start()
         settings = with_local_engine(settings, engine.base_url)
-        print(f"semcache: local engine ready at {engine.base_url} (model smollm2-135m-instruct)", flush=True)
+        print(f"semcache: local engine ready at {engine.base_url} (model smollm2-135m-instruct, "
+              f"pid {engine.process.pid})", flush=True)
     try:
         print(f"semcache: proxy on http://{settings.host}:{settings.port}/v1 -> {', '.join(settings.upstreams)}",
               flush=True)
@@ -191,9 +199,7 @@ def _replay_examples_parser(sub: argparse._SubParsersAction) -> None:
                                    "the large model while it is idle, within a token budget, and evict examples "
                                    "whose utility per byte stays low.",
                        epilog=REPLAY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--upstream", dest="upstreams", action="append", metavar="[MODEL=]URL",
-                   help="OpenAI-compatible base URL of the large model's engine (MODEL=URL pins it); repeatable")
-    _store_arguments(p)
+    _settings_arguments(p, only=_REPLAY_SETTINGS)
     p.add_argument("--token-budget", type=int, required=True, help="large-model tokens this run may spend")
     p.add_argument("--dry-run", action="store_true", help="ask and compare, but write nothing to the store")
     p.add_argument("--max-seconds", type=float, help="stop asking after this long (default: no limit)")
@@ -215,10 +221,9 @@ def _replay_examples(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from proxy.replay_examples import print_summary, run_replay
-    from proxy.settings import load_settings
     from semcache.iccache import ReplayConfig
 
-    settings = load_settings({k: getattr(args, k) for k in _STORE_SETTINGS}, args.config)
+    settings = _load_settings(args)
     _setup_logging(settings.log_level)
     knobs = {k: getattr(args, k) for k in ("token_budget", "low_utility", "keep_agreement", "evict_min_scored",
                                            "evict_utility_per_kb")}
@@ -251,14 +256,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 2
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks run (they stop the local engine)."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM unwinds the stack (:class:`Terminated`) instead of ending the process at once.
+
+    Once the clean-up has run, the process still dies by SIGTERM, as docker,
+    systemd and Kubernetes expect. While uvicorn serves it takes SIGTERM
+    itself, shuts the app down, restores this handler and raises the signal
+    again: it lands here too.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        return args.handler(args) or 0
-    except ConfigError as exc:
-        print(f"semcache: {exc}", file=sys.stderr)
-        return 2
+        yield
+    except Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+        sys.exit(128 + signal.SIGTERM)  # only if SIGTERM is blocked
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    with _sigterm_unwinds():
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if not getattr(args, "handler", None):
+                parser.print_help()
+                return 2
+            return args.handler(args) or 0
+        except ConfigError as exc:
+            print(f"semcache: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # Ctrl-C, also while the local engine starts: no traceback
+            print("semcache: interrupted", file=sys.stderr)
+            return 130

@@ -189,7 +189,7 @@ async def run_replay(settings: ProxySettings, replay: ReplayConfig, *, dry_run: 
     if max_tokens < 1 or max_waiting < 0 or (max_seconds is not None and max_seconds < 0):
         raise ConfigError("--max-tokens must be at least 1; --max-waiting and --max-seconds at least 0")
     config = load_iccache_config(settings.iccache)
-    policies = load_policies(settings.policies)
+    policies = load_policies(settings.policy_file)
     large_name = config.model("large").name
     pool = UpstreamPool(settings)
     candidates = pool.router.candidates(large_name)

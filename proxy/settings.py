@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from gpu_embed.settings import EmbedderSettings
 from semcache.adaptive import PressureTargets
+from semcache.default_policy import DEFAULT_POLICY_FILE
 from semcache.errors import ConfigError
 
 DEFAULT_UPSTREAM = "http://localhost:8000/v1"
@@ -30,39 +31,46 @@ class ProxySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SEMCACHE_", env_nested_delimiter="__", extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="listen address")
+    port: int = Field(8080, ge=0, le=65535, description="listen port")
     upstreams: list[str] = Field(
         default_factory=lambda: [DEFAULT_UPSTREAM],
-        description="OpenAI-compatible base URLs; 'URL' serves any model, 'MODEL=URL' one model",
+        description="OpenAI-compatible base URL of an engine, e.g. http://localhost:8000/v1; repeat for several; "
+                    "MODEL=URL pins one model to it",
+        json_schema_extra={"flag": "--upstream", "metavar": "[MODEL=]URL",
+                           "shown_default": "none: `semcache serve` starts the local SmolLM2 engine"},
     )
     upstream_api_key: SecretStr | None = Field(
-        None, description="sent upstream instead of the caller's Authorization"
+        None, description="sent upstream instead of the caller's Authorization (prefer the env variable)"
     )
-    upstream_connect_timeout: float = Field(5.0, gt=0)
-    upstream_read_timeout: float = Field(600.0, gt=0)
-    upstream_max_connections: int = Field(512, ge=1)
-    routing: Literal["round_robin", "least_loaded"] = "least_loaded"
+    upstream_connect_timeout: float = Field(5.0, gt=0, description="seconds to connect to an upstream")
+    upstream_read_timeout: float = Field(600.0, gt=0, description="seconds to wait for an upstream's next bytes")
+    upstream_max_connections: int = Field(512, ge=1, description="pooled connections to the upstreams")
+    routing: Literal["round_robin", "least_loaded"] = Field(
+        "least_loaded", description="how to pick among the upstreams serving a model")
 
-    store: Literal["sqlite", "redis"] = "sqlite"
-    sqlite_path: Path = Path(".semcache/cache.db")
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "semcache"
+    store: Literal["sqlite", "redis"] = Field("sqlite", description="where entries live (redis: for several replicas)")
+    sqlite_path: Path = Field(Path(".semcache/cache.db"), description="SQLite file of store sqlite")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL of store redis")
+    redis_prefix: str = Field("semcache", description="prefix of every Redis key (several caches in one Redis)")
     store_breaker_failures: int = Field(
         3, ge=0, description="consecutive store failures or timeouts that open the store's circuit breaker: the "
                              "cache is then bypassed at once and the store probed in the background; 0 = no breaker")
     store_call_timeout_s: float = Field(1.0, gt=0, description="deadline of one store call behind the breaker")
-    policies: Path = Path("policies/default.yaml")
+    policies: Path | None = Field(
+        None, description="category policy YAML; unset = the default policy shipped with semcache (the repository's "
+                          "policies/default.yaml), whose /admin reloads are not written back",
+        json_schema_extra={"shown_default": "the built-in default policy"})
     iccache: Path | None = Field(None, description="IC-Cache config YAML (models, roles, selection); unset = off")
-    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings,
-                                       description="see gpu_embed; env e.g. SEMCACHE_EMBEDDER__BACKEND=onnx-int8")
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="embedder knobs: see gpu_embed/settings.py")
 
-    admin_token: SecretStr | None = Field(None, description="bearer token of /admin; unset = admin disabled")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of /admin (prefer the env variable); unset = admin disabled")
     dashboard_interval_s: float = Field(2.0, ge=0.2, description="how often /admin/live (the dashboard) sends "
                                                                  "a stats snapshot")
     persist_policy_reloads: bool = Field(True, description="write a policy reloaded via /admin over the policies file")
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    coalesce: bool = True
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    coalesce: bool = Field(True, description="one upstream call for identical concurrent misses")
     speculative_forward: bool | Literal["auto"] = Field(
         "auto", description="send a request that is not an exact repeat upstream while the cache searches; a "
                             "semantic hit cancels it: misses stop paying for embedding + search. 'auto': only to "
@@ -92,7 +100,13 @@ class ProxySettings(BaseSettings):
                                                 "(off when upstream_api_key is set)")
     key_check_ttl_s: float = Field(300.0, gt=0, description="how long an accepted key stays trusted")
     tenant_salt: str = Field("", description="mixed into the API-key hash that names a tenant")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="log level (debug also logs every request)")
+
+    @property
+    def policy_file(self) -> Path:
+        """The policy file in force: ``policies``, or the default shipped in the package."""
+        return self.policies or DEFAULT_POLICY_FILE
 
     @field_validator("upstreams")
     @classmethod

