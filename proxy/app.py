@@ -141,6 +141,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                                                    interval_s=settings.upstream_metrics_interval_s)
                 await parts.upstream_load.refresh()  # know which engines are vLLM before the first request
                 parts.upstream_load.start()
+                parts.pool.router.attach_engines(parts.upstream_load)  # routing weighs every client's load
             parts.iccache = build_iccache(settings, parts.pool, parts.embedder, clock, parts.upstream_load)
             if parts.iccache is not None:
                 parts.cache.listeners.append(parts.iccache)  # before start: the rebuild fills the bank

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from gpu_embed.settings import EmbedderSettings
+from proxy.upstream.routing.options import RoutingOptions, StrategyName
 from semcache.errors import ConfigError
 
 DEFAULT_UPSTREAM = "http://localhost:8000/v1"
@@ -41,7 +42,14 @@ class ProxySettings(BaseSettings):
     upstream_connect_timeout: float = Field(5.0, gt=0)
     upstream_read_timeout: float = Field(600.0, gt=0)
     upstream_max_connections: int = Field(512, ge=1)
-    routing: Literal["round_robin", "least_loaded"] = "least_loaded"
+    routing: StrategyName = Field(
+        "least_loaded", description="how a miss picks among a model's replicas: round_robin, least_loaded, "
+                                    "session (sticky per conversation), prefix (where its prompt prefix was "
+                                    "sent), kv (ask the LMCache controller)")
+    routing_by_model: dict[str, StrategyName] = Field(
+        default_factory=dict, description="per-model override of routing, e.g. {large: kv, small: prefix}")
+    routing_options: RoutingOptions = Field(default_factory=RoutingOptions,
+                                            description="weights and limits of session/prefix/kv routing")
 
     store: Literal["sqlite", "redis"] = "sqlite"
     sqlite_path: Path = Path(".semcache/cache.db")

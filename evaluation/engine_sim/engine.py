@@ -16,6 +16,7 @@ honest waiting and honest counting.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -135,6 +136,18 @@ class SimEngine:
             include_usage=bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),
             blocks=block_hashes(tokens, s.block_size) if self.prefix_cache is not None else [],
         )
+
+    def token_ids(self, body: dict[str, Any]) -> list[int]:
+        """Stable ids of the prompt's tokens (``/tokenize``): ``messages`` (as chat renders them) or ``prompt``."""
+        messages = body.get("messages")
+        if isinstance(messages, list) and all(isinstance(m, dict) for m in messages):
+            text = chat_prompt(messages)[0]
+        elif isinstance(body.get("prompt"), str):
+            text = body["prompt"]
+        else:
+            raise SimRequestError(400, "give messages (a list of objects) or prompt (a string)", param="prompt")
+        return [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=4).digest(), "big") % 50000
+                for t in tokenize(text)]
 
     # -- timing -----------------------------------------------------------------------
     def _admitted(self, plan: Plan) -> float:
