@@ -45,17 +45,19 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._blocks)
 
-    def cached_tokens(self, hashes: Sequence[bytes], prompt_tokens: int) -> int:
+    def cached_tokens(self, hashes: Sequence[bytes], prompt_tokens: int, *, touch: bool = True) -> int:
         """Tokens of the prompt served from cache (its longest cached leading run of blocks).
 
-        Touches the matched blocks (they become most recently used). At most
-        ``prompt_tokens - 1``: the last token is always computed.
+        Touches the matched blocks (they become most recently used) unless
+        ``touch`` is false (a look from outside, as LMCache's controller gives).
+        At most ``prompt_tokens - 1``: the last token is always computed.
         """
         matched = 0
         for h in hashes:
             if h not in self._blocks:
                 break
-            self._blocks.move_to_end(h)
+            if touch:
+                self._blocks.move_to_end(h)
             matched += 1
         return min(matched * self.block_size, max(0, prompt_tokens - 1))
 
