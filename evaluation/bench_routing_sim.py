@@ -16,6 +16,11 @@ load is read straight from the replicas' schedulers (a scrape with no delay).
 What the simulator leaves out: concurrent prefills do not slow each other
 down, and blocks of running requests are not pinned (see its docstrings).
 
+The run is on virtual time (``looptime``): the event loop's clock advances
+only by the simulated engines' sleeps, so the proxy-side code (routing,
+hashing) costs no simulated time and the figures do not depend on how busy
+this machine is; they are the same on every run with the same seed.
+
     python -m evaluation.bench_routing_sim --replicas 8 --requests 1500
 """
 
@@ -30,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import looptime
 
 from evaluation import traces
 from evaluation.engine_sim.answers import chat_prompt, tokenize
@@ -89,10 +96,9 @@ class SimController:
 
     async def lookup(self, tokens: list[str]) -> dict[str, int]:
         out = {}
+        hashes = block_hashes(tokens, next(iter(self.engines.values())).settings.block_size)
         for instance, engine in self.engines.items():
-            cache = engine.prefix_cache
-            hashes = block_hashes(tokens, cache.block_size)
-            matched = cache.cached_tokens(hashes, len(tokens) + 1, touch=False)
+            matched = engine.prefix_cache.cached_tokens(hashes, len(tokens) + 1, touch=False)
             if matched:
                 out[instance] = matched
         return out
@@ -131,11 +137,12 @@ async def run_strategy(name: str, work: Workload, *, replicas: int, sim: dict[st
         strategy.lookup = SimController({f"inst-{i}": e for i, e in enumerate(engines)})
         strategy.by_url = {u.base_url: f"inst-{i}" for i, u in enumerate(ups)}
     run = Run(per_replica=[0] * replicas)
-    start = time.perf_counter()
+    clock = asyncio.get_running_loop().time
+    start = clock()
 
     async def one(at: float, body: dict[str, Any]) -> None:
-        await asyncio.sleep(max(0.0, start + at / speed - time.perf_counter()))
-        t0 = time.perf_counter()
+        await asyncio.sleep(max(0.0, start + at / speed - clock()))
+        t0 = clock()
         achoose = getattr(strategy, "achoose", None)
         up = await achoose(ups, body) if achoose else strategy.choose(ups, body)
         idx = ups.index(up)
@@ -145,18 +152,27 @@ async def run_strategy(name: str, work: Workload, *, replicas: int, sim: dict[st
             engine = engines[idx]
             first = None
             async for _ in engine.stream(engine.plan("chat", body)):
-                first = first or time.perf_counter()
-            end = time.perf_counter()
+                first = first or clock()
+            end = clock()
         finally:
             up.in_flight -= 1
         run.ttft.append((first or end) - t0)
         run.total.append(end - t0)
 
     await asyncio.gather(*(one(t, b) for t, b in zip(work.times, work.bodies, strict=True)))
-    run.wall_s = time.perf_counter() - start
+    run.wall_s = clock() - start
     queried = sum(e.metrics.prefix_totals[0] for e in engines)
     run.hit_rate = sum(e.metrics.prefix_totals[1] for e in engines) / max(1, queried)
     return run
+
+
+def run_virtual(name: str, work: Workload, **kw: Any) -> Run:
+    """:func:`run_strategy` on a fresh event loop with virtual time (see the module docstring)."""
+    loop = looptime.new_event_loop(start=0.0)  # time compaction on from the start
+    try:
+        return loop.run_until_complete(run_strategy(name, work, **kw))
+    finally:
+        loop.close()
 
 
 def summary(name: str, run: Run) -> dict[str, Any]:
@@ -166,7 +182,7 @@ def summary(name: str, run: Run) -> dict[str, Any]:
             "total_p50_ms": round(_pct(run.total, 50) * 1000, 1),
             "total_p95_ms": round(_pct(run.total, 95) * 1000, 1),
             "imbalance_max_over_mean": round(max(run.per_replica) / mean, 2) if mean else 0.0,
-            "wall_s": round(run.wall_s, 1)}
+            "virtual_s": round(run.wall_s, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.doc_tokens} words, {args.replicas} replicas, trace span {work.times[-1] / args.speed:.0f} s")
     rows = []
     for name in args.strategies.split(","):
-        rows.append(summary(name, asyncio.run(run_strategy(
-            name, work, replicas=args.replicas, sim=sim, speed=args.speed, options=RoutingOptions()))))
+        t0 = time.perf_counter()
+        run = run_virtual(name, work, replicas=args.replicas, sim=sim, speed=args.speed, options=RoutingOptions())
+        rows.append({**summary(name, run), "real_s": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)
     cols = list(rows[0])
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
