@@ -83,15 +83,22 @@ async def measure(url: str, requests: int, concurrency: int) -> list[dict]:
             await asyncio.gather(*(c(_body(i, False)) for i in range(8)))
         for stream in (False, True):
             lat: dict[str, list[float]] = {n: [] for n in calls}
+            errors = dict.fromkeys(calls, 0)
             names = list(calls)
             for i in range(requests):
                 for name in names[i % 3:] + names[:i % 3]:  # each client first in turn: no position bias
                     c = calls[name]
                     t0 = time.perf_counter()
-                    await c(_body(i, stream))
+                    try:
+                        await c(_body(i, stream))
+                    except Exception as exc:  # noqa: BLE001 -- a failed call is a finding, not a crash
+                        errors[name] += 1
+                        print(f"{name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                        continue
                     lat[name].append(time.perf_counter() - t0)
             for name, xs in lat.items():
-                rows.append({"client": name, "stream": stream, "p50_ms": _ms(xs, 50), "p95_ms": _ms(xs, 95)})
+                rows.append({"client": name, "stream": stream, "p50_ms": _ms(xs, 50), "p95_ms": _ms(xs, 95),
+                             "errors": errors[name]})
         for _ in range(2):  # alternate the throughput rounds
             for name, c in calls.items():
                 t0 = time.perf_counter()
@@ -125,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sim.terminate()
         sim.wait()
-    print("| client | answer | p50 ms | p95 ms | req/s at concurrency %d (2 rounds) |\n|---|---|---|---|---|"
-          % args.concurrency)
+    print("| client | answer | p50 ms | p95 ms | failed | req/s at concurrency %d (2 rounds) |\n"
+          "|---|---|---|---|---|---|" % args.concurrency)
     for r in rows:
         print(f"| {r['client']} | {'stream' if r['stream'] else 'json'} | {r['p50_ms']} | {r['p95_ms']} | "
-              f"{r.get('req_per_s', '')} |")
+              f"{r['errors']} | {r.get('req_per_s', '')} |")
     return 0
 
 

@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--prefix-cache-tokens", type=int, default=16384)
     p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--beta", type=float, default=RoutingOptions().beta)
+    p.add_argument("--balance-abs", type=float, default=RoutingOptions().balance_abs_threshold,
+                   help="imbalance threshold (requests); a huge value turns the least-loaded fallback off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
@@ -214,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
            "kv_cache_tokens": max(65536, args.prefix_cache_tokens), "max_model_len": 32768}
     print(f"{len(work.bodies)} requests, {len({a.session for a in arrivals})} sessions, {args.docs} documents of "
           f"{args.doc_tokens} words, {args.replicas} replicas, trace span {work.times[-1] / args.speed:.0f} s")
+    options = RoutingOptions(beta=args.beta, balance_abs_threshold=args.balance_abs)
     rows = []
     for name in args.strategies.split(","):
         t0 = time.perf_counter()
-        run = run_virtual(name, work, replicas=args.replicas, sim=sim, speed=args.speed, options=RoutingOptions())
+        run = run_virtual(name, work, replicas=args.replicas, sim=sim, speed=args.speed, options=options)
         rows.append({**summary(name, run), "real_s": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)
     cols = list(rows[0])
