@@ -193,6 +193,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 "upstreams": [{"base_url": u.base_url, "model": u.model, "in_flight": u.in_flight,
                                "engine": parts.upstream_load.snapshot(u) if parts.upstream_load else None}
                               for u in pool.router.upstreams],
+                "routing": pool.router.snapshot(),
                 "iccache": parts.iccache.snapshot() if parts.iccache is not None else None}
 
     app.include_router(build_openai_router(lambda: parts.need("endpoint"), lambda: parts.need("pool"),

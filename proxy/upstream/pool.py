@@ -83,6 +83,16 @@ class UpstreamRouter:
         if self.balancer is not None:
             self.balancer.engines = engines
 
+    def snapshot(self) -> dict[str, Any]:
+        """For ``/admin/stats``: each strategy in use, and what ``kv`` routing's controller answered."""
+        def one(strategy: RoutingStrategy) -> dict[str, Any]:
+            out: dict[str, Any] = {"strategy": type(strategy).__name__}
+            if hasattr(strategy, "fell_back"):
+                out.update(asked=strategy.asked, answered=strategy.answered, fell_back=strategy.fell_back)
+            return out
+
+        return {"default": one(self.strategy), "by_model": {m: one(s) for m, s in self.by_model.items()}}
+
     def candidates(self, model: str) -> list[Upstream]:
         pinned = [u for u in self.upstreams if u.model == model]
         if pinned:

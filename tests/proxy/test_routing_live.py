@@ -16,6 +16,7 @@ from tests.proxy.test_routing_kv import FakeController
 pytestmark = pytest.mark.slow
 
 SYSTEM = "You are the help desk of a bicycle shop. Our opening hours, prices and rules follow. " * 25
+ADMIN = "routing-admin"
 QUESTIONS = ["Do you repair carbon frames?", "How much is a new chain?",
              "Can I pay with a card?", "Are you open on Sundays in winter?"]
 
@@ -38,7 +39,7 @@ def _ask(proxy, question: str, stream: bool = False) -> None:
 
 def _settings(tmp_path, sims, **routing) -> ProxySettings:
     return ProxySettings(upstreams=[f"m={s.url}/v1" for s in sims], sqlite_path=tmp_path / "c.db",
-                         speculative_forward=False, log_level="warning", **routing)
+                         speculative_forward=False, log_level="warning", admin_token=ADMIN, **routing)
 
 
 def test_prefix_routing_keeps_a_shared_system_prompt_on_one_replica(tmp_path, live_server):
@@ -64,5 +65,8 @@ def test_kv_routing_asks_the_lmcache_controller(tmp_path, live_server):
         with live_server(create_app(_settings(tmp_path, [a, b], routing="kv", routing_options=opts))) as proxy:
             for q in QUESTIONS[:3]:
                 _ask(proxy, q)
+            stats = httpx.get(proxy.url + "/admin/stats", headers={"authorization": f"Bearer {ADMIN}"}).json()
+        assert stats["proxy"]["routing"]["default"] == {"strategy": "KvAffinity", "asked": 3, "answered": 3,
+                                                        "fell_back": 0}
         assert controller.lookups == 3
         assert (_requests(a), _requests(b)) == (0.0, 3.0)
