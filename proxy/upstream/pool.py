@@ -122,8 +122,8 @@ class UpstreamRouter:
 
 
 def build_router(settings: ProxySettings, transport: httpx.AsyncBaseTransport | None = None) -> UpstreamRouter:
-    """The router over ``settings.upstreams`` with each model's strategy (one instance per model:
-    a prefix table or session ring is per model)."""
+    """The router over ``settings.upstreams``: each model in ``routing_by_model`` gets its own
+    strategy instance, the other models share the default one (its tables are per replica URL)."""
     opts = settings.routing_options
     balancer = Balancer(opts.balance_abs_threshold, opts.balance_rel_threshold)
     # kv routing's calls (engine /tokenize, controller /lookup) are bounded by its own timeout.
