@@ -11,10 +11,11 @@ and the same requests; requests go through the proxy's upstream path
 (:class:`proxy.upstream.pool.UpstreamPool`: router, HTTP client, in-flight
 counts) but not its semantic cache, so every request is a miss.
 
-TTFT is the time to the first streamed byte of the answer; "total" is the
-wall time of the whole workload per strategy.
+TTFT is the time to the first streamed event of the answer (queueing in the
+engine included: llama.cpp's server runs one request at a time); "total" is
+the wall time of the whole workload per strategy.
 
-    python -m evaluation.bench_routing_local --docs 8 --turns 3
+    python -m evaluation.bench_routing_local --docs 4 --doc-words 500 --turns 3
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ async def _session(pool: UpstreamPool, doc: str, questions: list[str], max_token
         first, text = None, b""
         try:
             async for data in response.aiter_bytes():
-                first = first or time.perf_counter()
                 text += data
+                if first is None and b"data: {" in text:  # not the server's ": ping" comments
+                    first = time.perf_counter()
         finally:
             upstream.in_flight -= 1
             await response.aclose()

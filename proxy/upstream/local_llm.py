@@ -72,6 +72,9 @@ class LocalLLM:
             "--host", self.host, "--port", str(self.port), "--n_ctx", str(self.n_ctx),
             "--n_threads", str(threads), "--n_threads_batch", str(threads),
             "--cache", "True",  # reuse the KV state of a shared prompt prefix
+            # By default a new request interrupts the running stream (its client gets a cut-off body);
+            # the proxy forwards concurrent misses, so they queue instead.
+            "--interrupt_requests", "False",
             "--verbose", "False",
         ]
 
