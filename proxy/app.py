@@ -159,6 +159,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                                                    interval_s=settings.upstream_metrics_interval_s)
                 await parts.upstream_load.refresh()  # know which engines are vLLM before the first request
                 parts.upstream_load.start()
+                parts.pool.router.attach_engines(parts.upstream_load)  # routing weighs every client's load
             parts.cache.adaptive.pressure = model_pressure(parts.pool, parts.upstream_load, settings.pressure)
             parts.cache.adaptive.set_switches(enabled=settings.adaptive, dry_run=settings.adaptive_dry_run)
             metrics.watch_adaptive(parts.cache.adaptive.snapshot)
@@ -233,6 +234,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 "upstreams": [{"base_url": u.base_url, "model": u.model, "in_flight": u.in_flight,
                                "engine": parts.upstream_load.snapshot(u) if parts.upstream_load else None}
                               for u in pool.router.upstreams],
+                "routing": pool.router.snapshot(),
                 "iccache": parts.iccache.snapshot() if parts.iccache is not None else None,
                 "audits": parts.auditor.snapshot() if parts.auditor is not None else None,
                 "adaptive": parts.cache.adaptive.snapshot() if parts.cache is not None else None}

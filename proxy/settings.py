@@ -21,6 +21,7 @@ from pydantic_settings import (
 from gpu_embed.settings import EmbedderSettings
 from semcache.adaptive import PressureTargets
 from semcache.default_policy import DEFAULT_POLICY_FILE
+from proxy.upstream.routing.options import RoutingOptions, StrategyName
 from semcache.errors import ConfigError
 
 DEFAULT_UPSTREAM = "http://localhost:8000/v1"
@@ -46,8 +47,14 @@ class ProxySettings(BaseSettings):
     upstream_connect_timeout: float = Field(5.0, gt=0, description="seconds to connect to an upstream")
     upstream_read_timeout: float = Field(600.0, gt=0, description="seconds to wait for an upstream's next bytes")
     upstream_max_connections: int = Field(512, ge=1, description="pooled connections to the upstreams")
-    routing: Literal["round_robin", "least_loaded"] = Field(
-        "least_loaded", description="how to pick among the upstreams serving a model")
+    routing: StrategyName = Field(
+        "least_loaded", description="how a miss picks among a model's replicas: round_robin, least_loaded, "
+                                    "session (sticky per conversation), prefix (where its prompt prefix was "
+                                    "sent), kv (ask the LMCache controller)")
+    routing_by_model: dict[str, StrategyName] = Field(
+        default_factory=dict, description="per-model override of routing, e.g. {large: kv, small: prefix}")
+    routing_options: RoutingOptions = Field(default_factory=RoutingOptions,
+                                            description="weights and limits of session/prefix/kv routing")
 
     store: Literal["sqlite", "redis"] = Field("sqlite", description="where entries live (redis: for several replicas)")
     sqlite_path: Path = Field(Path(".semcache/cache.db"), description="SQLite file of store sqlite")

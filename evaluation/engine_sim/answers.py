@@ -24,9 +24,14 @@ _WORDS = (
 ).split()
 
 
+def tokenize(text: str) -> list[str]:
+    """Approximate tokenizer: words and punctuation marks."""
+    return _TOKEN.findall(text)
+
+
 def count_tokens(text: str) -> int:
-    """Approximate tokenizer: words and punctuation marks (at least 1 per text)."""
-    return max(1, len(_TOKEN.findall(text)))
+    """Number of :func:`tokenize` tokens (at least 1 per text)."""
+    return max(1, len(tokenize(text)))
 
 
 def _content_text(content: Any) -> str:

@@ -114,6 +114,13 @@ def create_app(settings: SimSettings) -> FastAPI:
     async def completions(request: Request) -> Response:
         return await _answer("completions", request)
 
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> dict[str, Any]:
+        """vLLM's ``/tokenize`` (what LMCache-aware routers call): the prompt's token ids."""
+        _authorised(request)
+        ids = engine.token_ids(await _json_body(request))
+        return {"count": len(ids), "max_model_len": settings.max_model_len, "tokens": ids, "token_strs": None}
+
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         _authorised(request)

@@ -31,6 +31,9 @@ _OPTIONS = {  # flag -> (settings field, type, help)
     "--max-batch": ("max_batch", int, "requests decoded at once (default: 32)"),
     "--max-waiting": ("max_waiting", int, "queued requests before answering 503 (default: 1024)"),
     "--kv-cache-tokens": ("kv_cache_tokens", int, "KV-cache capacity in tokens (default: 65536)"),
+    "--block-size": ("block_size", int, "tokens per KV block of the prefix cache (default: 16)"),
+    "--prefix-cache-tokens": ("prefix_cache_tokens", int, "prefix-cache capacity in tokens, LRU "
+                                                         "(default: --kv-cache-tokens)"),
     "--max-model-len": ("max_model_len", int, "context length (default: 8192)"),
     "--default-max-tokens": ("default_max_tokens", int, "output tokens when a request names none (default: 32)"),
     "--answers": ("answers_file", str, 'JSONL file of {"question": ..., "answer": ...} lines'),
@@ -43,11 +46,15 @@ _OPTIONS = {  # flag -> (settings field, type, help)
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, (dest, typ, help_) in _OPTIONS.items():
         parser.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+    parser.add_argument("--no-prefix-caching", dest="prefix_caching", action="store_const", const=False,
+                        default=None, help="prefill every prompt in full (vLLM's --no-enable-prefix-caching)")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level (default: warning)")
 
 
 def settings_from_args(args: argparse.Namespace) -> SimSettings:
     given = {dest: getattr(args, dest) for dest, _, _ in _OPTIONS.values() if getattr(args, dest, None) is not None}
+    if getattr(args, "prefix_caching", None) is not None:
+        given["prefix_caching"] = args.prefix_caching
     return SimSettings(**given)
 
 

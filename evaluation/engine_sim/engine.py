@@ -2,26 +2,30 @@
 
 Latency model (per request, after admission to the running batch)::
 
-    prefill  = prompt_tokens * prefill_ms_per_token
+    prefill  = (prompt_tokens - cached_tokens) * prefill_ms_per_token
     step     = decode_ms_per_token * (1 + decode_batch_penalty * (running - 1))
     total    = prefill + output_tokens * step
 
 Streaming sleeps before every token; non-streaming sleeps once for the total.
-This is a model of an engine, not an engine: there is no real compute and no
-prefix cache, only honest waiting and honest counting.
+``cached_tokens`` comes from the prefix cache (:mod:`.prefix_cache`), looked
+up when the request is admitted to the batch, as vLLM's scheduler does.
+This is a model of an engine, not an engine: there is no real compute, only
+honest waiting and honest counting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from evaluation.engine_sim.answers import AnswerBook, answer_pieces, chat_prompt, count_tokens
+from evaluation.engine_sim.answers import AnswerBook, answer_pieces, chat_prompt, tokenize
 from evaluation.engine_sim.metrics import SimMetrics
+from evaluation.engine_sim.prefix_cache import PrefixCache, block_hashes
 from evaluation.engine_sim.scheduler import Scheduler
 from evaluation.engine_sim.settings import SimSettings
 
@@ -51,6 +55,8 @@ class Plan:
     choices: list[list[str]]  # output-token strings per choice
     finish_reasons: list[str]
     include_usage: bool
+    blocks: list[bytes] = field(default_factory=list)  # chained hashes of the prompt's full blocks
+    cached_tokens: int = 0  # prompt tokens the prefix cache served (known once admitted)
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -84,6 +90,8 @@ class SimEngine:
         self.scheduler = Scheduler(settings.max_batch, settings.max_waiting, settings.kv_cache_tokens)
         self.metrics = SimMetrics(settings.model, self.scheduler)
         self.book = AnswerBook.from_jsonl(settings.answers_file) if settings.answers_file else None
+        capacity = (settings.prefix_cache_tokens or settings.kv_cache_tokens) // settings.block_size
+        self.prefix_cache = PrefixCache(max(1, capacity), settings.block_size) if settings.prefix_caching else None
 
     def plan(self, endpoint: str, body: dict[str, Any]) -> Plan:
         s = self.settings
@@ -104,7 +112,8 @@ class SimEngine:
                 raise SimRequestError(400, "prompt must be a string (or a list of one string)", param="prompt")
             prompt = question = raw
             limit_name = "max_tokens"
-        prompt_tokens = count_tokens(prompt)
+        tokens = tokenize(prompt)
+        prompt_tokens = max(1, len(tokens))
         room = s.max_model_len - prompt_tokens
         if room < 1:
             raise SimRequestError(400, f"prompt is {prompt_tokens} tokens; max_model_len is {s.max_model_len}", param="messages")
@@ -125,11 +134,33 @@ class SimEngine:
             choices=choices,
             finish_reasons=reasons,
             include_usage=bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),
+            blocks=block_hashes(tokens, s.block_size) if self.prefix_cache is not None else [],
         )
 
+    def token_ids(self, body: dict[str, Any]) -> list[int]:
+        """Stable ids of the prompt's tokens (``/tokenize``): ``messages`` (as chat renders them) or ``prompt``."""
+        messages = body.get("messages")
+        if isinstance(messages, list) and all(isinstance(m, dict) for m in messages):
+            text = chat_prompt(messages)[0]
+        elif isinstance(body.get("prompt"), str):
+            text = body["prompt"]
+        else:
+            raise SimRequestError(400, "give messages (a list of objects) or prompt (a string)", param="prompt")
+        return [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=4).digest(), "big") % 50000
+                for t in tokenize(text)]
+
     # -- timing -----------------------------------------------------------------------
-    def _prefill_s(self, plan: Plan) -> float:
-        return plan.prompt_tokens * self.settings.prefill_ms_per_token / 1000.0
+    def _admitted(self, plan: Plan) -> float:
+        """Look the prompt up in the prefix cache as it enters the batch; its prefill time.
+
+        The blocks join the cache right away (vLLM caches a block once computed,
+        and a request arriving during this prefill waits behind it anyway).
+        """
+        if self.prefix_cache is not None:
+            plan.cached_tokens = self.prefix_cache.cached_tokens(plan.blocks, plan.prompt_tokens)
+            self.prefix_cache.insert(plan.blocks)
+            self.metrics.prefix_queried(plan.prompt_tokens, plan.cached_tokens)
+        return (plan.prompt_tokens - plan.cached_tokens) * self.settings.prefill_ms_per_token / 1000.0
 
     def _step_s(self) -> float:
         s = self.settings
@@ -146,7 +177,7 @@ class SimEngine:
     # -- answering --------------------------------------------------------------------
     async def complete(self, plan: Plan) -> dict[str, Any]:
         async with self.scheduler.slot(plan.prompt_tokens + plan.completion_tokens):
-            await asyncio.sleep(self._prefill_s(plan))
+            await asyncio.sleep(self._admitted(plan))
             self.metrics.ttft.observe(time.perf_counter() - plan.started)
             await asyncio.sleep(plan.steps * self._step_s())
         self._account(plan)
@@ -199,7 +230,7 @@ class SimEngine:
     async def _stream_steps(self, plan: Plan, chunk) -> AsyncIterator[dict[str, Any]]:
         chat = plan.endpoint == "chat"
         async with self.scheduler.slot(plan.prompt_tokens + plan.completion_tokens):
-            await asyncio.sleep(self._prefill_s(plan))
+            await asyncio.sleep(self._admitted(plan))
             self.metrics.ttft.observe(time.perf_counter() - plan.started)
             if chat:
                 for i in range(len(plan.choices)):

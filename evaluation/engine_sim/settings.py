@@ -31,6 +31,11 @@ class SimSettings(BaseSettings):
     max_batch: int = Field(32, ge=1, description="requests decoded concurrently")
     max_waiting: int = Field(1024, ge=0, description="queued requests before answering 503")
     kv_cache_tokens: int = Field(65536, ge=1, description="KV-cache capacity in tokens")
+    prefix_caching: bool = Field(True, description="reuse cached KV of a prompt's leading blocks (vLLM's "
+                                                   "automatic prefix caching): prefill only the uncached tokens")
+    block_size: int = Field(16, ge=1, description="tokens per KV block (vLLM's default on GPUs: 16)")
+    prefix_cache_tokens: int | None = Field(
+        None, ge=1, description="tokens the prefix cache holds (LRU); default: kv_cache_tokens")
     max_model_len: int = Field(8192, ge=16)
     default_max_tokens: int = Field(32, ge=1, description="output tokens when the request names none")
     api_key: str | None = Field(

@@ -111,7 +111,7 @@ class StreamRelaying:
                 upstream = speculation.upstream  # its in_flight was counted when the stream was opened
                 response = await speculation.take()
             else:
-                upstream = self.pool.router.choose(request.body)
+                upstream = await self.pool.router.route(request.body)
                 response = await self.pool.open_counted(upstream, PATHS[endpoint], usage.asking_usage(request.body),
                                                         controls.authorization)
         except BaseException:

@@ -38,12 +38,15 @@ _HISTOGRAMS = {
 }
 
 
+def engine_root(base_url: str) -> str:
+    """An engine's server root from its OpenAI base URL (``http://h:8000/v1`` -> ``http://h:8000``)."""
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
 def metrics_url(base_url: str) -> str:
     """An engine's ``/metrics`` from its OpenAI base URL (``http://h:8000/v1`` -> ``http://h:8000/metrics``)."""
-    root = base_url.rstrip("/")
-    if root.endswith("/v1"):
-        root = root[: -len("/v1")]
-    return root + "/metrics"
+    return engine_root(base_url) + "/metrics"
 
 
 class NotVLLMError(ValueError):

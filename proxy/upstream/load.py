@@ -64,6 +64,13 @@ class UpstreamLoad:
             return None
         return self.tracker.get(upstream.base_url).waiting
 
+    def queue(self, upstream: Upstream) -> float | None:
+        """Waiting + running requests in the engine (all clients), or None when not known (routing's load)."""
+        if not self.is_vllm(upstream):
+            return None
+        load = self.tracker.get(upstream.base_url)
+        return load.waiting + load.running
+
     def model_load(self, upstreams: Sequence[Upstream]) -> EngineLoad | None:
         """One load for a model served by several replicas (IC-Cache routes per model).
 

@@ -2,8 +2,9 @@
 
 An :class:`Upstream` is one OpenAI-compatible base URL, optionally pinned to
 one model name. The :class:`UpstreamRouter` chooses among the upstreams that
-can serve a model with a pluggable :class:`RoutingStrategy` (round robin and
-least-loaded here; prefix affinity and session stickiness slot in later).
+can serve a model with a pluggable :class:`RoutingStrategy`, one per model
+(see :mod:`proxy.upstream.routing`: round robin, least-loaded, session,
+prefix, kv).
 Plain ``http://`` engines are reached with the lean :class:`proxy.upstream.http1.Http1Client`,
 ``https://`` ones (and an injected test transport) with ``httpx``.
 """
@@ -11,7 +12,6 @@ Plain ``http://`` engines are reached with the lean :class:`proxy.upstream.http1
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ import httpx
 from proxy.errors import openai_error_from_upstream
 from proxy.upstream.http1 import Http1Client
 from proxy.settings import ProxySettings
+from proxy.upstream.routing import Balancer, EngineQueues, build_strategy
 from proxy.upstream.transport import HttpxClient, TransportError, TransportTimeout, UpstreamClient, UpstreamResponse
 from semcache.errors import RequestError, UpstreamError
 
@@ -51,37 +52,46 @@ class RoutingStrategy(Protocol):
     def choose(self, candidates: Sequence[Upstream], body: dict[str, Any]) -> Upstream: ...
 
 
-class RoundRobin:
-    def __init__(self) -> None:
-        self._counter = itertools.count()
+class AsyncRoutingStrategy(RoutingStrategy, Protocol):
+    """A strategy that may ask something over the network (``kv``) when the caller can wait."""
 
-    def choose(self, candidates: Sequence[Upstream], body: dict[str, Any]) -> Upstream:
-        return candidates[next(self._counter) % len(candidates)]
+    async def achoose(self, candidates: Sequence[Upstream], body: dict[str, Any]) -> Upstream: ...
 
-
-class LeastLoaded:
-    """Fewest requests in flight from this proxy; ties broken round robin."""
-
-    def __init__(self) -> None:
-        self._tie = RoundRobin()
-
-    def choose(self, candidates: Sequence[Upstream], body: dict[str, Any]) -> Upstream:
-        low = min(u.in_flight for u in candidates)
-        return self._tie.choose([u for u in candidates if u.in_flight == low], body)
-
-
-STRATEGIES = {"round_robin": RoundRobin, "least_loaded": LeastLoaded}
 
 # OpenAI paths of the cached endpoints, relative to an upstream base URL.
 PATHS = {"chat": "/chat/completions", "completions": "/completions"}
 
 
 class UpstreamRouter:
-    def __init__(self, upstreams: Sequence[Upstream], strategy: RoutingStrategy):
+    def __init__(self, upstreams: Sequence[Upstream], strategy: RoutingStrategy,
+                 by_model: dict[str, RoutingStrategy] | None = None, balancer: Balancer | None = None,
+                 client: httpx.AsyncClient | None = None):
         if not upstreams:
             raise ValueError("at least one upstream is needed")
         self.upstreams = list(upstreams)
         self.strategy = strategy
+        self.by_model = dict(by_model or {})
+        self.balancer = balancer
+        self.client = client  # kv routing's calls to the engines' /tokenize and the LMCache controller
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    def attach_engines(self, engines: EngineQueues) -> None:
+        """Let load-aware strategies see the engines' scraped queues (all clients' requests)."""
+        if self.balancer is not None:
+            self.balancer.engines = engines
+
+    def snapshot(self) -> dict[str, Any]:
+        """For ``/admin/stats``: each strategy in use, and what ``kv`` routing's controller answered."""
+        def one(strategy: RoutingStrategy) -> dict[str, Any]:
+            out: dict[str, Any] = {"strategy": type(strategy).__name__}
+            if hasattr(strategy, "fell_back"):
+                out.update(asked=strategy.asked, answered=strategy.answered, fell_back=strategy.fell_back)
+            return out
+
+        return {"default": one(self.strategy), "by_model": {m: one(s) for m, s in self.by_model.items()}}
 
     def candidates(self, model: str) -> list[Upstream]:
         pinned = [u for u in self.upstreams if u.model == model]
@@ -90,12 +100,38 @@ class UpstreamRouter:
         known = [u for u in self.upstreams if u.model is None and model in u.models]
         return known or [u for u in self.upstreams if u.model is None]
 
-    def choose(self, body: dict[str, Any]) -> Upstream:
+    def _plan(self, body: dict[str, Any]) -> tuple[RoutingStrategy, list[Upstream]]:
         model = str(body.get("model", ""))
         candidates = self.candidates(model)
         if not candidates:
             raise RequestError(f"The model `{model}` does not exist.", param="model", status_code=404)
-        return self.strategy.choose(candidates, body)
+        return self.by_model.get(model, self.strategy), candidates
+
+    def choose(self, body: dict[str, Any]) -> Upstream:
+        """The replica for ``body`` without waiting on anything (``kv`` acts as ``prefix`` here)."""
+        strategy, candidates = self._plan(body)
+        return strategy.choose(candidates, body)
+
+    async def route(self, body: dict[str, Any]) -> Upstream:
+        """The replica for ``body``, asking the LMCache controller where ``kv`` routing is on."""
+        strategy, candidates = self._plan(body)
+        achoose = getattr(strategy, "achoose", None)
+        if achoose is not None:
+            return await achoose(candidates, body)
+        return strategy.choose(candidates, body)
+
+
+def build_router(settings: ProxySettings, transport: httpx.AsyncBaseTransport | None = None) -> UpstreamRouter:
+    """The router over ``settings.upstreams``: each model in ``routing_by_model`` gets its own
+    strategy instance, the other models share the default one (its tables are per replica URL)."""
+    opts = settings.routing_options
+    balancer = Balancer(opts.balance_abs_threshold, opts.balance_rel_threshold)
+    # kv routing's calls (engine /tokenize, controller /lookup) are bounded by its own timeout.
+    client = httpx.AsyncClient(timeout=httpx.Timeout(opts.kv_timeout_s * 4), transport=transport)
+    return UpstreamRouter([Upstream.parse(s) for s in settings.upstreams],
+                          build_strategy(settings.routing, opts, balancer, client),
+                          {m: build_strategy(name, opts, balancer, client)
+                           for m, name in settings.routing_by_model.items()}, balancer, client)
 
 
 # Upstream response headers a client or a load balancer reads, passed through to the caller:
@@ -143,8 +179,7 @@ class UpstreamPool:
     """The pooled upstream clients and the router over the configured upstreams."""
 
     def __init__(self, settings: ProxySettings, transport: httpx.AsyncBaseTransport | None = None):
-        self.router = UpstreamRouter([Upstream.parse(s) for s in settings.upstreams],
-                                     STRATEGIES[settings.routing]())
+        self.router = build_router(settings, transport)
         self._api_key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         limits = httpx.Limits(max_connections=settings.upstream_max_connections,
                               max_keepalive_connections=settings.upstream_max_connections)
@@ -167,6 +202,7 @@ class UpstreamPool:
             await self._http1.aclose()
         await self._httpx.aclose()
         await self.metrics_client.aclose()
+        await self.router.aclose()
 
     def headers(self, authorization: str | None) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
@@ -216,7 +252,7 @@ class UpstreamPool:
     async def post_answer(self, path: str, body: dict[str, Any], authorization: str | None,
                           upstream: Upstream | None = None) -> UpstreamAnswer:
         """:meth:`post_json` with the upstream's headers to relay."""
-        upstream = upstream or self.router.choose(body)
+        upstream = upstream or await self.router.route(body)
         upstream.in_flight += 1
         try:
             response = await self.open(upstream, path, body, authorization)

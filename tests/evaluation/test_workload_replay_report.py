@@ -128,3 +128,17 @@ def test_a_failed_request_saves_no_tokens():
     s = summary.summarise(result)["semcache"]
     assert s["errors"] == 1
     assert s["tokens_saved"] == 20  # only the hit saved (direct spent 20 on it); the failure saved nothing
+
+
+def test_session_trace_has_multi_turn_sessions_in_time_order_and_round_trips(tmp_path):
+    arrivals = traces.generate_sessions(600, rate=2.0, mean_turns=4.0, seed=3)
+    assert len(arrivals) == 600
+    assert all(b.timestamp >= a.timestamp for a, b in zip(arrivals, arrivals[1:]))
+    turns: dict[str, int] = {}
+    for a in arrivals:
+        turns[a.session] = turns.get(a.session, 0) + 1
+    assert 2.0 < len(arrivals) / len(turns) < 6.0 and max(turns.values()) > 4
+    traces.write_csv(arrivals, tmp_path / "s.csv")
+    assert "Session ID" in (tmp_path / "s.csv").read_text().splitlines()[0]
+    back = traces.read_burstgpt(tmp_path / "s.csv")
+    assert [a.session for a in back] == [a.session for a in arrivals]

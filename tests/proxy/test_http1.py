@@ -262,3 +262,21 @@ async def test_proxy_maps_dead_and_silent_upstreams_to_openai_errors(tmp_path, p
             assert r.status_code == status
             error = r.json()["error"]
             assert error["message"] and error["type"] and r.headers["x-semcache-status"] in {"miss", "bypass"}
+
+
+async def test_body_pieces_that_arrive_together_are_handed_over_together():
+    async def burst(reader, writer):
+        await reader.read(65536)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                     + b"".join(b"9\r\ndata: %d\n\n\r\n" % i for i in range(5)))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"9\r\ndata: 5\n\n\r\n0\r\n\r\n")
+        await writer.drain()
+
+    client = Http1Client(read_timeout=5)
+    async with raw_server(burst) as (url, _):
+        r = await client.request("POST", url + "/x", HEADERS, b"{}")
+        pieces = [chunk async for chunk in r.aiter_bytes()]
+    await client.aclose()
+    assert pieces == [b"".join(b"data: %d\n\n" % i for i in range(5)), b"data: 5\n\n"]
