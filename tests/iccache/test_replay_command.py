@@ -178,23 +178,28 @@ def test_dry_run_writes_nothing(setup, live_server, capsys):
 
 def test_a_busy_large_model_is_left_alone_until_max_seconds(setup, live_server, capsys):
     before = _rows(setup / "cache.db")
-    # One request at a time, 1 s each: ten background requests keep others waiting for ~10 s,
-    # longer than the command takes to start even on a loaded machine.
-    sim = SimSettings(model="big-model", max_batch=1, decode_ms_per_token=10.0, default_max_tokens=100)
+    # One request at a time; three clients keep asking until the command is done, so the queue
+    # never drains however long the command takes to start on a loaded machine.
+    sim = SimSettings(model="big-model", max_batch=1, decode_ms_per_token=5.0, default_max_tokens=40)
+    stop = threading.Event()
     with live_server(create_app(sim)) as engine:
         def load():
             with httpx.Client(timeout=30) as client:
-                client.post(engine.url + "/v1/chat/completions",
-                            json={"model": "big-model", "messages": [{"role": "user", "content": "busy"}]})
+                while not stop.is_set():
+                    client.post(engine.url + "/v1/chat/completions",
+                                json={"model": "big-model", "messages": [{"role": "user", "content": "busy"}]})
 
-        workers = [threading.Thread(target=load) for _ in range(10)]
+        workers = [threading.Thread(target=load) for _ in range(3)]
         for w in workers:
             w.start()
         deadline = time.monotonic() + 10
         while parse_vllm_metrics(httpx.get(engine.url + "/metrics").text).waiting == 0:
             assert time.monotonic() < deadline, "the simulator never queued a request"
             time.sleep(0.02)
-        code = main(_args(setup, engine.url, "--token-budget", "100000", "--max-seconds", "0.5"))
+        try:
+            code = main(_args(setup, engine.url, "--token-budget", "100000", "--max-seconds", "0.5"))
+        finally:
+            stop.set()
         for w in workers:
             w.join()
     out = capsys.readouterr().out
