@@ -182,6 +182,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 parts.auditor = Auditor(parts.cache, parts.pool, metrics, max_in_flight=settings.audit_max_in_flight,
                                         idle=lambda u: engine_idle(u, load, below=settings.speculative_max_in_flight,
                                                                    any_engine=settings.audit_any_engine))
+                parts.cache.adaptive.live_estimate = parts.auditor.estimate  # live audits bound relaxation
             parts.endpoint = CachedEndpoint(
                 parts.cache, parts.pool, metrics, coalesce=settings.coalesce, iccache=parts.iccache,
                 keycheck=keycheck, speculator=speculator, auditor=parts.auditor)

@@ -118,10 +118,14 @@ class Auditor:
         self._export(category)
 
     def _export(self, category: str) -> None:
-        est = self.estimator.estimate(category, self.cache.feedback.snapshot().get(category))
+        est = self.estimate(category)
         for bound in ("false_hit_rate", "lower", "upper"):
             if est[bound] is not None:
                 self.metrics.false_hit_rate.labels(category, bound).set(est[bound])
+
+    def estimate(self, category: str) -> dict:
+        """One category's live estimate (audits and feedback), e.g. for the load-adaptive controller."""
+        return self.estimator.estimate(category, self.cache.feedback.snapshot().get(category))
 
     def snapshot(self) -> dict[str, dict]:
         """Per category: audits, false hits, feedback, the estimate and its interval."""

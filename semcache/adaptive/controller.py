@@ -12,6 +12,13 @@ threshold never goes below :meth:`UnderLoad.floor` (the calibrated
 operating point for the under-load budget). A category's pressure is the
 highest of the models its requests named in the last ``model_memory_s``.
 
+Live audits (:mod:`semcache.audit`) bound it too: once a category has at
+least ``MIN_LIVE_SAMPLES`` audited hits (and feedback reports), a live
+false-hit upper bound above ``under_load.max_false_hit_rate`` stops any
+relaxation and steps a relaxed category back, one step per interval, even
+under pressure. Fewer samples say too little (0 of 29 still bounds the rate
+at 12% at 95%), so the calibrated floor alone governs until then.
+
 Decisions are a function of the engine metrics (and the clock) only, so
 replicas scraping the same engines reach the same levels without sharing
 state (see README, "Load-adaptive policies").
@@ -33,6 +40,7 @@ from semcache.policy import CategoryPolicy, PolicySet
 from semcache.results import LookupResult
 
 log = logging.getLogger("semcache.adaptive")
+MIN_LIVE_SAMPLES = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,8 @@ class AdaptiveControl:
         self.model_memory_s = model_memory_s
         self._states: dict[str, _State] = {}
         self.stale_hits: dict[str, int] = {}
+        self.live_estimate: Callable[[str], dict[str, Any] | None] | None = None
+        """A category's live false-hit estimate (``samples``, ``upper``: :meth:`FalseHitEstimator.estimate`)."""
 
     # ------------------------------------------------------------ the request path
     def effective(self, policy: CategoryPolicy, model: str | None = None) -> Effective:
@@ -189,6 +199,11 @@ class AdaptiveControl:
         if now - state.last_move < ul.interval_s:
             return
         level = state.dry_level if self.dry_run else state.level
+        over = self._live_over_budget(policy)
+        if over is not None:
+            if level > 0:
+                self._move(policy, state, now, level, level - 1, "restore", over, p.value)
+            return
         if p.value >= ul.pressure_high and level < top:
             new, action, why = level + 1, "relax", f"{p.describe()} >= {ul.pressure_high:.2f}"
         elif p.value < ul.pressure_high * (1.0 - ul.hysteresis) and level > 0:
@@ -196,6 +211,22 @@ class AdaptiveControl:
         else:
             return
         self._move(policy, state, now, level, new, action, why, p.value)
+
+    def _live_over_budget(self, policy: CategoryPolicy) -> str | None:
+        """Why live audits forbid relaxing ``policy`` now, or None."""
+        budget = policy.under_load.max_false_hit_rate
+        if self.live_estimate is None or budget is None:
+            return None
+        try:
+            est = self.live_estimate(policy.name)
+        except Exception as exc:  # the estimate must never fail a lookup
+            log.warning("live false-hit estimate unavailable: %s", exc)
+            return None
+        if not est or est.get("samples", 0) < MIN_LIVE_SAMPLES or est.get("upper") is None:
+            return None
+        if est["upper"] <= budget:
+            return None
+        return f"live false-hit upper bound {est['upper']:.3f} > budget {budget:.3f} ({est['samples']} samples)"
 
     def _move(self, policy: CategoryPolicy, state: _State, now: float, old: int, new: int, action: str,
               reason: str, pressure: float) -> None:

@@ -342,3 +342,20 @@ async def test_relaxation_and_serve_stale_never_cross_tenants(make_cache, clock)
     clock.advance(90)  # expired 10 s ago: stale-servable for its own tenant only
     assert (await cache.lookup(chat("how do I reset my password", tenant="other"))).status == "miss"
     assert (await cache.lookup(chat("how do I reset my password"))).stale_s == pytest.approx(10)
+
+
+def test_live_audits_over_the_budget_stop_relaxing_and_step_back():
+    from semcache.adaptive.controller import MIN_LIVE_SAMPLES
+
+    ctl, policy, clock, dial = control()
+    live = {"samples": 10, "upper": 0.5}
+    ctl.live_estimate = lambda category: live
+    dial.value = 2.0
+    assert run(ctl, policy, clock, 10).threshold == pytest.approx(0.86)  # too few samples: calibration governs
+    live.update(samples=MIN_LIVE_SAMPLES, upper=0.25)  # budget 0.10: the live bound forbids relaxing
+    assert run(ctl, policy, clock, 5).threshold == pytest.approx(0.88)
+    assert run(ctl, policy, clock, 5).threshold == pytest.approx(0.90)
+    assert run(ctl, policy, clock, 30).threshold == pytest.approx(0.90)  # still under pressure: stays strict
+    assert "live false-hit upper bound 0.250 > budget 0.100" in ctl.events.snapshot()[-1]["reason"]
+    live.update(samples=200, upper=0.08)  # enough good audits: relaxing may resume
+    assert run(ctl, policy, clock, 5).threshold == pytest.approx(0.88)
