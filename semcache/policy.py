@@ -20,7 +20,6 @@ silently ignored setting.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from semcache.errors import PolicyError
+from semcache.patterns import compile_pattern
 
 DEFAULT_CATEGORY = "default"
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -92,11 +92,11 @@ class MatchRules(_Strict):
     """
 
     models: list[str] = Field(default_factory=list)
-    """Regular expressions matched (search) against the request's model name."""
+    """RE2 regular expressions matched (search) against the request's model name."""
     keywords: list[str] = Field(default_factory=list)
     """Whole words, case-insensitive, looked for in the query text."""
     patterns: list[str] = Field(default_factory=list)
-    """Regular expressions searched in the query text."""
+    """RE2 regular expressions (linear time; no look-arounds) searched in the query text's head and tail."""
     metadata: dict[str, str] = Field(default_factory=dict)
     """Request metadata (e.g. from the OpenAI ``metadata`` field) that must all equal."""
     examples: list[str] = Field(default_factory=list)
@@ -107,10 +107,7 @@ class MatchRules(_Strict):
     @classmethod
     def _compiles(cls, values: list[str]) -> list[str]:
         for value in values:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+            compile_pattern(value)  # ValueError naming the pattern: pydantic adds the field
         return values
 
     @property
