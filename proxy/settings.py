@@ -71,6 +71,9 @@ class ProxySettings(BaseSettings):
     verify_keys: bool = Field(True, description="check a caller's key upstream before serving it a cached answer "
                                                 "(off when upstream_api_key is set)")
     key_check_ttl_s: float = Field(300.0, gt=0, description="how long an accepted key stays trusted")
+    key_check_timeout_s: float = Field(2.0, gt=0, description="how long a hit waits for the key check's GET /models; "
+                                                              "past it the hit is served and the key asked again "
+                                                              "next time")
     tenant_salt: str = Field("", description="mixed into the API-key hash that names a tenant")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
