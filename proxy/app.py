@@ -203,5 +203,5 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                                           settings.policies if settings.persist_policy_reloads else None))
     app.include_router(build_feedback_router(lambda: parts.need("cache"), settings.tenant_salt,
                                              lambda: parts.iccache))
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     return app

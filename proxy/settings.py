@@ -55,6 +55,13 @@ class ProxySettings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin; unset = admin disabled")
     persist_policy_reloads: bool = Field(True, description="write a policy reloaded via /admin over the policies file")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(60.0, gt=0, description="a request body must arrive within this long of its "
+                                                         "first read (else 408)")
+    max_header_bytes: int = Field(64 * 1024, ge=4096, description="request line + headers; larger: 431")
+    header_timeout_s: float = Field(10.0, gt=0, description="a connection must send a complete request head within "
+                                                            "this long (else 408 / closed)")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="an idle connection between requests is closed after it")
+    max_connections: int = Field(4096, ge=1, description="open client connections per process; past it new ones get 503")
     coalesce: bool = True
     speculative_forward: bool | Literal["auto"] = Field(
         "auto", description="send a request that is not an exact repeat upstream while the cache searches; a "
