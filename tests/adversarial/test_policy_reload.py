@@ -59,7 +59,7 @@ def test_a_big_policy_is_parsed_off_the_event_loop(proxy):
     with HealthProber(proxy.url) as probe:
         answer = put_policy(proxy, text)
     assert answer.status_code == 400 and "default" in answer.text
-    assert probe.max_s < 0.25, f"/healthz stalled {probe.max_s:.2f}s"
+    assert probe.max_s < 0.5, f"/healthz stalled {probe.max_s:.2f}s"  # the loop parsing it: 3.4 s
 
 
 def test_a_policy_over_the_size_limit_is_413(proxy):
