@@ -41,6 +41,8 @@ class FuzzReport:
     statuses: Counter = field(default_factory=Counter)   # HTTP status -> count
     failures: list[str] = field(default_factory=list)    # 5xx answers and transport errors
     healthz_max_s: float = 0.0
+    healthz_p99_s: float = 0.0
+    healthz_over_100ms: int = 0
     healthz_probes: int = 0
     healthz_failures: int = 0
     during_worst_probe: list[str] = field(default_factory=list)  # requests in flight during the slowest probe
@@ -56,8 +58,9 @@ class FuzzReport:
 
     def summary(self) -> str:
         return (f"{sum(self.cases.values())} requests ({dict(self.cases)}), statuses {dict(sorted(self.statuses.items(), key=str))}, "
-                f"{len(self.failures)} failures; /healthz: {self.healthz_probes} probes, max "
-                f"{self.healthz_max_s * 1000:.0f} ms, {self.healthz_failures} failed; in flight at the slowest probe: "
+                f"{len(self.failures)} failures; /healthz: {self.healthz_probes} probes, p99 {self.healthz_p99_s * 1000:.0f} ms, "
+                f"max {self.healthz_max_s * 1000:.0f} ms, {self.healthz_over_100ms} over 100 ms, "
+                f"{self.healthz_failures} failed; in flight at the slowest probe: "
                 f"{self.during_worst_probe}")
 
     def blame(self, window: tuple[float, float]) -> None:
@@ -150,6 +153,8 @@ def fuzz(url: str, seconds: float, admin_token: str, *, batch: int = 25) -> Fuzz
 
         _run_for(seconds / 2, raw_case)
     report.healthz_max_s, report.healthz_probes, report.healthz_failures = probe.max_s, probe.count, probe.failures
+    report.healthz_p99_s = probe.percentile(0.99)
+    report.healthz_over_100ms = sum(latency > 0.1 for latency in probe.latencies)
     report.blame(probe.worst_window)
     return report
 

@@ -97,15 +97,20 @@ class HealthProber:
 
     def __enter__(self) -> HealthProber:
         self._process.start()
-        if not self._ready.wait(60):  # the first probe has answered: the load may start
-            self.__exit__()
-            raise RuntimeError(f"{self.url} did not answer the prober")
+        deadline = time.monotonic() + 60
+        while not self._ready.wait(0.1):  # until the first probe has answered: then the load may start
+            if not self._process.is_alive() or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"the prober of {self.url} did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._results.poll(self.timeout_s + 5):
-            self.latencies, self.failures, self.worst_window = self._results.recv()
+        try:
+            if self._results.poll(self.timeout_s + 5):
+                self.latencies, self.failures, self.worst_window = self._results.recv()
+        except EOFError:  # the prober died: nothing measured
+            pass
         self._process.join(timeout=5)
         if self._process.is_alive():
             self._process.kill()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 from typing import Any
 
 import uvicorn
@@ -84,7 +85,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
+            # Up to 10% later at random: connections opened in a burst are not all closed in one loop turn.
+            delay = self.header_timeout_s * (1.0 + 0.1 * random.random())
+            self._head_timer = self.loop.call_later(delay, self._head_timed_out)
 
     def _disarm_head_timer(self) -> None:
         if self._head_timer is not None:
