@@ -12,6 +12,14 @@ almost identically whatever they ask. We therefore keep the first
 system line) and fill the remaining budget from the *end* of the text, where
 the question usually is. Text in the middle of a long prompt does not reach
 the vector; a cache key for such prompts is only as precise as head + tail.
+
+Bounded work: tokenising a whole 4 MB prompt took seconds while holding the
+GIL, stalling every request (issue #14). Only a head and a tail of at most
+:data:`CHARS_PER_TOKEN` x ``max_length`` characters each, cut at whitespace,
+are tokenised (:meth:`TextTokenizer.bounded`). Wherever those windows hold
+enough tokens (any text averaging under 32 characters per token) the ids are
+exactly those of the whole text; otherwise fewer tokens reach the model, the
+same way for the query and the stored entry.
 """
 
 from __future__ import annotations
@@ -22,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from semcache.errors import EmbedderError
+
+CHARS_PER_TOKEN = 32
+"""Characters per token kept, at most, on each side of a long text (English averages ~4-5)."""
 
 
 class TextTokenizer:
@@ -44,6 +55,21 @@ class TextTokenizer:
             pad = self._tok.token_to_id("<pad>")
         self.pad_id = int(pad or 0)
 
+    def bounded(self, text: str) -> str:
+        """``text``, or for a long one its head and tail windows (cut at whitespace) joined by a space."""
+        window = CHARS_PER_TOKEN * self.max_length
+        if len(text) <= 2 * window:
+            return text
+        head, tail = text[:window], text[len(text) - window :]
+        # Cut at whitespace so the words at the cuts tokenise as in the whole text.
+        head_words = head.rsplit(None, 1)
+        if len(head_words) == 2:
+            head = head_words[0]
+        tail_words = tail.split(None, 1)
+        if len(tail_words) == 2:
+            tail = tail_words[1]
+        return head + " " + tail
+
     def _clip(self, ids: list[int], special: list[int]) -> list[int]:
         """Keep the leading specials + ``head_tokens`` and the tail of ``ids``."""
         if len(ids) <= self.max_length:
@@ -58,9 +84,9 @@ class TextTokenizer:
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Tokenise ``texts`` into int64 arrays padded to the longest row."""
         if len(texts) == 1:
-            encodings = [self._tok.encode(texts[0])]
+            encodings = [self._tok.encode(self.bounded(texts[0]))]
         else:
-            encodings = self._tok.encode_batch(list(texts))
+            encodings = self._tok.encode_batch([self.bounded(t) for t in texts])
         rows = [self._clip(e.ids, e.special_tokens_mask) for e in encodings]
         width = max((len(r) for r in rows), default=0)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
@@ -72,4 +98,4 @@ class TextTokenizer:
 
     def token_count(self, text: str) -> int:
         """Number of tokens the model would see for ``text`` (after clipping)."""
-        return min(len(self._tok.encode(text).ids), self.max_length)
+        return min(len(self._tok.encode(self.bounded(text)).ids), self.max_length)

@@ -171,7 +171,8 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 parts.iccache.start()
             keycheck = None
             if settings.verify_keys and settings.upstream_api_key is None:
-                keycheck = KeyCheck(parts.pool.probe_key, ttl_s=settings.key_check_ttl_s)
+                keycheck = KeyCheck(parts.pool.probe_key, ttl_s=settings.key_check_ttl_s,
+                                    timeout_s=settings.key_check_timeout_s)
             speculator = None
             if settings.speculative_forward is not False:
                 speculator = Speculator(parts.cache, parts.pool, metrics, below=settings.speculative_max_in_flight,
@@ -252,5 +253,5 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
     app.include_router(build_feedback_router(lambda: parts.need("cache"), settings.tenant_salt,
                                              lambda: parts.iccache, lambda: parts.need("endpoint").keycheck,
                                              token))
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     return app

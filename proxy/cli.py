@@ -96,9 +96,8 @@ def with_local_engine(settings, base_url: str):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from proxy.app import create_app
+    from proxy.server import serve
     from proxy.upstream.local_llm import LocalLLM
     from semcache.policy import load_policies
 
@@ -117,8 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         print(f"semcache: proxy on http://{settings.host}:{settings.port}/v1 -> {', '.join(settings.upstreams)}",
               flush=True)
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop",
-                    http="httptools", log_level=settings.log_level, access_log=settings.log_level == "debug")
+        serve(create_app(settings), settings)
     finally:
         if engine is not None:
             engine.stop()

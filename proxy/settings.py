@@ -77,6 +77,13 @@ class ProxySettings(BaseSettings):
                                                                  "a stats snapshot")
     persist_policy_reloads: bool = Field(True, description="write a policy reloaded via /admin over the policies file")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    body_timeout_s: float = Field(60.0, gt=0, description="a request body must arrive within this long of its "
+                                                         "first read (else 408)")
+    max_header_bytes: int = Field(64 * 1024, ge=4096, description="request line + headers; larger: 431")
+    header_timeout_s: float = Field(10.0, gt=0, description="a connection must send a complete request head within "
+                                                            "this long (else 408 / closed)")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="an idle connection between requests is closed after it")
+    max_connections: int = Field(4096, ge=1, description="open client connections per process; past it new ones get 503")
     coalesce: bool = Field(True, description="one upstream call for identical concurrent misses")
     speculative_forward: bool | Literal["auto"] = Field(
         "auto", description="send a request that is not an exact repeat upstream while the cache searches; a "
@@ -106,6 +113,9 @@ class ProxySettings(BaseSettings):
     verify_keys: bool = Field(True, description="check a caller's key upstream before serving it a cached answer "
                                                 "(off when upstream_api_key is set)")
     key_check_ttl_s: float = Field(300.0, gt=0, description="how long an accepted key stays trusted")
+    key_check_timeout_s: float = Field(2.0, gt=0, description="how long a hit waits for the key check's GET /models; "
+                                                              "past it the hit is served and the key asked again "
+                                                              "next time")
     tenant_salt: str = Field("", description="mixed into the API-key hash that names a tenant")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="log level (debug also logs every request)")

@@ -4,7 +4,8 @@ First match wins, in this order:
 
 1. an explicit category from the caller (``X-Semcache-Category``);
 2. rules, category by category in policy-file order: model-name regexes,
-   whole-word keywords, text regexes, request metadata;
+   whole-word keywords, text regexes, request metadata (regexes are RE2 and
+   see a bounded head and tail of the text: :mod:`semcache.patterns`);
 3. the nearest embedding prototype (the category's example prompts), if its
    similarity reaches that category's ``min_similarity``;
 4. ``default``.
@@ -19,6 +20,7 @@ import numpy as np
 
 from semcache.errors import RequestError
 from semcache.keys import CacheRequest, NormalizedRequest
+from semcache.patterns import MODEL_NAME_CHARS, compile_pattern, rule_text
 from semcache.policy import DEFAULT_CATEGORY, CategoryPolicy, PolicySet
 
 
@@ -31,9 +33,9 @@ class CategoryDecision:
 @dataclass(frozen=True, slots=True)
 class _CompiledRules:
     policy: CategoryPolicy
-    models: tuple[re.Pattern, ...]
+    models: tuple  # of RE2 patterns (linear-time: see semcache.patterns)
     keywords: re.Pattern | None
-    patterns: tuple[re.Pattern, ...]
+    patterns: tuple
 
 
 def _compile(policy: CategoryPolicy) -> _CompiledRules:
@@ -44,9 +46,9 @@ def _compile(policy: CategoryPolicy) -> _CompiledRules:
         keywords = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
     return _CompiledRules(
         policy=policy,
-        models=tuple(re.compile(p) for p in m.models),
+        models=tuple(compile_pattern(p) for p in m.models),
         keywords=keywords,
-        patterns=tuple(re.compile(p) for p in m.patterns),
+        patterns=tuple(compile_pattern(p) for p in m.patterns),
     )
 
 
@@ -72,17 +74,19 @@ class Classifier:
         body_meta = request.body.get("metadata")
         if isinstance(body_meta, dict):
             metadata.update({str(k): str(v) for k, v in body_meta.items()})
+        # Rules see a bounded text, so their cost does not grow with the request.
+        text, model = rule_text(norm.text), norm.model[:MODEL_NAME_CHARS]
         for rules in self._rules:
             name = rules.policy.name
             for pattern in rules.models:
-                if pattern.search(norm.model):
+                if pattern.search(model):
                     return CategoryDecision(name, f"model matches /{pattern.pattern}/")
             if rules.keywords is not None:
-                hit = rules.keywords.search(norm.text)
+                hit = rules.keywords.search(text)
                 if hit:
                     return CategoryDecision(name, f"keyword '{hit.group(0).lower()}'")
             for pattern in rules.patterns:
-                if pattern.search(norm.text):
+                if pattern.search(text):
                     return CategoryDecision(name, f"pattern /{pattern.pattern}/")
             wanted = rules.policy.match.metadata
             if wanted and all(metadata.get(k) == v for k, v in wanted.items()):

@@ -12,15 +12,15 @@ A policy file looks like::
         match: {keywords: [python, traceback], patterns: ["```"]}
       default: {}             # required: catches everything else
 
-Files are read with ``yaml.safe_load`` (never ``yaml.load``: untrusted YAML
-must not construct objects) and validated with ``extra="forbid"`` so a typo
+Files are read with YAML's safe loader (libyaml's ``CSafeLoader`` when
+present, as ``yaml.safe_load`` does in pure Python; never a full loader:
+untrusted YAML must not construct objects) and validated with ``extra="forbid"`` so a typo
 is an error naming the file, the path to the field and the problem, not a
 silently ignored setting.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from semcache.errors import PolicyError
+from semcache.patterns import compile_pattern
 
 DEFAULT_CATEGORY = "default"
 ADMIN_WRITER = "admin"
@@ -148,11 +149,11 @@ class MatchRules(_Strict):
     """
 
     models: list[str] = Field(default_factory=list)
-    """Regular expressions matched (search) against the request's model name."""
+    """RE2 regular expressions matched (search) against the request's model name."""
     keywords: list[str] = Field(default_factory=list)
     """Whole words, case-insensitive, looked for in the query text."""
     patterns: list[str] = Field(default_factory=list)
-    """Regular expressions searched in the query text."""
+    """RE2 regular expressions (linear time; no look-arounds) searched in the query text's head and tail."""
     metadata: dict[str, str] = Field(default_factory=dict)
     """Request metadata (e.g. from the OpenAI ``metadata`` field) that must all equal."""
     examples: list[str] = Field(default_factory=list)
@@ -163,10 +164,7 @@ class MatchRules(_Strict):
     @classmethod
     def _compiles(cls, values: list[str]) -> list[str]:
         for value in values:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+            compile_pattern(value)  # ValueError naming the pattern: pydantic adds the field
         return values
 
     @property
@@ -297,14 +295,43 @@ def _format_errors(exc: ValidationError) -> list[str]:
     return problems
 
 
+# libyaml's safe loader when present: the same plain-data-only construction as
+# yaml.safe_load, parsing ~13x faster (a 1 MB document: 1 s instead of 13 s).
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+MAX_PROBLEMS = 20
+"""Problems named in one :class:`PolicyError` (a hostile document can have thousands)."""
+
+
+def _policy_error(source: str, problems: list[str]) -> PolicyError:
+    problems = [p if len(p) <= 300 else p[:300] + "..." for p in problems[: MAX_PROBLEMS + 1]] + problems[MAX_PROBLEMS + 1 :]
+    if len(problems) > MAX_PROBLEMS:
+        problems = problems[:MAX_PROBLEMS] + [f"... and {len(problems) - MAX_PROBLEMS} more problems"]
+    return PolicyError(source, problems)
+
+
 def load_policies_text(text: str, *, source: str = "<policy>") -> PolicySet:
-    """Parse and validate policy YAML from a string; ``source`` names it in errors."""
+    """Parse and validate policy YAML from a string; ``source`` names it in errors.
+
+    Any invalid document raises :class:`PolicyError` (never another exception:
+    e.g. YAML nested thousands deep, or an integer too long to convert).
+    CPU-bound on big input: the proxy calls it in a worker thread.
+    """
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PolicyError(source, [f"invalid YAML: {exc}"]) from exc
+        return _load_policies_text(text, source)
+    except RecursionError:
+        raise _policy_error(source, ["(top level): nested too deeply"]) from None
+
+
+def _load_policies_text(text: str, source: str) -> PolicySet:
+    try:
+        raw = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader: plain data only
+    except RecursionError:
+        raise
+    except Exception as exc:  # YAMLError, or ValueError from a constructor (e.g. a 5,000-digit int)
+        raise _policy_error(source, [f"invalid YAML: {str(exc)[:500]}"]) from exc
     if not isinstance(raw, Mapping):
-        raise PolicyError(source, ["(top level): expected a mapping with 'categories'"])
+        raise _policy_error(source, ["(top level): expected a mapping with 'categories'"])
     raw = dict(raw)
     defaults = raw.get("defaults") or {}
     categories = raw.get("categories")
@@ -326,11 +353,11 @@ def load_policies_text(text: str, *, source: str = "<policy>") -> PolicySet:
             merged[name] = _merge(defaults, {**(body or {}), "name": name})
         raw["categories"] = merged
     if problems:
-        raise PolicyError(source, problems)
+        raise _policy_error(source, problems)
     try:
         parsed = PolicyFile.model_validate(raw)
     except ValidationError as exc:
-        raise PolicyError(source, _format_errors(exc)) from exc
+        raise _policy_error(source, _format_errors(exc)) from exc
     # The default category catches what nothing else matched, so it goes last
     # whatever its position in the file.
     ordered = {k: v for k, v in parsed.categories.items() if k != DEFAULT_CATEGORY}

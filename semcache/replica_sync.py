@@ -11,6 +11,7 @@ apply different thresholds to the same traffic. Stores without a change feed
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -57,7 +58,7 @@ class ReplicaSync:
         if text is None or text == self.cache.policies.source_text:
             return False
         try:
-            policies = load_policies_text(text, source="shared")
+            policies = await asyncio.to_thread(load_policies_text, text, source="shared")  # CPU: off the loop
         except PolicyError as exc:
             log.warning("ignoring policies shared by another replica: %s", exc)
             return False

@@ -6,6 +6,7 @@ the API is disabled (every ``/admin`` path answers 404 saying so), never open.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -24,6 +25,10 @@ from semcache import SemanticCache, load_policies_text
 from semcache.errors import RequestError
 
 log = logging.getLogger("semcache.proxy")
+
+MAX_POLICY_BYTES = 256 * 1024
+"""A policy document larger than this is refused (413): real ones are a few KiB, and
+parsing costs ~1 s per MB of CPU that the serving threads share (GIL)."""
 
 _POLICY_BODY = {
     "requestBody": {
@@ -48,7 +53,9 @@ class AdaptiveSwitches(BaseModel):
 def bearer_check(token: str) -> Callable[[Request], None]:
     expected = token.encode()
 
-    def check(request: Request) -> None:
+    # async: a plain def would run in a worker thread, and the first such call imports
+    # anyio's thread machinery on the event loop (~0.2 s stall on the first admin request).
+    async def check(request: Request) -> None:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
             raise HTTPException(401, "admin API: missing or wrong bearer token",
@@ -106,11 +113,14 @@ def build_admin_router(token: str | None, cache: Callable[[], SemanticCache],
     async def put_policies(request: Request) -> dict[str, Any]:
         """Validate new policy YAML and swap it in atomically; 400 naming the field if invalid."""
         raw = await request.body()
+        if len(raw) > MAX_POLICY_BYTES:
+            raise RequestError(f"policy document exceeds {MAX_POLICY_BYTES} bytes", status_code=413)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise RequestError("policy body must be UTF-8 YAML") from exc
-        policies = load_policies_text(text, source="admin")  # PolicyError -> 400
+        # Parsing and validating is pure-Python CPU work: a worker thread keeps the loop serving.
+        policies = await asyncio.to_thread(load_policies_text, text, source="admin")  # PolicyError -> 400
         dropped = await cache().reload_policies(policies)
         log.info("policies reloaded via admin API: %d categories, %d stale entries dropped",
                  len(policies), dropped)

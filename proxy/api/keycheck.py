@@ -6,9 +6,11 @@ bogus key names a new (empty) tenant, but a category with a
 reading its own tenant's entries. A miss proves a key (the upstream answered
 it); for a hit, a key not proven in the last ``ttl_s`` seconds is checked with
 one ``GET /models`` upstream carrying it. The upstream's 401/403 goes back to
-the caller unchanged. If the upstream cannot be reached the hit is served
-(a cache must keep answering through an upstream outage) and a warning is
-logged; the key is not remembered as good, so the next hit asks again.
+the caller unchanged. If the upstream cannot be reached, or does not answer
+within ``timeout_s`` (2 s by default, not the upstream read timeout: a hung
+upstream must not hold a hit for minutes), the hit is served (a cache must
+keep answering through an upstream outage) and a warning is logged; the key
+is not remembered as good, so the next hit asks again.
 
 Off when the proxy sends its own key upstream (``upstream_api_key``): the
 upstream then never sees callers' keys, and who may call is the operator's
@@ -17,6 +19,7 @@ front door's business.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -33,10 +36,11 @@ Probe = Callable[[str | None], Awaitable[int]]
 class KeyCheck:
     """Remembers, per tenant, when its key was last accepted upstream (bounded LRU)."""
 
-    def __init__(self, probe: Probe, *, ttl_s: float = 300.0, max_tenants: int = 100_000,
+    def __init__(self, probe: Probe, *, ttl_s: float = 300.0, timeout_s: float = 2.0, max_tenants: int = 100_000,
                  clock: Callable[[], float] = time.monotonic):
         self._probe = probe
         self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
         self._max = max_tenants
         self._clock = clock
         self._good: OrderedDict[str, float] = OrderedDict()
@@ -58,11 +62,14 @@ class KeyCheck:
         if seen is not None and self._clock() - seen < self.ttl_s:
             return None
         try:
-            status = await self._probe(authorization)
+            status = await asyncio.wait_for(self._probe(authorization), self.timeout_s)
         except UpstreamError as exc:
             if strict:
                 return _unverified(exc.status_code)
             log.warning("cannot check a caller's key upstream (%s); serving the cached answer", exc.status_code)
+            return None
+        except TimeoutError:
+            log.warning("key check upstream took over %.1fs; serving the cached answer", self.timeout_s)
             return None
         if status in (401, 403):
             self._good.pop(tenant, None)
