@@ -14,8 +14,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
+    """Module-scoped on purpose: Playwright's sync API runs an asyncio loop in the main thread
+    while it is open, and pytest-asyncio cannot start its own loop until it is closed again."""
     from playwright.sync_api import sync_playwright
 
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
