@@ -75,12 +75,16 @@ def policy_scores(pairs: list[dict], vectors: dict[str, np.ndarray], policies) -
 
 
 async def compare(data: Path, policy_paths: list[Path], *, limit: int | None = None, seed: int = 0,
-                  progress: bool = True) -> list[tuple[PairReport, dict[str, Any]]]:
-    """One :class:`PairReport` (plus kinds, opportunity, recall at precision) per policy, same vectors."""
-    from gpu_embed import EmbedderSettings, build_embedder
+                  progress: bool = True, embedder: Any | None = None) -> list[tuple[PairReport, dict[str, Any]]]:
+    """One :class:`PairReport` (plus kinds, opportunity, recall at precision) per policy, same vectors.
 
+    Builds (and closes) the default embedder unless one is given."""
     pairs = load_pairs(data, limit, seed)
-    embedder = build_embedder(EmbedderSettings(lru_size=0))
+    own = embedder is None
+    if own:
+        from gpu_embed import EmbedderSettings, build_embedder
+
+        embedder = build_embedder(EmbedderSettings(lru_size=0))
     out = []
     try:
         vectors = await embed_all(embedder, [t for p in pairs for t in (p["a"], p["b"])], progress=progress)
@@ -96,7 +100,8 @@ async def compare(data: Path, policy_paths: list[Path], *, limit: int | None = N
                      "recall_at_precision": {str(p): recall_at_precision(scores, labels, p) for p in PRECISIONS}}
             out.append((report, extra))
     finally:
-        await embedder.aclose()
+        if own:
+            await embedder.aclose()
     return out
 
 
