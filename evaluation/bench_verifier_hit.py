@@ -21,14 +21,15 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
 from evaluation.bench_proxy import ROOT, MODEL, chat_request, free_port, pct, wait_ready
 
-CACHED = "What is the capital of France?"
-ASKED = "What's the capital city of France?"
+CACHED = "How do I reset my password?"
+ASKED = "how do i reset my password please"
 
 
 def verifier_off(policy: Path, out: Path) -> Path:
@@ -42,6 +43,13 @@ def verifier_off(policy: Path, out: Path) -> Path:
     return out
 
 
+def storing_truncated(policy: Path, out: Path) -> Path:
+    raw = yaml.safe_load(policy.read_text())
+    raw.setdefault("defaults", {})["cache_truncated"] = True
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     import uvloop
 
@@ -49,12 +57,14 @@ def run(args: argparse.Namespace) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="semcache-vbench-"))
     before = args.before or verifier_off(args.after, work / "before.yaml")
+    # The simulator stops at max_tokens ("length"): store such answers so the primer is cached.
+    after, before = (storing_truncated(p, work / f"{name}.yaml") for p, name in ((args.after, "a"), (before, "b")))
     sim_port = free_port()
     env = {**os.environ, "SEMCACHE_LOG_LEVEL": "warning"}
     procs = [subprocess.Popen([sys.executable, "-m", "evaluation.engine_sim", "--model", MODEL, "--port",
                                str(sim_port)], cwd=ROOT, env=env)]
     ports = {}
-    for name, policy in (("after", args.after), ("before", before)):
+    for name, policy in (("after", after), ("before", before)):
         ports[name] = free_port()
         procs.append(subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--upstream",
                                        f"http://127.0.0.1:{sim_port}/v1", "--port", str(ports[name]),
@@ -65,8 +75,9 @@ def run(args: argparse.Namespace) -> dict:
         times: dict[str, list[float]] = {}
         for (name, port), proc in zip(ports.items(), procs[1:]):
             wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
-            primed = uvloop.run(_sequential(port, [chat_request(port, CACHED), chat_request(port, ASKED)]))
-            head = primed[1][2].lower()
+            uvloop.run(_sequential(port, [chat_request(port, CACHED)]))
+            time.sleep(1.0)  # the answer is stored after it is sent
+            head = uvloop.run(_sequential(port, [chat_request(port, ASKED)]))[0][2].lower()
             if b"x-semcache-status: hit" not in head:
                 raise SystemExit(f"{name}: the rewording is not a hit: {head[:400]!r}")
             uvloop.run(_sequential(port, [chat_request(port, ASKED)] * 100))  # warm-up
@@ -75,7 +86,7 @@ def run(args: argparse.Namespace) -> dict:
             for name, port in ports.items():
                 times[name] += [s for s, _, _ in uvloop.run(_sequential(port, [chat_request(port, ASKED)] * 50))]
         return {**{f"{name}_hit_p{q}_ms": pct(t, q / 100) for name, t in times.items() for q in (50, 99)},
-                "requests_per_side": len(times["after"]), "after": str(args.after), "before": str(before),
+                "requests_per_side": len(times["after"]), "after": str(args.after), "before": str(args.before or "verifier off"),
                 "load_average": os.getloadavg()}
     finally:
         for p in procs:

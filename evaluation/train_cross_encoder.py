@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python -m evaluation.train_verifier --cross-encoder --seed %d" % args.seed,
     }
     (args.out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
-    print(json.dumps(card, indent=1))
+    from evaluation.cross_encoder_combiner import fit  # the logit + cosine combiner, into the same card
+
+    print(json.dumps(fit(args.out, args.seed, len(train)), indent=1))
 
 
 if __name__ == "__main__":

@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     for split in SPLITS:
         pairs = build(split, args.seed)
         write(args.out / f"{split}.jsonl", pairs)
+        # Queries only: without QQP (noisy duplicate labels) and PAWS (scrambled Wikipedia
+        # sentences), the closest to a cache's traffic; what the policies are calibrated on.
+        write(args.out / f"{split}-queries.jsonl", [p for p in pairs if p["source"] not in ("qqp", "paws")])
         kinds = Counter((p["kind"], p["label"]) for p in pairs)
         print(split, len(pairs), dict(sorted(kinds.items())))
 

@@ -7,6 +7,11 @@ land close; this model attends across ``[CLS] cached query [SEP] new query
 ONNX with its tokenizer and training card in ``cross_encoder/`` beside this
 module, and run with onnxruntime and ``tokenizers`` only (no torch).
 
+Its logit is combined with the cosine similarity of the candidate by the
+two-weight logistic regression in the card's ``combiner`` (fitted by
+``python -m evaluation.cross_encoder_combiner``): :meth:`scores` is the
+model alone, :meth:`probability` the combined P(right) the gate uses.
+
 Inputs are two short texts; each is cut to :data:`MAX_CHARS` characters
 before the tokenizer sees it, and the pair to the model's ``max_len`` tokens
 (longest first), so the cost per candidate is bounded.
@@ -80,14 +85,25 @@ class CrossEncoderVerifier:
         logits = self._session.run(["logits"], feeds)[0].reshape(-1).astype(np.float64)
         return 1.0 / (1.0 + np.exp(-logits))
 
-    def probabilities(self, query: str, cached: list[tuple[str, float]]) -> np.ndarray:
-        """Same interface as the tree verifier: the cosine of each candidate is not needed here."""
-        return self.scores([(query, c) for c, _ in cached])
+    def _combine(self, p: np.ndarray, cosines: np.ndarray) -> np.ndarray:
+        """The card's ``combiner``: logistic regression on (logit p, cosine); ``p`` alone without one."""
+        c = self.card.get("combiner")
+        if not c:
+            return p
+        q = np.clip(p, 1e-6, 1 - 1e-6)
+        z = c["bias"] + c["w_logit"] * np.log(q / (1 - q)) + c["w_cosine"] * np.asarray(cosines, dtype=np.float64)
+        return 1.0 / (1.0 + np.exp(-z))
 
     def probabilities_of(self, triples: list[tuple[str, str, float]], batch: int = 64) -> np.ndarray:
         """P(right) for each ``(query, cached query, cosine)``, in batches (calibration, evaluation)."""
         parts = [self.scores([(q, c) for q, c, _ in triples[i:i + batch]]) for i in range(0, len(triples), batch)]
-        return np.concatenate(parts) if parts else np.zeros(0)
+        if not parts:
+            return np.zeros(0)
+        return self._combine(np.concatenate(parts), np.array([s for _, _, s in triples]))
+
+    def probabilities(self, query: str, cached: list[tuple[str, float]]) -> np.ndarray:
+        """Same interface as the tree verifier: ``(cached query, cosine)`` candidates of ``query``."""
+        return self.probabilities_of([(query, c, s) for c, s in cached])
 
     def probability(self, query: str, cached_query: str, cosine: float) -> float:
-        return float(self.scores([(query, cached_query)])[0])
+        return float(self.probabilities_of([(query, cached_query, cosine)])[0])
