@@ -57,7 +57,8 @@ def recall_at_precision(scores: np.ndarray, labels: np.ndarray, precision: float
 
 
 def policy_scores(pairs: list[dict], vectors: dict[str, np.ndarray], policies) -> np.ndarray:
-    """The score each pair's category decides on, ``-inf`` where the pre-filter or a guard stops it."""
+    """The score the ``default`` category decides on (pair files carry no category), ``-inf``
+    where the pre-filter or a guard stops a pair."""
     from semcache.verifier import CrossEncoderVerifier, Verifier
 
     policy = policies.get("default")

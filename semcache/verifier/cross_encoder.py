@@ -54,9 +54,7 @@ class CrossEncoderVerifier:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
             session = ort.InferenceSession(str(path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        except (OSError, ValueError, ImportError) as exc:
-            raise ConfigError(f"cannot load cross-encoder verifier {path}: {exc}") from exc
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        except Exception as exc:  # OSError, bad JSON, and onnxruntime's own types for a bad model file
             raise ConfigError(f"cannot load cross-encoder verifier {path}: {exc}") from exc
         return cls(session, tokenizer_json, card)
 
