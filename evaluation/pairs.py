@@ -286,6 +286,14 @@ def format_report(r: PairReport) -> str:
 
 
 def run_cli(args: Any) -> int:
+    if args.compare:
+        from evaluation.pair_compare import compare, format_compare
+
+        results = asyncio.run(compare(args.data, [*args.compare, args.policy], limit=args.limit, seed=args.seed,
+                                      progress=not args.json))
+        print(json.dumps([{**r.as_json(), **extra} for r, extra in results], indent=1) if args.json
+              else format_compare(results))
+        return 0
     report = asyncio.run(evaluate_pairs(args.data, args.policy, limit=args.limit, seed=args.seed,
                                         progress=not args.json))
     print(json.dumps(report.as_json(), indent=1) if args.json else format_report(report))
@@ -300,5 +308,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"), help="policy YAML")
     p.add_argument("--limit", type=int, default=None, help="evaluate a seeded random sample of N pairs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare", type=Path, action="append", default=[], metavar="POLICY",
+                   help="also run this policy (before) on the same vectors: a before/after table with "
+                        "served-by-kind, opportunity captured and recall at precision 0.95/0.98")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run_cli)

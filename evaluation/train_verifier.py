@@ -1,5 +1,8 @@
 """Train the hit verifier on the shared dev pairs: ``python -m evaluation.train_verifier --seed 0``.
 
+``--cross-encoder`` trains the cross-encoder verifier instead
+(:mod:`evaluation.train_cross_encoder`, what the default policy uses).
+
 Data: QQP dev and PAWS dev (``../shared/data``). Each pair id is hashed with
 the seed into train (70%) and held-out (30%); only the train part is used
 here (15% of it as validation, to pick the number of trees);
@@ -177,7 +180,17 @@ def train(seed: int, out: Path, max_iter: int, word_vectors: bool = True) -> dic
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--cross-encoder" in argv:  # the cross-encoder has its own trainer and options
+        from evaluation import train_cross_encoder
+
+        train_cross_encoder.main([a for a in argv if a != "--cross-encoder"])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="--cross-encoder: train the cross-encoder verifier instead "
+                                            "(options: python -m evaluation.train_cross_encoder --help)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-iter", type=int, default=1500, help="most trees (early stopping picks fewer)")
     parser.add_argument("--no-word-vectors", action="store_true")

@@ -36,6 +36,7 @@ from semcache import guards
 from semcache.calibration import choose
 from semcache.errors import ConfigError
 from semcache.policy import DEFAULT_CATEGORY, load_policies_text
+from semcache.verifier.cross_encoder import CrossEncoderVerifier
 from semcache.verifier.model import Verifier
 
 HELP = "pick per-category thresholds meeting max_false_hit_rate from labelled pairs"
@@ -51,7 +52,8 @@ def _evidence(op, score: str, confidence: float, data: str) -> dict:
 
 
 def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifier: Verifier | None = None,
-                   confidence: float = 0.95, source: str = "<policy>", data: str = "") -> tuple[str, dict]:
+                   cross_encoder: CrossEncoderVerifier | None = None, confidence: float = 0.95,
+                   source: str = "<policy>", data: str = "") -> tuple[str, dict]:
     """The calibrated policy YAML for ``text`` and a summary per category."""
     policies = load_policies_text(text, source=source)
     raw = yaml.safe_load(text)
@@ -78,10 +80,15 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
         if target is None:
             continue
         if policy.verifier.enabled:
-            if verifier is None:
+            model = cross_encoder if policy.verifier.model == "cross-encoder" else verifier
+            if model is None:
                 raise ConfigError(f"category {policy.name} uses the verifier: calibration needs the model")
-            probs = np.array([verifier.probability(p["b"], p["a"], c) for p, c in zip(sub, cos)])
-            op = choose(probs, y, target, confidence=confidence, servable=passes & (cos >= policy.threshold))
+            # Only candidates above the similarity pre-filter that pass the guards reach the verifier.
+            servable = passes & (cos >= policy.threshold)
+            probs = np.zeros(len(sub))
+            idx = np.flatnonzero(servable)
+            probs[idx] = model.probabilities_of([(sub[i]["b"], sub[i]["a"], cos[i]) for i in idx])
+            op = choose(probs, y, target, confidence=confidence, servable=servable)
             evidence = _evidence(op, "verifier", confidence, data)
             body["verifier"] = {**(body.get("verifier") or {}), "min_probability": evidence["value"]}
         else:
@@ -141,9 +148,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.policy}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
     pairs = read_pairs(args.data)
     policies = load_policies_text(text, source=str(args.policy))
-    verifier = Verifier.load() if any(p.verifier.enabled for p in policies) else None
+    used = {p.verifier.model for p in policies if p.verifier.enabled}
+    verifier = Verifier.load() if "trees" in used else None
+    cross_encoder = CrossEncoderVerifier.load() if "cross-encoder" in used else None
     cosines = asyncio.run(_cosines(pairs))
-    out, summary = calibrate_text(text, pairs, cosines, verifier=verifier, confidence=args.confidence,
+    out, summary = calibrate_text(text, pairs, cosines, verifier=verifier, cross_encoder=cross_encoder,
+                                  confidence=args.confidence,
                                   source=str(args.policy), data=Path(args.data).name)
     Path(args.out).write_text(out, encoding="utf-8")
     for name, ev in summary.items():

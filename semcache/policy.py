@@ -68,6 +68,8 @@ class VerifierSettings(_Strict):
     """The learned hit verifier (:mod:`semcache.verifier`), run after the guards."""
 
     enabled: bool = False
+    model: Literal["trees", "cross-encoder"] = "trees"
+    """``trees``: the tree ensemble over pair features; ``cross-encoder``: MiniLM reading both queries."""
     min_probability: float = Field(default=0.5, ge=0.0, le=1.0)
     """Serve a candidate only if the verifier's P(cached answer is right) reaches this."""
 

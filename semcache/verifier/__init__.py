@@ -2,10 +2,16 @@
 
 Runs on a candidate after the similarity threshold and the guards, before
 serving (see :class:`VerifierGate`); per category, ``policy.verifier``
-switches it on and sets ``min_probability``. The model
-(:mod:`semcache.verifier.model`) is a small tree ensemble over cheap pair
-features (:mod:`semcache.verifier.features`), trained by
-``python -m evaluation.train_verifier --seed 0``.
+switches it on, picks the ``model`` and sets ``min_probability``. Two models:
+
+* ``trees`` (:mod:`semcache.verifier.model`): a small tree ensemble over cheap
+  pair features (:mod:`semcache.verifier.features`), ~0.25 ms, run inline;
+* ``cross-encoder`` (:mod:`semcache.verifier.cross_encoder`): int8 MiniLM-L6
+  reading both queries together, a few ms of CPU, run on a worker thread.
+
+Both are trained by ``python -m evaluation.train_verifier`` (``--cross-encoder``
+for the second). The gate only ever sees the few index candidates above the
+category's similarity threshold (its pre-filter), never an exact repeat.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from semcache.errors import CacheUnavailableError, ConfigError
+from semcache.verifier.cross_encoder import DEFAULT_DIR, CrossEncoderVerifier
 from semcache.verifier.model import DEFAULT_ARTEFACT, Verifier
 
 
@@ -26,24 +33,26 @@ class VerifierVerdict:
 
 
 class VerifierGate:
-    """Loads the model on first use (off the event loop) and judges candidates.
+    """Loads each model on first use (off the event loop) and judges candidates.
 
-    Scoring one candidate takes ~0.25 ms of pure CPU (measured in
-    ``evaluation/bench_verifier.py``), less than a thread hand-off, so it runs
-    inline.
+    Tree scoring takes ~0.25 ms of pure CPU (``evaluation/bench_verifier.py``),
+    less than a thread hand-off, so it runs inline; the cross-encoder's
+    milliseconds run on a worker thread so other requests are not stalled.
     """
 
-    def __init__(self, verifier: Verifier | None = None, *, path: str | Path = DEFAULT_ARTEFACT):
-        self._verifier = verifier
-        self._path = path
+    def __init__(self, verifier: Verifier | None = None, *, path: str | Path = DEFAULT_ARTEFACT,
+                 cross_encoder: CrossEncoderVerifier | None = None, cross_encoder_path: str | Path = DEFAULT_DIR):
+        self._models = {"trees": verifier, "cross-encoder": cross_encoder}
+        self._loaders = {"trees": lambda: Verifier.load(path),
+                         "cross-encoder": lambda: CrossEncoderVerifier.load(cross_encoder_path)}
         self._lock = asyncio.Lock()
 
-    async def model(self) -> Verifier:
-        if self._verifier is None:
+    async def model(self, kind: str = "trees") -> Verifier | CrossEncoderVerifier:
+        if self._models[kind] is None:
             async with self._lock:
-                if self._verifier is None:
-                    self._verifier = await asyncio.to_thread(Verifier.load, self._path)
-        return self._verifier
+                if self._models[kind] is None:
+                    self._models[kind] = await asyncio.to_thread(self._loaders[kind])
+        return self._models[kind]
 
     async def check(self, policy, query: str, cached_query: str, similarity: float) -> VerifierVerdict | None:
         """``None`` when the policy does not use the verifier."""
@@ -51,14 +60,17 @@ class VerifierGate:
         if not settings.enabled:
             return None
         try:
-            verifier = await self.model()
+            verifier = await self.model(settings.model)
         except ConfigError as exc:
             raise CacheUnavailableError(f"verifier unavailable: {exc}") from exc
-        p = verifier.probability(query, cached_query, similarity)
+        if settings.model == "trees":
+            p = verifier.probability(query, cached_query, similarity)
+        else:
+            p = await asyncio.to_thread(verifier.probability, query, cached_query, similarity)
         passed = p >= settings.min_probability
         op = ">=" if passed else "<"
         return VerifierVerdict(passed, p, f"verifier p={p:.3f} {op} {settings.min_probability:.2f} "
                                           f"at similarity {similarity:.3f} ({policy.name})")
 
 
-__all__ = ["Verifier", "VerifierGate", "VerifierVerdict"]
+__all__ = ["CrossEncoderVerifier", "Verifier", "VerifierGate", "VerifierVerdict"]

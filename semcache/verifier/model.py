@@ -80,5 +80,9 @@ class Verifier:
             return np.zeros(0)
         return 1.0 / (1.0 + np.exp(-self.trees.raw(self.features(query, cached))))
 
+    def probabilities_of(self, triples: list[tuple[str, str, float]]) -> np.ndarray:
+        """P(right) for each ``(query, cached query, cosine)``."""
+        return np.array([self.probability(q, c, s) for q, c, s in triples], dtype=np.float64)
+
     def probability(self, query: str, cached_query: str, cosine: float) -> float:
         return float(self.probabilities(query, [(cached_query, cosine)])[0])

@@ -77,6 +77,16 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return dict(sub.choices)
 
 
+def _all_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """A command's flags, with those of its own subcommands (``semcache eval pairs --compare``)."""
+    flags = {o for a in parser._actions for o in a.option_strings}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                flags |= _all_flags(child)
+    return flags
+
+
 def _leaf_fields(model, prefix: str = ""):
     """(dest, env variable) of every setting, nested models flattened as the flags and env are."""
     for name, field in model.model_fields.items():
@@ -123,7 +133,7 @@ def test_readme_settings_table_matches_the_settings_and_its_flags_exist():
     assert documented == set(ProxySettings.model_fields), "README's settings table and ProxySettings differ"
 
     commands = _subcommands(build_parser())
-    flags_of = {name: {o for a in p._actions for o in a.option_strings} for name, p in commands.items()}
+    flags_of = {name: _all_flags(p) for name, p in commands.items()}
     prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)  # fenced blocks are Python, not commands
     spans = re.findall(r"`([^`]+)`", prose) + re.findall(r"^ {4}(.+)$", prose, re.MULTILINE)
     checked = 0

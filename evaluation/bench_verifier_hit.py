@@ -1,0 +1,108 @@
+"""Semantic-hit latency through HTTP with the cross-encoder verifier on vs off, same run.
+
+    .venv/bin/python -m evaluation.bench_verifier_hit [--requests 1000] [--after policies/default.yaml]
+
+Starts the engine simulator and two ``semcache serve`` processes (SQLite,
+default CPU embedder), one per policy: ``--after`` (default: the shipped
+policy, verifier on) and ``--before`` (the same file with the verifier off
+and the old 0.90 cosine threshold, written to a temp file unless given).
+Each is primed with one question, then asked a *rewording* of it (a semantic
+hit, so embedding-LRU + index search + guards + verifier, never the exact
+path) ``--requests`` times from one keep-alive client, the two proxies
+alternating in blocks of 50 so load on the shared box hits both alike.
+Prints p50/p99 per side and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from evaluation.bench_proxy import ROOT, MODEL, chat_request, free_port, pct, wait_ready
+
+CACHED = "How do I reset my password?"
+ASKED = "how do i reset my password please"
+
+
+def verifier_off(policy: Path, out: Path) -> Path:
+    raw = yaml.safe_load(policy.read_text())
+    for body in (raw.get("categories") or {}).values():
+        if body and "verifier" in body:
+            body.pop("verifier")
+            body.pop("calibration", None)
+            body["threshold"] = 0.90
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
+def storing_truncated(policy: Path, out: Path) -> Path:
+    raw = yaml.safe_load(policy.read_text())
+    raw.setdefault("defaults", {})["cache_truncated"] = True
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    import uvloop
+
+    from evaluation.bench_proxy import _sequential
+
+    work = Path(tempfile.mkdtemp(prefix="semcache-vbench-"))
+    before = args.before or verifier_off(args.after, work / "before.yaml")
+    # The simulator stops at max_tokens ("length"): store such answers so the primer is cached.
+    after, before = (storing_truncated(p, work / f"{name}.yaml") for p, name in ((args.after, "a"), (before, "b")))
+    sim_port = free_port()
+    env = {**os.environ, "SEMCACHE_LOG_LEVEL": "warning"}
+    procs = [subprocess.Popen([sys.executable, "-m", "evaluation.engine_sim", "--model", MODEL, "--port",
+                               str(sim_port)], cwd=ROOT, env=env)]
+    ports = {}
+    for name, policy in (("after", after), ("before", before)):
+        ports[name] = free_port()
+        procs.append(subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--upstream",
+                                       f"http://127.0.0.1:{sim_port}/v1", "--port", str(ports[name]),
+                                       "--policies", str(policy), "--sqlite-path", str(work / f"{name}.db"),
+                                       "--log-level", "warning"], cwd=ROOT, env=env))
+    try:
+        wait_ready(f"http://127.0.0.1:{sim_port}/health", procs[0])
+        times: dict[str, list[float]] = {}
+        for (name, port), proc in zip(ports.items(), procs[1:]):
+            wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+            uvloop.run(_sequential(port, [chat_request(port, CACHED)]))
+            time.sleep(1.0)  # the answer is stored after it is sent
+            head = uvloop.run(_sequential(port, [chat_request(port, ASKED)]))[0][2].lower()
+            if b"x-semcache-status: hit" not in head:
+                raise SystemExit(f"{name}: the rewording is not a hit: {head[:400]!r}")
+            uvloop.run(_sequential(port, [chat_request(port, ASKED)] * 100))  # warm-up
+            times[name] = []
+        for _ in range(args.requests // 50):
+            for name, port in ports.items():
+                times[name] += [s for s, _, _ in uvloop.run(_sequential(port, [chat_request(port, ASKED)] * 50))]
+        return {**{f"{name}_hit_p{q}_ms": pct(t, q / 100) for name, t in times.items() for q in (50, 99)},
+                "requests_per_side": len(times["after"]), "after": str(args.after), "before": str(args.before or "verifier off"),
+                "load_average": os.getloadavg()}
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=20)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=1000, help="semantic hits per side")
+    parser.add_argument("--after", type=Path, default=ROOT / "policies" / "default.yaml")
+    parser.add_argument("--before", type=Path, default=None)
+    args = parser.parse_args(argv)
+    print(json.dumps(run(args), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

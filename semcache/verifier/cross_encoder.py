@@ -1,0 +1,107 @@
+"""The cross-encoder hit verifier: P(cached answer is right) from both queries read together.
+
+A bi-encoder compares two vectors made apart, so "open" and "closed" can
+land close; this model attends across ``[CLS] cached query [SEP] new query
+[SEP]`` and sees the words that differ. It is MiniLM-L6 fine-tuned here
+(``python -m evaluation.train_verifier --cross-encoder``), shipped as int8
+ONNX with its tokenizer and training card in ``cross_encoder/`` beside this
+module, and run with onnxruntime and ``tokenizers`` only (no torch).
+
+Its logit is combined with the cosine similarity of the candidate by the
+two-weight logistic regression in the card's ``combiner`` (fitted by
+``python -m evaluation.cross_encoder_combiner``): :meth:`scores` is the
+model alone, :meth:`probability` the combined P(right) the gate uses.
+
+Inputs are two short texts; each is cut to :data:`MAX_CHARS` characters
+before the tokenizer sees it, and the pair to the model's ``max_len`` tokens
+(longest first), so the cost per candidate is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from semcache.errors import ConfigError
+
+DEFAULT_DIR = Path(__file__).with_name("cross_encoder")
+MAX_CHARS = 2000  # far beyond max_len tokens; bounds the tokenizer's work on hostile input
+
+
+class CrossEncoderVerifier:
+    """Scores (query, cached query) pairs; thread-safe (one ORT session, tokenizer copies per thread)."""
+
+    def __init__(self, session, tokenizer_json: str, card: dict):
+        self._session = session
+        self._tokenizer_json = tokenizer_json
+        self._local = threading.local()
+        self.card = card
+        self.max_len = int(card.get("max_len", 96))
+        self.info = {"model": "cross-encoder", **{k: card[k] for k in ("seed", "train_pairs") if k in card}}
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_DIR, *, threads: int = 1) -> CrossEncoderVerifier:
+        path = Path(path)
+        try:
+            import onnxruntime as ort
+
+            card = json.loads((path / "card.json").read_text()) if (path / "card.json").exists() else {}
+            tokenizer_json = (path / "tokenizer.json").read_text(encoding="utf-8")
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            session = ort.InferenceSession(str(path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # OSError, bad JSON, and onnxruntime's own types for a bad model file
+            raise ConfigError(f"cannot load cross-encoder verifier {path}: {exc}") from exc
+        return cls(session, tokenizer_json, card)
+
+    def _tokenizer(self):
+        tok = getattr(self._local, "tok", None)
+        if tok is None:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_str(self._tokenizer_json)
+            tok.enable_truncation(max_length=self.max_len, strategy="longest_first")
+            tok.enable_padding(pad_id=0, pad_token="[PAD]")
+            self._local.tok = tok
+        return tok
+
+    def scores(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """P(right) for each ``(query, cached query)`` pair, in one batch."""
+        if not pairs:
+            return np.zeros(0)
+        # The model was trained on (cached, new): keep that order.
+        enc = self._tokenizer().encode_batch([(c[:MAX_CHARS], q[:MAX_CHARS]) for q, c in pairs])
+        feeds = {
+            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+        }
+        logits = self._session.run(["logits"], feeds)[0].reshape(-1).astype(np.float64)
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def _combine(self, p: np.ndarray, cosines: np.ndarray) -> np.ndarray:
+        """The card's ``combiner``: logistic regression on (logit p, cosine); ``p`` alone without one."""
+        c = self.card.get("combiner")
+        if not c:
+            return p
+        q = np.clip(p, 1e-6, 1 - 1e-6)
+        z = c["bias"] + c["w_logit"] * np.log(q / (1 - q)) + c["w_cosine"] * np.asarray(cosines, dtype=np.float64)
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def probabilities_of(self, triples: list[tuple[str, str, float]], batch: int = 64) -> np.ndarray:
+        """P(right) for each ``(query, cached query, cosine)``, in batches (calibration, evaluation)."""
+        parts = [self.scores([(q, c) for q, c, _ in triples[i:i + batch]]) for i in range(0, len(triples), batch)]
+        if not parts:
+            return np.zeros(0)
+        return self._combine(np.concatenate(parts), np.array([s for _, _, s in triples]))
+
+    def probabilities(self, query: str, cached: list[tuple[str, float]]) -> np.ndarray:
+        """Same interface as the tree verifier: ``(cached query, cosine)`` candidates of ``query``."""
+        return self.probabilities_of([(query, c, s) for c, s in cached])
+
+    def probability(self, query: str, cached_query: str, cosine: float) -> float:
+        return float(self.probabilities_of([(query, cached_query, cosine)])[0])
