@@ -79,8 +79,13 @@ def category_table(stats: dict[str, Any], price_in: float, price_out: float) -> 
 
 def engines_table(stats: dict[str, Any]) -> str:
     ups = (stats.get("proxy") or {}).get("upstreams") or []
-    rows = [[u.get("base_url"), u.get("model") or "-", u.get("in_flight", "-"),
-             *((u.get("engine") or {}).get(k, "-") for k in ("waiting", "running", "kv_usage"))] for u in ups]
+    rows = []
+    for u in ups:
+        e = u.get("engine") or {}
+        vllm = e.get("vllm_metrics")
+        rows.append([u.get("base_url"), u.get("model") or "any", u.get("in_flight", "-"),
+                     fmt_int(e.get("waiting")) if vllm else "not vLLM", fmt_int(e.get("running")) if vllm else "-",
+                     fmt_rate(e.get("kv_usage")) if vllm else "-"])
     return table_html(["engine", "model", "in flight", "queue", "running", "KV-cache use"], rows) if rows else "-"
 
 
