@@ -271,16 +271,7 @@ def run(args: argparse.Namespace) -> dict:
         if b"x-semcache-status: hit" not in first[1][2].lower():
             raise SystemExit("priming failed: the second request was not a hit")
         uvloop.run(_sequential(proxy_port, [hit_raw] * 200))  # warm-up
-        single = [s for s, _, _ in uvloop.run(_sequential(proxy_port, [hit_raw] * args.single))]
-
-        queue: mp.Queue = mp.Queue()
-        per = [args.clients // args.procs + (i < args.clients % args.procs) for i in range(args.procs)]
-        workers = [mp.Process(target=_worker, args=(proxy_port, hit_raw, n, args.duration, queue)) for n in per]
-        for w in workers:
-            w.start()
-        many = [x for _ in workers for x in queue.get()]
-        for w in workers:
-            w.join()
+        single, many = _hit_phases(args, proxy_port, hit_raw)
 
         def misses(tag: str, headers: str, port: int = proxy_port) -> tuple[list[float], list[float]]:
             """Same new prompts through the proxy and directly, alternating which goes first.
