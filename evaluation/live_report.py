@@ -131,7 +131,10 @@ def render(stats: dict[str, Any], out: Path, price_in: float, price_out: float,
                 ("Controller", controller_table(cats)),
                 (f"Closest misses: {shown}", near_misses_table(cats)),
                 ("Engines", engines_table(stats))]
-    subtitle = f"live proxy stats read at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"
+    now, since = time.time(), stats["cache"]["total"].get("since")
+    window = "" if since is None else (f"counts since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(since))} "
+                                       f"({(now - since) / 3600:.1f} h), ")
+    subtitle = f"live proxy stats: {window}read at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(now))}"
     path = out / "report.html"
     path.write_text(page("semcache live proxy report", subtitle, first_screen(stats, price_in, price_out), sections,
                          plot(stats, out, save), stats, DEFINITIONS), encoding="utf-8")

@@ -48,9 +48,13 @@ class NearMissBook:
         q, n = text_digest(query), text_digest(nearest) if nearest is not None else None
         key = f"{q}:{n}"
         heap = self._heaps.setdefault(result.category, [])
-        for _, k, item in heap:
+        for i, (old, k, item) in enumerate(heap):
             if k == key:
                 item["count"] += 1
+                if sim > old:  # the same pair, closer now (e.g. another embedder after a restart)
+                    item["similarity"], item["stage"], item["reason"] = round(sim, 4), result.stage, result.reason
+                    heap[i] = (sim, k, item)
+                    heapq.heapify(heap)
                 return
         if len(heap) >= self.size and sim <= heap[0][0]:
             return

@@ -82,6 +82,7 @@ class CacheStats:
     def __init__(self, near_misses: int = 10, show_query_text: bool = False) -> None:
         self._by_category: dict[str, CategoryStats] = defaultdict(CategoryStats)
         self.near_misses = NearMissBook(near_misses, show_query_text)
+        self.started_at = time.time()  # the counters' time window: since this process started
 
     def record(self, result: LookupResult, seconds: float, nearest: str | None = None) -> None:
         """Count one lookup: hit/miss/bypass, why it missed, what a hit saved, close misses."""
@@ -133,5 +134,6 @@ class CacheStats:
                            "saved_prompt_tokens", "saved_completion_tokens")}
         total["latency_saved_s"] = sum(c["latency_saved_s"] or 0.0 for c in categories.values())
         total["show_query_text"] = self.near_misses.show_query_text
+        total["since"] = self.started_at
         total["hit_rate"] = total["hits"] / total["lookups"] if total["lookups"] else 0.0
         return {"total": total, "categories": categories}

@@ -69,7 +69,7 @@ def test_live_report_first_screen_answers_what_the_cache_saved(proxy_url, tmp_pa
         assert f"{label}<b>" in first
     assert f"tokens saved<b>{saved:,}</b>" in first
     assert f"money saved<b>${saved * 1000 / 1e6:,.2f}</b>" in first
-    assert "estimate" in first and "no audits yet" in first
+    assert "estimate" in first and "no audits yet" in first and "counts since" in first  # the time window
     assert "Why requests missed" in page and "below threshold" in page
     # Digests only by default: no query text anywhere in the page, not even the raw dump.
     assert "semantic cache" not in page and "reset my password" not in page

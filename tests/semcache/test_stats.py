@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from semcache.misses import NearMissBook
 from semcache.results import LookupResult
@@ -102,3 +104,15 @@ def test_near_miss_book_keeps_only_the_closest_bounded():
         result, query = _miss(sim, n)
         book.add(result, query, "cached")
     assert [i["similarity"] for i in book.snapshot("default")] == [0.85, 0.8, 0.79]
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 5)), max_size=60), st.integers(1, 6))
+def test_near_miss_book_is_bounded_sorted_and_keeps_the_closest(adds, size):
+    book = NearMissBook(size=size)
+    for sim, n in adds:
+        result, query = _miss(sim, n)
+        book.add(result, query, "cached")
+    sims = [i["similarity"] for i in book.snapshot("default")]
+    assert len(sims) <= size and sims == sorted(sims, reverse=True)
+    if adds:
+        assert sims[0] == round(max(sim for sim, _ in adds), 4)
