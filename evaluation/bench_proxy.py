@@ -6,6 +6,7 @@ HTTP/1.1 client on raw sockets (uvloop), several processes for the
 concurrent phase, so the load generator costs far less CPU than the proxy.
 
     .venv/bin/python -m evaluation.bench_proxy [--duration 10] [--clients 32] [--procs 2]
+    .venv/bin/python -m evaluation.bench_proxy --live-streams 8   # dashboards' cost to serving
 
 Prints, from one run: hit p50/p99 with 1 client; hits/s and p99 with N
 clients; miss p50 through the proxy and directly against the simulator
@@ -151,6 +152,97 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None
     raise SystemExit(f"{url} not ready after {timeout:.0f}s")
 
 
+def _live_reader(port: int, token: str, streams: int, ready: mp.Event, stop: mp.Event, out: mp.Queue) -> None:
+    """Keep ``streams`` dashboards' ``/admin/live`` streams open (in their own process) until ``stop``."""
+    async def one(client: httpx.AsyncClient) -> int:
+        events = 0
+        async with client.stream("GET", "/admin/live", headers={"authorization": f"Bearer {token}"}) as resp:
+            if resp.status_code != 200:
+                raise RuntimeError(f"/admin/live: status {resp.status_code}")
+            async for chunk in resp.aiter_bytes():
+                events += chunk.count(b"data: ")
+                if events and not ready.is_set():
+                    ready.set()
+                if stop.is_set():
+                    break
+        return events
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=None) as client:
+            out.put(sum(await asyncio.gather(*(one(client) for _ in range(streams)))))
+
+    asyncio.run(main())
+
+
+def _hit_phases(args: argparse.Namespace, port: int, raw: bytes) -> tuple[list[float], list[float]]:
+    """Single-client hit latencies, then hit latencies of ``args.clients`` clients in ``args.procs`` processes."""
+    import uvloop
+
+    single = [s for s, _, _ in uvloop.run(_sequential(port, [raw] * args.single))]
+    queue: mp.Queue = mp.Queue()
+    per = [args.clients // args.procs + (i < args.clients % args.procs) for i in range(args.procs)]
+    workers = [mp.Process(target=_worker, args=(port, raw, n, args.duration, queue)) for n in per]
+    for w in workers:
+        w.start()
+    many = [x for _ in workers for x in queue.get()]
+    for w in workers:
+        w.join()
+    return single, many
+
+
+def run_live_streams(args: argparse.Namespace) -> dict:
+    """Hit p50 and hits/s with ``args.live_streams`` dashboards streaming vs none, alternating, same proxy."""
+    import uvloop
+
+    sim_port, proxy_port, token = free_port(), free_port(), "bench-admin"
+    work = Path(tempfile.mkdtemp(prefix="semcache-bench-"))
+    env = {**os.environ, "SEMCACHE_LOG_LEVEL": "warning"}
+    sim = subprocess.Popen([sys.executable, "-m", "evaluation.engine_sim", "--model", MODEL, "--port", str(sim_port),
+                            "--prefill-ms-per-token", "0", "--decode-ms-per-token", str(args.decode_ms)],
+                           cwd=ROOT, env=env)
+    proxy = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--upstream", f"http://127.0.0.1:{sim_port}/v1",
+                              "--port", str(proxy_port), "--sqlite-path", str(work / "cache.db"),
+                              "--log-level", "warning"], cwd=ROOT,
+                             env={**env, "SEMCACHE_ADMIN_TOKEN": token,
+                                  "SEMCACHE_DASHBOARD_INTERVAL_S": str(args.live_interval)})
+    rounds: dict[str, list[tuple[list[float], list[float]]]] = {"closed": [], "open": []}
+    events = 0
+    try:
+        wait_ready(f"http://127.0.0.1:{sim_port}/health", sim)
+        wait_ready(f"http://127.0.0.1:{proxy_port}/readyz", proxy)
+        raw = chat_request(proxy_port, "What is the capital of France?")
+        if b"x-semcache-status: hit" not in uvloop.run(_sequential(proxy_port, [raw, raw]))[1][2].lower():
+            raise SystemExit("priming failed: the second request was not a hit")
+        uvloop.run(_sequential(proxy_port, [raw] * 200))  # warm-up
+        for mode in ["closed", "open"] * args.rounds:  # alternated, so drift on a shared box hits both
+            if mode == "closed":
+                rounds[mode].append(_hit_phases(args, proxy_port, raw))
+                continue
+            ready, stop, out = mp.Event(), mp.Event(), mp.Queue()
+            reader = mp.Process(target=_live_reader, args=(proxy_port, token, args.live_streams, ready, stop, out))
+            reader.start()
+            if not ready.wait(30):
+                raise SystemExit("the /admin/live streams did not start")
+            rounds[mode].append(_hit_phases(args, proxy_port, raw))
+            stop.set()
+            events += out.get(timeout=30)
+            reader.join(timeout=30)
+    finally:
+        for p in (proxy, sim):
+            p.terminate()
+            p.wait(timeout=20)
+    result: dict = {"live_streams": args.live_streams, "live_interval_s": args.live_interval,
+                    "live_events_received": events, "clients": args.clients, "rounds": args.rounds}
+    for mode, runs in rounds.items():
+        single = [x for s, _ in runs for x in s]
+        many = [x for _, m in runs for x in m]
+        result[mode] = {"hit_p50_ms_1_client": pct(single, 0.50), "hit_p99_ms_1_client": pct(single, 0.99),
+                        "hits_per_s": len(many) / (args.duration * len(runs)),
+                        "hit_p50_ms_n_clients": pct(many, 0.50), "hit_p99_ms_n_clients": pct(many, 0.99)}
+    result["load_average"] = os.getloadavg()
+    return result
+
+
 def run(args: argparse.Namespace) -> dict:
     import uvloop
 
@@ -179,16 +271,7 @@ def run(args: argparse.Namespace) -> dict:
         if b"x-semcache-status: hit" not in first[1][2].lower():
             raise SystemExit("priming failed: the second request was not a hit")
         uvloop.run(_sequential(proxy_port, [hit_raw] * 200))  # warm-up
-        single = [s for s, _, _ in uvloop.run(_sequential(proxy_port, [hit_raw] * args.single))]
-
-        queue: mp.Queue = mp.Queue()
-        per = [args.clients // args.procs + (i < args.clients % args.procs) for i in range(args.procs)]
-        workers = [mp.Process(target=_worker, args=(proxy_port, hit_raw, n, args.duration, queue)) for n in per]
-        for w in workers:
-            w.start()
-        many = [x for _ in workers for x in queue.get()]
-        for w in workers:
-            w.join()
+        single, many = _hit_phases(args, proxy_port, hit_raw)
 
         def misses(tag: str, headers: str, port: int = proxy_port) -> tuple[list[float], list[float]]:
             """Same new prompts through the proxy and directly, alternating which goes first.
@@ -243,7 +326,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--misses", type=int, default=300, help="miss requests (each also sent directly)")
     parser.add_argument("--decode-ms", type=float, default=0.5, help="simulator decode time per token")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--live-streams", type=int, default=0,
+                        help="instead: hit p50 and hits/s with N dashboards' /admin/live streams open vs closed")
+    parser.add_argument("--live-interval", type=float, default=0.2, help="/admin/live interval (s) for --live-streams")
+    parser.add_argument("--rounds", type=int, default=2, help="closed/open rounds for --live-streams (alternated)")
     args = parser.parse_args(argv)
+    if args.live_streams:
+        r = run_live_streams(args)
+        if args.json:
+            print(json.dumps(r, indent=2))
+            return 0
+        print(f"/admin/live streams open: {r['live_streams']} (every {r['live_interval_s']} s; "
+              f"{r['live_events_received']} snapshots received); {r['rounds']} alternated rounds of each")
+        for mode in ("closed", "open"):
+            m = r[mode]
+            print(f"streams {mode:<6}  hit p50 {m['hit_p50_ms_1_client']:.2f} ms  p99 {m['hit_p99_ms_1_client']:.2f} ms"
+                  f" (1 client)   {m['hits_per_s']:.0f} hits/s  p50 {m['hit_p50_ms_n_clients']:.2f} ms "
+                  f"p99 {m['hit_p99_ms_n_clients']:.2f} ms ({r['clients']} clients)")
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in r['load_average'])}")
+        return 0
     r = run(args)
     if args.json:
         print(json.dumps(r, indent=2))

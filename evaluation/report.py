@@ -13,7 +13,6 @@ hits / hits).
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import os
@@ -22,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.report_html import Tile, controller_table, fmt_int, fmt_rate, miss_reasons_table, near_misses_table
+from evaluation.report_html import page as report_page
 from evaluation.summary import format_table, money, summarise
 from semcache.errors import ConfigError
 
@@ -137,18 +138,23 @@ def plot_savings(summary: dict[str, Any], spend: dict[str, float], out: Path) ->
     return _save(fig, out, "savings.png")
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<h2>{html.escape(path.stem.replace("_", " "))}</h2><img src="data:image/png;base64,{data}">'
-
-
-def _page(title: str, pre: list[str], images: list[Path]) -> str:
-    blocks = "".join(f"<pre>{html.escape(p)}</pre>" for p in pre)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}img{max-width:100%}"
-            "pre{background:#f4f4f4;padding:8px;overflow-x:auto}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><p>{html.escape(DEFINITIONS)}</p>{blocks}"
-            + "".join(_img(p) for p in images) + "</body></html>")
+def _replay_first_screen(summary: dict[str, Any], spend: dict[str, float], name: str) -> list[Tile]:
+    """Headline tiles of one cache system against ``direct`` (measured, on the same requests)."""
+    s, direct = summary[name], summary.get("direct")
+    lat = None
+    if direct and direct.get("total_mean_ms") and s.get("total_mean_ms"):
+        lat = (direct["total_mean_ms"] - s["total_mean_ms"]) * s["requests"] / 1000
+    return [
+        Tile("requests", fmt_int(s["requests"]), f"{s['errors']} errors"),
+        Tile("hits", fmt_int(s["hits"]), f"hit rate {fmt_rate(s['hit_rate'])}"),
+        Tile("tokens saved", fmt_int(s.get("tokens_saved")),
+             f"{fmt_rate(s.get('tokens_saved_share'))} of direct" if "tokens_saved" in s else "no direct run"),
+        Tile("money saved", f"${spend['direct'] - spend[name]:,.2f}" if "direct" in spend else "-",
+             "at the given prices"),
+        Tile("latency saved", "-" if lat is None else f"{lat:,.1f} s", "measured: direct minus cached, summed"),
+        Tile("false-hit rate", fmt_rate(s["false_hit_rate"]), f"{s['false_hits']} false of {s['hits']} hits "
+             "(ground truth)"),
+    ]
 
 
 def report_from_result(result: dict[str, Any], out: Path, price_in: float, price_out: float) -> Path:
@@ -163,43 +169,32 @@ def report_from_result(result: dict[str, Any], out: Path, price_in: float, price
     lines = [f"{n:<13} ${v:,.2f}" for n, v in spend.items()]
     breakeven = [f"{n:<13} " + "  ".join(f"{c} {v:.4f}" for c, v in s["break_even"].items())
                  for n, s in summary.items() if s.get("break_even")]
-    pre = [json.dumps(result["meta"]), format_table(summary),
-           f"upstream spend at ${price_in}/M prompt, ${price_out}/M completion tokens:\n" + "\n".join(lines),
-           "break-even hit rate per category (lookup ms / uncached ms):\n" + "\n".join(breakeven)]
+    cached = [n for n in summary if n != "direct"]
+    tiles = _replay_first_screen(summary, spend, "semcache" if "semcache" in summary else cached[0]) if cached else []
+    sections = [("Summary", f"<pre>{html.escape(format_table(summary))}</pre>"),
+                ("Spend", f"<pre>upstream spend at ${price_in}/M prompt, ${price_out}/M completion tokens:\n"
+                          + html.escape("\n".join(lines)) + "</pre>"),
+                ("Break-even hit rate per category (lookup ms / uncached ms)",
+                 "<pre>" + html.escape("\n".join(breakeven) or "-") + "</pre>")]
+    for name in cached:
+        cats = ((result["systems"][name].get("admin_stats") or {}).get("cache") or {}).get("categories")
+        if cats:
+            sections += [(f"Why requests missed ({name})", miss_reasons_table(cats)),
+                         (f"Controller ({name})", controller_table(cats)),
+                         (f"Closest misses ({name})", near_misses_table(cats))]
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    page = out / "report.html"
-    page.write_text(_page("semcache replay report", pre, images), encoding="utf-8")
-    return page
+    path = out / "report.html"
+    title = "semcache replay report"
+    subtitle = f"replay of {json.dumps(result.get('meta'))[:300]}; first tiles: {tiles and cached[0]} vs direct"
+    path.write_text(report_page(title, subtitle, tiles, sections, images, None, DEFINITIONS), encoding="utf-8")
+    return path
 
 
-def report_from_stats(stats: dict[str, Any], out: Path) -> Path:
-    """Report on a live proxy's ``/admin/stats``."""
-    plt = _plt()
-    out.mkdir(parents=True, exist_ok=True)
-    cats = stats["cache"]["categories"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    axes[0].bar(list(cats), [c["hit_rate"] for c in cats.values()])
-    axes[0].set_ylabel("hit rate")
-    centres = (np.arange(50) + 0.5) / 50
-    for name, c in cats.items():
-        axes[1].plot(centres, c["hit_similarity_hist"], label=f"{name} hits")
-        axes[1].plot(centres, c["near_miss_similarity_hist"], linestyle="--", label=f"{name} near misses")
-    axes[1].set_xlabel("cosine similarity")
-    if cats:  # a proxy that has served nothing yet has no categories to label
-        axes[1].legend(fontsize=7)
-    image = _save(fig, out, "live_stats.png")
-    rows = [f"{n:<14} lookups {c['lookups']:>8} hits {c['hits']:>8} hit rate {c['hit_rate']:.3f} "
-            f"lookup {c['mean_lookup_ms']:.2f} ms" for n, c in cats.items()]
-    audits = (stats.get("proxy") or {}).get("audits") or {}
-    for name, a in audits.items():
-        rate = "no sample yet" if a["false_hit_rate"] is None else (
-            f"{a['false_hit_rate']:.3f} [{a['lower']:.3f}, {a['upper']:.3f}] at {a['confidence']:.0%}")
-        rows.append(f"{name:<14} false-hit rate {rate} from {a['audited']} audits "
-                    f"({a['audit_false_hits']} false) + {a['feedback_reports']} feedback reports")
-    page = out / "report.html"
-    page.write_text(_page("semcache live proxy report", ["\n".join(rows), json.dumps(stats.get("proxy"))], [image]),
-                    encoding="utf-8")
-    return page
+def report_from_stats(stats: dict[str, Any], out: Path, price_in: float = 2.5, price_out: float = 10.0) -> Path:
+    """Report on a live proxy's ``/admin/stats``: see :mod:`evaluation.live_report`."""
+    from evaluation.live_report import render
+
+    return render(stats, out, price_in, price_out, _save)
 
 
 def proxy_root(url: str) -> str:
@@ -256,7 +251,7 @@ def run_cli(args: Any) -> int:
     source = args.source
     if source.startswith(("http://", "https://")):
         token = args.admin_token or os.environ.get("SEMCACHE_ADMIN_TOKEN")
-        page = report_from_stats(fetch_stats(source, token), args.out)
+        page = report_from_stats(fetch_stats(source, token), args.out, args.price_in, args.price_out)
     else:
         page = report_from_result(read_result(Path(source)), args.out, args.price_in, args.price_out)
     print(f"report: {page}")

@@ -153,6 +153,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
             clock = SystemClock()
             parts.cache = SemanticCache(policies=policies, store=make_store(settings),
                                         embedder=parts.embedder, clock=clock)
+            parts.cache.stats.near_misses.show_query_text = settings.show_query_text
             metrics.watch_cache(parts.cache.stats_snapshot)
             if settings.upstream_metrics_interval_s > 0:
                 parts.upstream_load = UpstreamLoad(parts.pool.router.upstreams, client=parts.pool.metrics_client,

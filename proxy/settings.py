@@ -75,6 +75,8 @@ class ProxySettings(BaseSettings):
         None, description="bearer token of /admin (prefer the env variable); unset = admin disabled")
     dashboard_interval_s: float = Field(2.0, ge=0.2, description="how often /admin/live (the dashboard) sends "
                                                                  "a stats snapshot")
+    show_query_text: bool = Field(False, description="admin stats and the dashboard show the query text of the "
+                                  "top missed near-duplicates; off = digests only (privacy)")
     persist_policy_reloads: bool = Field(True, description="write a policy reloaded via /admin over the policies file")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     body_timeout_s: float = Field(60.0, gt=0, description="a request body must arrive within this long of its "

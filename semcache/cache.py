@@ -152,8 +152,7 @@ class SemanticCache:
             log.exception("semcache lookup failed")
             raise CacheUnavailableError(f"lookup failed: {exc}") from exc
         self.adaptive.mark_stale(result, self.clock.now())
-        self.stats.record_lookup(result.category, result.status, time.perf_counter() - started,
-                                 result.similarity, result.threshold)
+        self.stats.record(result, time.perf_counter() - started, result.nearest)
         return result
 
     def seen_before(self, digest: str) -> bool:
@@ -213,13 +212,15 @@ class SemanticCache:
             found = await asyncio.to_thread(self.index.search, partition, ctx.vector, self.candidates)
         else:
             found = self.index.search(partition, ctx.vector, self.candidates)
-        best_sim, reason, stage = None, "no candidate in this context", "similarity"
+        best_sim, nearest, reason, stage = None, None, "no candidate in this context", "similarity"
         for cand_id, sim in found:
             meta = self.catalog.get(cand_id)
             if meta is None or meta.expired(fresh_at):
+                if meta is not None and best_sim is None:  # the closest entry had expired
+                    reason, stage = f"nearest entry expired (similarity {sim:.3f})", "expired"
                 continue
             if best_sim is None:
-                best_sim = sim
+                best_sim, nearest = sim, meta.query
             if ctx.text_digest in meta.blocked:  # an audit found this entry wrong for this text
                 reason, stage = f"audit: entry quarantined for this query at similarity {sim:.3f}", "audit"
                 continue
@@ -246,7 +247,7 @@ class SemanticCache:
                 stage="verifier" if verified else "similarity",
                 probability=verified.probability if verified else None, **base,
             )
-        return LookupResult("miss", reason=reason, similarity=best_sim, stage=stage, **base)
+        return LookupResult("miss", reason=reason, similarity=best_sim, stage=stage, nearest=nearest, **base)
 
     async def report_feedback(self, entry_id: str, *, correct: bool, tenant: str | None = None,
                               admin: bool = False) -> feedback.FeedbackResult:
@@ -316,7 +317,7 @@ class SemanticCache:
         if replaced is not None and replaced != entry.id:
             await self._remove([replaced], reason=None)
         self._remember(entry)
-        self.stats[policy.name].stores += 1
+        self.stats.record_store(policy.name, ctx)
         await self._enforce_quota(policy, keep=entry.id)
         return StoreResult(True, "stored", entry.id)
 

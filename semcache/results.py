@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +26,8 @@ class KeyContext:
     partition: str
     text_digest: str
     vector: np.ndarray | None = None
+    looked_up_at: float | None = field(default_factory=time.perf_counter)
+    """When the lookup decided (``perf_counter``): lookup-to-store is the miss's upstream time."""
 
 
 @dataclass(slots=True)
@@ -44,8 +47,10 @@ class LookupResult:
     threshold: float | None = None
     entry: CacheEntry | None = None
     stage: str = "similarity"
-    """Which stage decided: request, policy, exact, similarity, guard or verifier."""
+    """Which stage decided: request, policy, exact, similarity, guard, verifier, audit or expired."""
     probability: float | None = None
+    nearest: str | None = field(default=None, repr=False)
+    """For a miss: the query text of the closest live entry (admin stats only, never logged)."""
     """The verifier's P(cached answer is right) for a hit it passed, if it ran."""
     adaptive: bool = False
     """``threshold`` is the load-adaptive one, not the policy's (:mod:`semcache.adaptive`)."""

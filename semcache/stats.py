@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from semcache.misses import MISS_REASONS, NearMissBook, miss_reason
+
+if TYPE_CHECKING:
+    from semcache.results import KeyContext, LookupResult
 
 HIST_BINS = 50  # similarity histogram over [0, 1] in steps of 0.02; below 0 counts in bin 0
 NEAR_MISS_MARGIN = 0.15
@@ -29,6 +36,17 @@ class CategoryStats:
     lookup_seconds: float = 0.0
     hit_similarity: list[int] = field(default_factory=lambda: [0] * HIST_BINS)
     near_miss_similarity: list[int] = field(default_factory=lambda: [0] * HIST_BINS)
+    miss_reasons: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MISS_REASONS, 0))
+    # What the hits saved: the served entries' own token counts (from their upstream usage).
+    saved_prompt_tokens: int = 0
+    saved_completion_tokens: int = 0
+    # Misses' upstream time, lookup to store: the basis of the latency-saved estimate.
+    upstream_seconds: float = 0.0
+    upstream_samples: int = 0
+
+    @property
+    def mean_upstream_s(self) -> float | None:
+        return self.upstream_seconds / self.upstream_samples if self.upstream_samples else None
 
     def snapshot(self) -> dict:
         return {
@@ -47,14 +65,47 @@ class CategoryStats:
             "mean_lookup_ms": 1000 * self.lookup_seconds / self.lookups if self.lookups else 0.0,
             "hit_similarity_hist": list(self.hit_similarity),
             "near_miss_similarity_hist": list(self.near_miss_similarity),
+            "miss_reasons": dict(self.miss_reasons),
+            "saved_prompt_tokens": self.saved_prompt_tokens,
+            "saved_completion_tokens": self.saved_completion_tokens,
+            "mean_upstream_ms": None if self.mean_upstream_s is None else 1000 * self.mean_upstream_s,
+            # Entries do not record their own upstream latency, so this is an estimate:
+            # hits x the mean measured upstream time of this category's stored misses.
+            "latency_saved_s": None if self.mean_upstream_s is None else self.hits * self.mean_upstream_s,
+            "latency_saved_is_estimate": True,
         }
 
 
 class CacheStats:
     """Counters per category; cheap enough to update on every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, near_misses: int = 10, show_query_text: bool = False) -> None:
         self._by_category: dict[str, CategoryStats] = defaultdict(CategoryStats)
+        self.near_misses = NearMissBook(near_misses, show_query_text)
+        self.started_at = time.time()  # the counters' time window: since this process started
+
+    def record(self, result: LookupResult, seconds: float, nearest: str | None = None) -> None:
+        """Count one lookup: hit/miss/bypass, why it missed, what a hit saved, close misses."""
+        self.record_lookup(result.category, result.status, seconds, result.similarity, result.threshold)
+        s = self._by_category[result.category]
+        if result.status == "hit" and result.entry is not None:
+            s.saved_prompt_tokens += result.entry.prompt_tokens
+            s.saved_completion_tokens += result.entry.completion_tokens
+            return
+        if result.status == "hit":
+            return
+        s.miss_reasons[miss_reason(result)] += 1
+        if (result.status == "miss" and result.context is not None and result.similarity is not None
+                and result.threshold is not None and result.similarity >= result.threshold - NEAR_MISS_MARGIN):
+            self.near_misses.add(result, result.context.norm.text, nearest)
+
+    def record_store(self, category: str, ctx: KeyContext) -> None:
+        """An answer was stored; the time since its lookup is the upstream time a later hit saves."""
+        s = self._by_category[category]
+        s.stores += 1
+        if ctx.looked_up_at is not None:
+            s.upstream_seconds += time.perf_counter() - ctx.looked_up_at
+            s.upstream_samples += 1
 
     def __getitem__(self, category: str) -> CategoryStats:
         return self._by_category[category]
@@ -76,8 +127,13 @@ class CacheStats:
             s.bypasses += 1
 
     def snapshot(self) -> dict:
-        categories = {name: s.snapshot() for name, s in sorted(self._by_category.items())}
+        categories = {name: {**s.snapshot(), "top_near_misses": self.near_misses.snapshot(name)}
+                      for name, s in sorted(self._by_category.items())}
         total = {k: sum(c[k] for c in categories.values())
-                 for k in ("lookups", "hits", "misses", "bypasses", "stores", "evictions", "expirations", "invalidations")}
+                 for k in ("lookups", "hits", "misses", "bypasses", "stores", "evictions", "expirations", "invalidations",
+                           "saved_prompt_tokens", "saved_completion_tokens")}
+        total["latency_saved_s"] = sum(c["latency_saved_s"] or 0.0 for c in categories.values())
+        total["show_query_text"] = self.near_misses.show_query_text
+        total["since"] = self.started_at
         total["hit_rate"] = total["hits"] / total["lookups"] if total["lookups"] else 0.0
         return {"total": total, "categories": categories}

@@ -35,7 +35,9 @@ def proxy(tmp_path, live_server):
 
 def _traffic(url: str, stop: threading.Event) -> None:
     questions = ["what is a semantic cache", "what is a semantic cache please", "how do I reset my password",
-                 "how can I reset my password", "faq: opening hours of the shop", "faq: shop opening hours"]
+                 "how can I reset my password", "faq: opening hours of the shop", "faq: shop opening hours",
+                 # bag-of-words cosine 4 / sqrt(4 * 9) = 0.67: a near miss under threshold 0.7
+                 "where is the shop", "where is the shop open on sunday morning please"]
     with httpx.Client(base_url=url, headers={"authorization": "Bearer key-a"}, timeout=10) as client:
         i = 0
         while not stop.is_set() and i < 400:
@@ -92,6 +94,15 @@ def test_tiles_fill_under_live_traffic(browser, proxy, tmp_path):
         _wait_number(page, "#t-lookups", 20)
         page.wait_for_selector("#categories tr[data-category=default]")
         _wait_number(page, "#t-hits", 5)
+        # What the cache saved and why requests missed (#15 items 1 and 3).
+        _wait_number(page, "#t-tokens-saved", 1)
+        assert page.inner_text("#t-latency-saved").endswith(" s")
+        page.wait_for_selector("#near-misses tbody tr")
+        near = page.inner_text("#near-misses tbody")
+        assert "#" in near and "sunday" not in near  # digests only: show_query_text is off by default
+        assert "digests only" in page.inner_text("#near-miss-privacy")
+        why = page.inner_text("#categories tr[data-category=default] td:last-child")
+        assert "below threshold" in why or "audit" in why, why
         engines = page.inner_text("#engines tbody")
         assert "/v1" in engines and "sim" not in page.inner_text("#login-error")
         time.sleep(1.0)  # a few more points on the hit-rate chart
@@ -104,3 +115,25 @@ def test_tiles_fill_under_live_traffic(browser, proxy, tmp_path):
     finally:
         stop.set()
         driver.join(timeout=20)
+
+
+def test_report_page_renders_from_the_live_proxy(browser, proxy, tmp_path):
+    """`semcache report --from URL`: a self-contained file; its first screen shows the savings."""
+    from evaluation.report import report_from_stats
+
+    stop = threading.Event()
+    driver = threading.Thread(target=_traffic, args=(proxy.url, stop), daemon=True)
+    driver.start()
+    time.sleep(3.0)  # a few rounds of the questions
+    stop.set()
+    driver.join(timeout=20)
+    stats = httpx.get(proxy.url + "/admin/stats", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    path = report_from_stats(stats, tmp_path / "report")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_())
+    page.goto(path.as_uri())
+    tiles = page.inner_text(".tiles")
+    assert "tokens saved" in tiles and "money saved" in tiles and "latency saved" in tiles
+    assert page.evaluate("document.images[0].naturalWidth") > 500  # the inlined plot decoded offline
+    _shot(page, tmp_path, "report.png")
+    page.close()

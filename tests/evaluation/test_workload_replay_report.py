@@ -76,6 +76,11 @@ def test_small_replay_records_and_report(tmp_path):
     page = report.report_from_result(json.loads(json.dumps(result)), tmp_path / "rep", 2.5, 10.0)
     html = page.read_text()
     assert html.count("data:image/png;base64,") == 4
+    first = html[:html.index("<h2>")]  # the first screen, before any section
+    assert f"tokens saved<b>{s['semcache']['tokens_saved']:,}</b>" in first
+    for label in ("requests", "hits", "money saved", "latency saved", "false-hit rate"):
+        assert f"{label}<b>" in first
+    assert "Why requests missed (semcache)" in html  # from the proxy's admin stats of the run
     for name in ("hit_rate_over_time", "similarity_hist", "latency_cdf", "savings"):
         assert (tmp_path / "rep" / f"{name}.png").stat().st_size > 5000
 

@@ -122,7 +122,7 @@ def test_audit_finds_a_planted_false_hit_and_quarantines_it(live, tmp_path):
     from evaluation.report import report_from_stats
 
     page = report_from_stats(stats, tmp_path / "report").read_text()
-    assert f"false-hit rate {est['false_hit_rate']:.3f}" in page and "1 false" in page
+    assert f"{est['false_hit_rate']:.3f} [{est['lower']:.3f}, {est['upper']:.3f}]" in page and "1 false of" in page
 
 
 def test_audits_never_delay_the_hit(live):

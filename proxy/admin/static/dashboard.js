@@ -85,9 +85,13 @@ function render(snap) {
   $("t-hits").textContent = num(total.hits);
   $("t-bypasses").textContent = num(total.bypasses);
   $("t-stores").textContent = num(total.stores);
+  $("t-tokens-saved").textContent = num((total.saved_prompt_tokens || 0) + (total.saved_completion_tokens || 0));
+  $("t-latency-saved").textContent = total.latency_saved_s === undefined ? "-" : total.latency_saved_s.toFixed(1) + " s";
+  $("t-false-hits").textContent = falseHits((snap.proxy || {}).audits || {});
   $("t-updated").textContent = new Date(snap.at * 1000).toLocaleTimeString();
   renderCategories(cache, (snap.proxy || {}).audits || {});
   renderEngines((snap.proxy || {}).upstreams || []);
+  renderNearMisses(cache.categories || {}, total.show_query_text);
   renderCharts(snap, cache.categories || {});
 }
 
@@ -105,8 +109,39 @@ function renderCategories(cache, audits) {
     tr.append(cell(name), cell(num(c.lookups)), cell(pct(c.lookups ? c.hit_rate : null)), cell(fhr),
       cell(a ? num(a.audited) + " (" + num(a.audit_false_hits) + " false)" : "0"), cell(num(c.bypasses)),
       cell(refusals), cell(num(sumValues(c.guard_rejections)) + " / " + num(c.verifier_rejections)),
-      cell(c.lookups ? c.mean_lookup_ms.toFixed(2) : "-"), cell(num((cache.entries || {})[name] || 0)));
+      cell(c.lookups ? c.mean_lookup_ms.toFixed(2) : "-"), cell(num((cache.entries || {})[name] || 0)),
+      cell(num((c.saved_prompt_tokens || 0) + (c.saved_completion_tokens || 0))), cell(whyMissed(c.miss_reasons)));
     body.append(tr);
+  }
+}
+
+// "below threshold 12, guard 3": the reasons a category's lookups were not served, most first.
+function whyMissed(reasons) {
+  const parts = Object.entries(reasons || {}).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
+  return parts.map(([k, v]) => k.replace(/_/g, " ") + " " + num(v)).join(", ") || "-";
+}
+
+// All categories' audits pooled: false hits among audited hits.
+function falseHits(audits) {
+  let n = 0, k = 0;
+  for (const a of Object.values(audits)) { n += a.audited || 0; k += a.audit_false_hits || 0; }
+  return n ? pct(k / n) + " of " + num(n) : "no audits yet";
+}
+
+// Query text comes only when the proxy's show_query_text is on; otherwise digests.
+function renderNearMisses(cats, showText) {
+  $("near-miss-privacy").textContent = showText ? "(query text shown)" : "(digests only: show_query_text is off)";
+  const body = document.querySelector("#near-misses tbody");
+  body.replaceChildren();
+  const text = (t, digest) => t !== null && t !== undefined ? t : "#" + String(digest || "-").slice(0, 12);
+  for (const [name, c] of Object.entries(cats)) {
+    for (const m of c.top_near_misses || []) {
+      const tr = document.createElement("tr");
+      tr.append(cell(name), cell(text(m.query, m.query_digest)), cell(text(m.nearest, m.nearest_digest)),
+        cell(m.similarity.toFixed(3)), cell(m.threshold === null ? "-" : m.threshold.toFixed(2)), cell(m.stage),
+        cell(num(m.count)));
+      body.append(tr);
+    }
   }
 }
 
@@ -133,7 +168,8 @@ function ensureCharts() {
       options: { ...common, scales: { y: { min: 0, max: 1, title: { display: true, text: "hit rate (interval)" } } } } }),
     similarity: new Chart($("chart-similarity"), { type: "bar", data: { labels: [], datasets: [] },
       options: { ...common, scales: { x: { title: { display: true, text: "cosine similarity" } },
-        y: { title: { display: true, text: "lookups" } } } } }),
+        // Log scale: near misses are few next to the hits (exact repeats pile up at 1.0).
+        y: { type: "logarithmic", title: { display: true, text: "lookups (log)" } } } } }),
   };
   return charts;
 }
