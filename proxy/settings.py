@@ -59,6 +59,10 @@ class ProxySettings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin; unset = admin disabled")
     dashboard_interval_s: float = Field(2.0, ge=0.2, description="how often /admin/live (the dashboard) sends "
                                                                  "a stats snapshot")
+    lookup_log_size: int = Field(10_000, ge=0, description="recent lookups kept per category for what-if "
+                                                           "replays (/admin/whatif); 0 = none")
+    lookup_log_keep_text: bool = Field(False, description="keep query text in the lookup log (admin-only); "
+                                                          "default: digests only")
     persist_policy_reloads: bool = Field(True, description="write a policy reloaded via /admin over the policies file")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     coalesce: bool = True

@@ -26,6 +26,7 @@ from semcache.entry import CacheEntry
 from semcache.errors import CacheUnavailableError, SemcacheError
 from semcache.catalog import EntryCatalog, EntryMeta
 from semcache.index import HNSWParams
+from semcache.lookup_log import LookupLog
 from semcache.keys import CacheRequest, normalize, partition_id, text_digest
 from semcache.policy import PolicySet
 from semcache.replica_sync import ReplicaSync
@@ -71,6 +72,7 @@ class SemanticCache:
         self._tasks: list[asyncio.Task] = []
         self.listeners = self.catalog.listeners  # EntryListeners; add before start() to see the rebuild
         self.replicas = ReplicaSync(self)
+        self.lookup_log = LookupLog()  # recent lookups for what-if replays (semcache.whatif)
 
     # ----------------------------------------------------------- lifecycle
     @property
@@ -151,6 +153,7 @@ class SemanticCache:
         threshold = result.threshold
         self.stats.record_lookup(result.category, result.status, time.perf_counter() - started,
                                  result.similarity, threshold)
+        self.lookup_log.record(self, result)
         return result
 
     def seen_before(self, digest: str) -> bool:

@@ -1,0 +1,217 @@
+"""A bounded ring of recent lookups, kept so a policy change can be replayed before it is made.
+
+For every lookup the cache records the category, the decision (status, stage,
+reason), the threshold and TTL in force, the query's digest and, for a
+semantic search, each candidate the index returned: its similarity, its age,
+whether it was expired or quarantined for this query, and whether it passes
+the category's guards. :mod:`semcache.whatif` replays these records at another
+threshold or TTL.
+
+How the candidates are known. The cache's decision loop stops at the first
+candidate below the threshold, so guards are never run on lower ones; and it
+does not hand its candidate list out. So :meth:`LookupLog.record`, called once
+right after the decision, repeats the index search (in memory, the same
+search the lookup just made: microseconds for a flat partition; partitions
+too large to search on the event loop are recorded without candidates) and
+fills in what the decision already tells: the served entry passed; a
+candidate at or above the threshold ranked before it (or any, on a miss) was
+refused by a guard or the verifier. The guards of the others (down to
+``guard_floor``) are run in the background, off the caller's path, with the
+same :func:`semcache.diffrule.check` the lookup uses; at most
+``max_pending`` such checks wait at once, and candidates beyond that stay
+``unknown`` (a replay reports them as undetermined, it never guesses).
+
+Audit outcomes are joined when an audit finishes (:meth:`LookupLog.audited`),
+by the served entry's id and the query digest.
+
+Privacy: the query text is kept only with ``keep_text`` (default off: digests
+only); the guard checks hold it in memory until they finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from semcache import diffrule
+
+if TYPE_CHECKING:
+    from semcache.cache import SemanticCache
+    from semcache.results import LookupResult
+
+log = logging.getLogger("semcache.lookup_log")
+
+# Candidate verdicts: whether it may answer this query at a low enough threshold.
+PASS, EXACT, VERIFIER, UNKNOWN = "pass", "exact", "verifier", "unknown"
+SEMANTIC_STAGES = frozenset({"similarity", "guard", "verifier", "audit"})
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One index candidate of a recorded lookup."""
+
+    entry_id: str
+    similarity: float
+    age_s: float
+    """Seconds since the entry was stored, at the time of the lookup."""
+    expired: bool
+    blocked: bool
+    """Quarantined for this query by an audit."""
+    verdict: str = UNKNOWN
+    """``pass``, ``exact``, ``guard:<name>``, ``verifier`` or ``unknown`` (never checked)."""
+
+
+@dataclass(slots=True)
+class LookupRecord:
+    """One lookup as decided, with what a replay needs."""
+
+    seq: int
+    at: float
+    category: str
+    status: str
+    stage: str
+    reason: str
+    threshold: float | None
+    ttl_seconds: float | None
+    query_digest: str | None
+    served_entry: str | None
+    candidates: list[Candidate] | None
+    """None when no semantic search ran (bypass, no-cache) or it was not repeated."""
+    audit: str | None = None
+    """``agree`` or ``false_hit`` once an audit of this hit finished."""
+    query: str | None = field(default=None, repr=False)
+
+
+class LookupLog:
+    """Per category, the last ``capacity`` lookups (a ring: the oldest falls out)."""
+
+    def __init__(self, capacity: int = 10_000, *, keep_text: bool = False, guard_floor: float = 0.5,
+                 max_pending: int = 64):
+        self.capacity = capacity
+        self.keep_text = keep_text
+        self.guard_floor = guard_floor
+        self.max_pending = max_pending
+        self._rings: dict[str, deque[LookupRecord]] = {}
+        self._seq = 0
+        self._pending: set[asyncio.Task[None]] = set()
+        self.unchecked = 0  # candidates left unknown because too many checks were pending
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._rings.values())
+
+    def records(self, category: str) -> list[LookupRecord]:
+        """The category's records, oldest first (a copy: the ring keeps moving)."""
+        return list(self._rings.get(category, ()))
+
+    def categories(self) -> list[str]:
+        return sorted(self._rings)
+
+    def record(self, cache: SemanticCache, result: LookupResult) -> LookupRecord | None:
+        """Append ``result`` (just decided by ``cache``); never raises into the lookup."""
+        if self.capacity <= 0:
+            return None
+        try:
+            return self._record(cache, result)
+        except Exception:  # the log is an aid to tuning: it must never fail a lookup
+            log.exception("lookup log: could not record a lookup")
+            return None
+
+    def _record(self, cache: SemanticCache, result: LookupResult) -> LookupRecord:
+        ctx, now = result.context, cache.clock.now()
+        policy = ctx.policy if ctx is not None else cache.policies.get(result.category)
+        self._seq += 1
+        rec = LookupRecord(
+            seq=self._seq, at=now, category=result.category, status=result.status, stage=result.stage,
+            reason=result.reason, threshold=result.threshold,
+            ttl_seconds=policy.ttl_seconds if policy is not None else None,
+            query_digest=ctx.text_digest if ctx is not None else None,
+            served_entry=result.entry.id if result.entry is not None else None, candidates=None,
+            query=ctx.norm.text if ctx is not None and self.keep_text else None,
+        )
+        if result.stage == "exact" and result.entry is not None:
+            meta = cache.catalog.get(result.entry.id)
+            age = now - (meta.created_at if meta is not None else result.entry.created_at)
+            rec.candidates = [Candidate(result.entry.id, 1.0, age, False, False, EXACT)]
+        elif (ctx is not None and ctx.vector is not None and result.stage in SEMANTIC_STAGES
+              and cache.index.partition_size(ctx.partition) <= cache.inline_search_max):
+            rec.candidates = self._candidates(cache, result, now)
+        ring = self._rings.get(rec.category)
+        if ring is None:
+            ring = self._rings[rec.category] = deque(maxlen=self.capacity)
+        ring.append(rec)
+        return rec
+
+    def _candidates(self, cache: SemanticCache, result: LookupResult, now: float) -> list[Candidate]:
+        ctx = result.context
+        assert ctx is not None
+        threshold = ctx.policy.threshold
+        served = result.entry.id if result.entry is not None else None
+        found, seen_served, unchecked = [], False, []
+        for cand_id, sim in cache.index.search(ctx.partition, ctx.vector, cache.candidates):
+            meta = cache.catalog.get(cand_id)
+            if meta is None:
+                continue
+            cand = Candidate(cand_id, float(sim), now - meta.created_at, meta.expired(now),
+                             ctx.text_digest in meta.blocked)
+            if cand_id == served:
+                cand.verdict, seen_served = PASS, True
+            elif not seen_served and sim >= threshold and not cand.expired and not cand.blocked:
+                cand.verdict = VERIFIER  # refused by the lookup; the check below tells a guard from the verifier
+                unchecked.append((cand, meta.query))
+            elif sim >= self.guard_floor:
+                unchecked.append((cand, meta.query))
+            found.append(cand)
+        if unchecked:
+            if len(self._pending) >= self.max_pending:
+                self.unchecked += len(unchecked)
+            else:
+                task = asyncio.create_task(self._check(cache, ctx.policy, ctx.norm.text, unchecked),
+                                           name="semcache-lookup-log")
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+        return found
+
+    async def _check(self, cache: SemanticCache, policy: Any, text: str,
+                     unchecked: list[tuple[Candidate, str]]) -> None:
+        for cand, cached in unchecked:
+            try:
+                verdict = await diffrule.check(policy, text, cached, cand.similarity, cache.embedder.embed)
+            except Exception as exc:  # an embedder failure leaves the candidate unknown
+                log.debug("lookup log: guard check failed: %s", exc)
+                return
+            if not verdict.passed:
+                cand.verdict = f"guard:{verdict.guard}"
+            elif cand.verdict != VERIFIER:
+                cand.verdict = PASS
+
+    async def settle(self, timeout: float | None = None) -> bool:
+        """Wait (at most ``timeout`` s) for the background guard checks; True when none is left."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._pending:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            await asyncio.wait(set(self._pending), timeout=left)  # never cancels them
+        return True
+
+    def audited(self, category: str, entry_id: str, query_digest: str, *, agree: bool) -> bool:
+        """Join an audit outcome to the newest unaudited hit of ``entry_id`` for ``query_digest``."""
+        for rec in reversed(self._rings.get(category, ())):
+            if rec.served_entry == entry_id and rec.query_digest == query_digest and rec.audit is None:
+                rec.audit = "agree" if agree else "false_hit"
+                return True
+        return False
+
+    def __iter__(self) -> Iterator[LookupRecord]:
+        for ring in self._rings.values():
+            yield from ring
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"capacity_per_category": self.capacity, "keep_text": self.keep_text,
+                "records": {name: len(ring) for name, ring in sorted(self._rings.items())},
+                "pending_checks": len(self._pending), "unchecked_candidates": self.unchecked}
