@@ -116,6 +116,10 @@ def test_audit_finds_a_planted_false_hit_and_quarantines_it(live, tmp_path):
     assert est["audited"] >= 2 and est["audit_false_hits"] == 1
     assert est["lower"] <= est["false_hit_rate"] <= est["upper"]
     assert h.metric("semcache_false_hit_rate", category="default", bound="upper") == pytest.approx(est["upper"])
+    # The audits joined the lookups they judged: the what-if at the current threshold counts them.
+    now = h.http.post("/admin/whatif", json={"category": "default"},
+                      headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()["baseline"]
+    assert now["audited"] == est["audited"] and now["audited_false"] == 1
 
     from evaluation.report import report_from_stats
 
