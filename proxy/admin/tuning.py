@@ -172,7 +172,7 @@ def build_tuning_router(auth: Callable[[Request], None], cache: Callable[[], Sem
         """The policy versions, oldest first, with the one in force marked."""
         async with lock:
             now = current_version()
-        return {"in_force": now["version"], "versions": history.listing()}
+        return {"in_force": now["version"], "categories": cache().policies.names, "versions": history.listing()}
 
     @router.post("/tuning/rollback")
     async def rollback(body: Rollback) -> dict[str, Any]:
