@@ -212,6 +212,7 @@ class SemanticCache:
             found = await asyncio.to_thread(self.index.search, partition, ctx.vector, self.candidates)
         else:
             found = self.index.search(partition, ctx.vector, self.candidates)
+        ctx.candidates = found  # kept for the lookup log (what-if replays)
         best_sim, reason, stage = None, "no candidate in this context", "similarity"
         for cand_id, sim in found:
             meta = self.catalog.get(cand_id)

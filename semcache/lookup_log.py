@@ -7,19 +7,18 @@ whether it was expired or quarantined for this query, and whether it passes
 the category's guards. :mod:`semcache.whatif` replays these records at another
 threshold or TTL.
 
-How the candidates are known. The cache's decision loop stops at the first
-candidate below the threshold, so guards are never run on lower ones; and it
-does not hand its candidate list out. So :meth:`LookupLog.record`, called once
-right after the decision, repeats the index search (in memory, the same
-search the lookup just made: microseconds for a flat partition; partitions
-too large to search on the event loop are recorded without candidates) and
-fills in what the decision already tells: the served entry passed; a
-candidate at or above the threshold ranked before it (or any, on a miss) was
-refused by a guard or the verifier. The guards of the others (down to
+How the candidates are known. The lookup keeps the index's answer (the
+nearest ``candidates`` entries and their similarities) in its key context,
+but its decision loop stops at the first candidate below the threshold, so
+guards are never run on lower ones. :meth:`LookupLog.record`, called once
+right after the decision, fills in what the decision already tells: the
+served entry passed; a candidate at or above the threshold ranked before it
+(or any, on a miss) was refused by a guard or the verifier. The guards of the others (down to
 ``guard_floor``) are run in the background, off the caller's path, with the
 same :func:`semcache.diffrule.check` the lookup uses; at most
-``max_pending`` such checks wait at once, and candidates beyond that stay
-``unknown`` (a replay reports them as undetermined, it never guesses).
+``max_pending`` lookups' checks wait in one queue, worked off by one task that
+yields to the event loop between lookups; candidates of lookups beyond that
+stay ``unknown`` (a replay reports them as undetermined, it never guesses).
 
 Audit outcomes are joined when an audit finishes (:meth:`LookupLog.audited`),
 by the served entry's id and the query digest.
@@ -90,14 +89,15 @@ class LookupLog:
     """Per category, the last ``capacity`` lookups (a ring: the oldest falls out)."""
 
     def __init__(self, capacity: int = 10_000, *, keep_text: bool = False, guard_floor: float = 0.5,
-                 max_pending: int = 64):
+                 max_pending: int = 1024):
         self.capacity = capacity
         self.keep_text = keep_text
         self.guard_floor = guard_floor
         self.max_pending = max_pending
         self._rings: dict[str, deque[LookupRecord]] = {}
         self._seq = 0
-        self._pending: set[asyncio.Task[None]] = set()
+        self._queue: deque[tuple[SemanticCache, Any, str, list[tuple[Candidate, str]]]] = deque()
+        self._worker: asyncio.Task[None] | None = None
         self.unchecked = 0  # candidates left unknown because too many checks were pending
 
     def __len__(self) -> int:
@@ -136,8 +136,7 @@ class LookupLog:
             meta = cache.catalog.get(result.entry.id)
             age = now - (meta.created_at if meta is not None else result.entry.created_at)
             rec.candidates = [Candidate(result.entry.id, 1.0, age, False, False, EXACT)]
-        elif (ctx is not None and ctx.vector is not None and result.stage in SEMANTIC_STAGES
-              and cache.index.partition_size(ctx.partition) <= cache.inline_search_max):
+        elif ctx is not None and ctx.candidates is not None and result.stage in SEMANTIC_STAGES:
             rec.candidates = self._candidates(cache, result, now)
         ring = self._rings.get(rec.category)
         if ring is None:
@@ -151,7 +150,7 @@ class LookupLog:
         threshold = ctx.policy.threshold
         served = result.entry.id if result.entry is not None else None
         found, seen_served, unchecked = [], False, []
-        for cand_id, sim in cache.index.search(ctx.partition, ctx.vector, cache.candidates):
+        for cand_id, sim in ctx.candidates or ():
             meta = cache.catalog.get(cand_id)
             if meta is None:
                 continue
@@ -166,14 +165,18 @@ class LookupLog:
                 unchecked.append((cand, meta.query))
             found.append(cand)
         if unchecked:
-            if len(self._pending) >= self.max_pending:
+            if len(self._queue) >= self.max_pending:
                 self.unchecked += len(unchecked)
             else:
-                task = asyncio.create_task(self._check(cache, ctx.policy, ctx.norm.text, unchecked),
-                                           name="semcache-lookup-log")
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
+                self._queue.append((cache, ctx.policy, ctx.norm.text, unchecked))
+                if self._worker is None or self._worker.done():
+                    self._worker = asyncio.create_task(self._work(), name="semcache-lookup-log")
         return found
+
+    async def _work(self) -> None:
+        while self._queue:
+            await self._check(*self._queue.popleft())
+            await asyncio.sleep(0)  # short texts are checked inline: let requests run between lookups
 
     async def _check(self, cache: SemanticCache, policy: Any, text: str,
                      unchecked: list[tuple[Candidate, str]]) -> None:
@@ -192,11 +195,11 @@ class LookupLog:
         """Wait (at most ``timeout`` s) for the background guard checks; True when none is left."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while self._pending:
+        while self._worker is not None and not self._worker.done():
             left = None if deadline is None else deadline - loop.time()
             if left is not None and left <= 0:
                 return False
-            await asyncio.wait(set(self._pending), timeout=left)  # never cancels them
+            await asyncio.wait({self._worker}, timeout=left)  # never cancels it
         return True
 
     def audited(self, category: str, entry_id: str, query_digest: str, *, agree: bool) -> bool:
@@ -214,4 +217,4 @@ class LookupLog:
     def snapshot(self) -> dict[str, Any]:
         return {"capacity_per_category": self.capacity, "keep_text": self.keep_text,
                 "records": {name: len(ring) for name, ring in sorted(self._rings.items())},
-                "pending_checks": len(self._pending), "unchecked_candidates": self.unchecked}
+                "pending_checks": len(self._queue), "unchecked_candidates": self.unchecked}

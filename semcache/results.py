@@ -25,6 +25,8 @@ class KeyContext:
     partition: str
     text_digest: str
     vector: np.ndarray | None = None
+    candidates: list[tuple[str, float]] | None = None
+    """The index's nearest entries (id, similarity) when a semantic search ran."""
 
 
 @dataclass(slots=True)

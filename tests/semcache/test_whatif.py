@@ -131,3 +131,13 @@ def test_false_hit_estimate_uses_only_audits_and_counts_unaudited_new_hits():
     assert (higher.hits, higher.lost_hits, higher.audited_false) == (18, 2, 0)
     few = predict(records[:5], 0.8)
     assert not few.enough_audits and "not enough audits (5 < 10)" in few.note
+
+
+async def test_candidates_whose_guards_were_never_checked_are_undetermined(make_cache):
+    cache = await filled(make_cache)
+    cache.lookup_log = LookupLog(guard_floor=-1.0, max_pending=0)  # no room for background checks
+    await cache.lookup(chat("italy capital"))
+    (rec,) = cache.lookup_log.records("default")
+    assert rec.status == "miss" and cache.lookup_log.unchecked == len(rec.candidates)
+    assert replay_one(rec, 0.2) == "?"
+    assert predict([rec], 0.2).undetermined == 1 and predict([rec], 0.99).undetermined == 0
