@@ -62,6 +62,9 @@ class Candidate:
     """Quarantined for this query by an audit."""
     verdict: str = UNKNOWN
     """``pass``, ``exact``, ``guard:<name>``, ``verifier`` or ``unknown`` (never checked)."""
+    span_threshold: float | None = None
+    """Set when the diff rule judged changed spans by embedding them against the category's
+    threshold (long prompts): the verdict then holds only at that threshold."""
 
 
 @dataclass(slots=True)
@@ -158,6 +161,8 @@ class LookupLog:
                              ctx.text_digest in meta.blocked)
             if cand_id == served:
                 cand.verdict, seen_served = PASS, True
+                if _long(ctx.policy, ctx.norm.text, meta.query):  # its diff verdict may hang on the threshold
+                    unchecked.append((cand, meta.query))
             elif not seen_served and sim >= threshold and not cand.expired and not cand.blocked:
                 cand.verdict = VERIFIER  # refused by the lookup; the check below tells a guard from the verifier
                 unchecked.append((cand, meta.query))
@@ -180,9 +185,18 @@ class LookupLog:
 
     async def _check(self, cache: SemanticCache, policy: Any, text: str,
                      unchecked: list[tuple[Candidate, str]]) -> None:
+        # Checked threshold-free (changed spans never fail on similarity), so the verdict holds at
+        # any threshold; where spans were judged by similarity, at the category's threshold only.
+        free, strict = policy.model_copy(update={"threshold": -1.0}), policy.model_copy(update={"threshold": 2.0})
+        embed = cache.embedder.embed
         for cand, cached in unchecked:
             try:
-                verdict = await diffrule.check(policy, text, cached, cand.similarity, cache.embedder.embed)
+                verdict = await diffrule.check(free, text, cached, cand.similarity, embed)
+                if verdict.passed and _long(policy, text, cached):
+                    spans = await diffrule.check(strict, text, cached, cand.similarity, embed)
+                    if not spans.passed:  # only a changed span's similarity can fail at threshold 2
+                        cand.span_threshold = policy.threshold
+                        verdict = await diffrule.check(policy, text, cached, cand.similarity, embed)
             except Exception as exc:  # an embedder failure leaves the candidate unknown
                 log.debug("lookup log: guard check failed: %s", exc)
                 return
@@ -218,3 +232,8 @@ class LookupLog:
         return {"capacity_per_category": self.capacity, "keep_text": self.keep_text,
                 "records": {name: len(ring) for name, ring in sorted(self._rings.items())},
                 "pending_checks": len(self._queue), "unchecked_candidates": self.unchecked}
+
+
+def _long(policy: Any, query: str, cached: str) -> bool:
+    """Could the diff rule embed changed spans of these texts (both share-a-long-body sized)?"""
+    return bool(policy.guards.diff) and min(len(query.split()), len(cached.split())) >= diffrule.SHARED_BODY

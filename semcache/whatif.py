@@ -6,9 +6,10 @@ new TTL, by the candidate's age) and quarantined ones are skipped, the first
 one below the new threshold ends the search with a miss, one that passes the
 guards is the hit, one refused by a guard or the verifier is skipped, and one
 whose guards were never checked ends the replay of that lookup as
-*undetermined* (reported, never guessed). An exact repeat stays a hit while
-its entry is alive under the new TTL. Lookups without candidates (bypasses,
-``no-cache``, searches too large to repeat) keep their recorded outcome.
+*undetermined* (reported, never guessed); so does one whose changed spans
+(a long prompt) the diff rule judged by similarity at another threshold. An
+exact repeat stays a hit while its entry is alive under the new TTL. Lookups
+without candidates (bypasses, ``no-cache``) keep their recorded outcome.
 
 The false-hit estimate at the new operating point uses only what was
 audited: predicted hits served by the same entry that served the recorded,
@@ -74,10 +75,10 @@ def replay_one(rec: LookupRecord, threshold: float, ttl_seconds: Any = _KEEP) ->
             return cand.entry_id
         if cand.similarity < threshold:
             return None
+        if cand.verdict == UNKNOWN or (cand.span_threshold is not None and cand.span_threshold != threshold):
+            return "?"  # never checked, or its changed spans were judged at another threshold
         if cand.verdict == PASS:
             return cand.entry_id
-        if cand.verdict == UNKNOWN:
-            return "?"
     return None
 
 

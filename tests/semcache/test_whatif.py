@@ -141,3 +141,19 @@ async def test_candidates_whose_guards_were_never_checked_are_undetermined(make_
     assert rec.status == "miss" and cache.lookup_log.unchecked == len(rec.candidates)
     assert replay_one(rec, 0.2) == "?"
     assert predict([rec], 0.2).undetermined == 1 and predict([rec], 0.99).undetermined == 0
+
+
+async def test_long_prompts_judged_by_span_similarity_are_undetermined_at_another_threshold(make_cache):
+    cache = await filled(make_cache, threshold=0.3)
+    body = " ".join(f"line {w} of the shared report body" for w in STORED[0].split() * 4)
+    stored, asked = body + " what does it say about passwords", body + " what does it say about accounts"
+    res = await cache.lookup(chat(stored))
+    assert (await cache.store(chat(stored), res, response=answer("about passwords"))).stored
+    cache.lookup_log = LookupLog(guard_floor=-1.0)
+    res = await cache.lookup(chat(asked))
+    await cache.lookup_log.settle()
+    (rec,) = cache.lookup_log.records("default")
+    best = rec.candidates[0]
+    assert best.span_threshold == 0.3  # its changed span was judged against 0.3
+    assert replay_one(rec, 0.3) == (res.entry.id if res.status == "hit" else None)
+    assert replay_one(rec, 0.25) == "?"
