@@ -62,6 +62,8 @@ class Candidate:
     """Quarantined for this query by an audit."""
     verdict: str = UNKNOWN
     """``pass``, ``exact``, ``guard:<name>``, ``verifier`` or ``unknown`` (never checked)."""
+    flipped: dict[str, bool] | None = None
+    """Per guard: would the candidate pass with that one guard switched (short texts only)."""
     span_threshold: float | None = None
     """Set when the diff rule judged changed spans by embedding them against the category's
     threshold (long prompts): the verdict then holds only at that threshold."""
@@ -83,6 +85,8 @@ class LookupRecord:
     served_entry: str | None
     candidates: list[Candidate] | None
     """None when no semantic search ran (bypass, no-cache) or it was not repeated."""
+    guards: dict[str, bool] | None = None
+    """The category's guard switches when the lookup was made."""
     audit: str | None = None
     """``agree`` or ``false_hit`` once an audit of this hit finished."""
     query: str | None = field(default=None, repr=False)
@@ -134,6 +138,7 @@ class LookupLog:
             query_digest=ctx.text_digest if ctx is not None else None,
             served_entry=result.entry.id if result.entry is not None else None, candidates=None,
             query=ctx.norm.text if ctx is not None and self.keep_text else None,
+            guards=policy.guards.model_dump() if policy is not None else None,
         )
         if result.stage == "exact" and result.entry is not None:
             meta = cache.catalog.get(result.entry.id)
@@ -161,8 +166,7 @@ class LookupLog:
                              ctx.text_digest in meta.blocked)
             if cand_id == served:
                 cand.verdict, seen_served = PASS, True
-                if _long(ctx.policy, ctx.norm.text, meta.query):  # its diff verdict may hang on the threshold
-                    unchecked.append((cand, meta.query))
+                unchecked.append((cand, meta.query))  # for its verdicts with a guard switched
             elif not seen_served and sim >= threshold and not cand.expired and not cand.blocked:
                 cand.verdict = VERIFIER  # refused by the lookup; the check below tells a guard from the verifier
                 unchecked.append((cand, meta.query))
@@ -204,6 +208,8 @@ class LookupLog:
                 cand.verdict = f"guard:{verdict.guard}"
             elif cand.verdict != VERIFIER:
                 cand.verdict = PASS
+            if not _long(policy, text, cached):  # long texts would embed their spans once per switch
+                cand.flipped = await _flipped(policy, text, cached, cand.similarity, embed)
 
     async def settle(self, timeout: float | None = None) -> bool:
         """Wait (at most ``timeout`` s) for the background guard checks; True when none is left."""
@@ -237,3 +243,15 @@ class LookupLog:
 def _long(policy: Any, query: str, cached: str) -> bool:
     """Could the diff rule embed changed spans of these texts (both share-a-long-body sized)?"""
     return bool(policy.guards.diff) and min(len(query.split()), len(cached.split())) >= diffrule.SHARED_BODY
+
+
+GUARDS = ("numbers", "negation", "entities", "identifiers", "diff")
+
+
+async def _flipped(policy: Any, query: str, cached: str, similarity: float, embed) -> dict[str, bool]:
+    out = {}
+    for name in GUARDS:
+        guards = policy.guards.model_copy(update={name: not getattr(policy.guards, name)})
+        verdict = await diffrule.check(policy.model_copy(update={"guards": guards}), query, cached, similarity, embed)
+        out[name] = verdict.passed
+    return out

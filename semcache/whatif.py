@@ -1,4 +1,4 @@
-"""What-if: replay a category's recent lookups at another threshold or TTL.
+"""What-if: replay a category's recent lookups at another threshold, TTL or guard switch.
 
 The replay walks each recorded lookup's candidates (:mod:`semcache.lookup_log`)
 in the order the index returned them, as the cache does: expired (under the
@@ -19,6 +19,10 @@ audited (those answers were never served): they are counted as *unaudited new
 hits*, and with fewer than ``min_audits`` audited hits the estimate says "not
 enough audits" rather than a number.
 
+Guards: each candidate's verdict is also known with any *one* guard switched
+(checked in the background for texts under the diff rule's long-body size);
+switching two guards at once, or one on a long prompt, is undetermined.
+
 Limits: the verifier's verdict on a candidate is replayed as recorded (a
 verifier cut-off move is not predicted), and a replay knows only the
 ``candidates`` nearest entries of each lookup.
@@ -31,7 +35,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from semcache.audit import clopper_pearson_interval
-from semcache.lookup_log import EXACT, PASS, UNKNOWN, LookupRecord
+from semcache.lookup_log import EXACT, PASS, UNKNOWN, VERIFIER, LookupRecord
 
 _KEEP = object()  # "leave the TTL as it was" (None means: never expires)
 
@@ -62,10 +66,16 @@ class Prediction:
         return asdict(self)
 
 
-def replay_one(rec: LookupRecord, threshold: float, ttl_seconds: Any = _KEEP) -> str | None:
-    """The entry id that would answer ``rec``, None for a miss, or ``"?"`` when undetermined."""
+def replay_one(rec: LookupRecord, threshold: float, ttl_seconds: Any = _KEEP,
+               guards: dict[str, bool] | None = None) -> str | None:
+    """The entry id that would answer ``rec``, None for a miss, or ``"?"`` when undetermined.
+
+    ``guards``: the guard switches to replay with; one switch different from the
+    lookup's is replayed from the candidate's per-switch verdicts, more is undetermined.
+    """
     if rec.candidates is None:
         return rec.served_entry
+    flips = [g for g, on in (guards or {}).items() if rec.guards is not None and rec.guards.get(g) != on]
     ttl_changed = ttl_seconds is not _KEEP and ttl_seconds != rec.ttl_seconds
     for cand in rec.candidates:
         expired = (ttl_seconds is not None and cand.age_s >= ttl_seconds) if ttl_changed else cand.expired
@@ -77,20 +87,28 @@ def replay_one(rec: LookupRecord, threshold: float, ttl_seconds: Any = _KEEP) ->
             return None
         if cand.verdict == UNKNOWN or (cand.span_threshold is not None and cand.span_threshold != threshold):
             return "?"  # never checked, or its changed spans were judged at another threshold
+        if cand.verdict == VERIFIER:
+            continue
+        if flips:
+            if len(flips) > 1 or cand.flipped is None:
+                return "?"
+            if cand.flipped[flips[0]]:
+                return cand.entry_id
+            continue
         if cand.verdict == PASS:
             return cand.entry_id
     return None
 
 
-def predict(records: Iterable[LookupRecord], threshold: float, ttl_seconds: Any = _KEEP, *,
-            min_audits: int = 10, confidence: float = 0.95) -> Prediction:
-    """Replay ``records`` (one category's) at ``threshold`` and, if given, ``ttl_seconds``."""
+def predict(records: Iterable[LookupRecord], threshold: float, ttl_seconds: Any = _KEEP,
+            guards: dict[str, bool] | None = None, *, min_audits: int = 10, confidence: float = 0.95) -> Prediction:
+    """Replay ``records`` (one category's) at ``threshold`` and, if given, ``ttl_seconds`` and ``guards``."""
     lookups = hits = recorded = new = lost = undetermined = audited = false = 0
     for rec in records:
         lookups += 1
         was_hit = rec.status == "hit"
         recorded += was_hit
-        served = replay_one(rec, threshold, ttl_seconds)
+        served = replay_one(rec, threshold, ttl_seconds, guards)
         if served == "?":
             undetermined += 1
             continue

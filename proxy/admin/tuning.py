@@ -2,7 +2,7 @@
 
 Routes (behind the admin bearer token, like ``/admin``):
 
-* ``POST /admin/whatif`` ``{"category", "threshold"?, "ttl_seconds"?}``: the
+* ``POST /admin/whatif`` ``{"category", "threshold"?, "ttl_seconds"?, "guards"?}``: the
   category's recent lookups (:mod:`semcache.lookup_log`) replayed at the
   current values and at the proposed ones (:func:`semcache.whatif.predict`);
 * ``POST /admin/tuning/apply`` (same body): the policy YAML in force with that
@@ -32,7 +32,9 @@ from typing import Any
 
 import yaml
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from proxy.admin.api import _persist
 from semcache import SemanticCache, load_policies_text
@@ -50,12 +52,17 @@ class TuningChange(BaseModel):
     category: StrictStr = Field(max_length=128)
     threshold: float | None = Field(None, ge=-1.0, le=1.0)
     ttl_seconds: float | None = Field(None, gt=0, description="null (given explicitly): never expires")
+    guards: dict[Literal["numbers", "negation", "entities", "identifiers", "diff"], StrictBool] | None = None
+    """Guard switches to change (the others keep their values)."""
 
     def ttl(self) -> Any:
         return self.ttl_seconds if "ttl_seconds" in self.model_fields_set else KEEP_TTL
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self, current_guards: dict[str, bool]) -> dict[str, Any]:
+        """The policy fields to write; guards as the whole block (a category's block replaces the defaults')."""
         out: dict[str, Any] = {}
+        if self.guards:
+            out["guards"] = {**current_guards, **self.guards}
         if self.threshold is not None:
             out["threshold"] = self.threshold
         if "ttl_seconds" in self.model_fields_set:
@@ -97,14 +104,14 @@ class PolicyHistory:
         return [dict(version) for version in self.versions]
 
 
-def changed_yaml(source_text: str, change: TuningChange) -> str:
-    """``source_text`` with ``change``'s fields set on its category (the rest as it was)."""
+def changed_yaml(source_text: str, category: str, fields: dict[str, Any]) -> str:
+    """``source_text`` with ``fields`` set on ``category`` (the rest as it was)."""
     raw = yaml.safe_load(source_text)
     if not isinstance(raw, dict) or not isinstance(raw.get("categories"), dict):
         raise RequestError("the policy in force has no categories map to change")
-    block = raw["categories"].get(change.category) or {}
-    block.update(change.fields())
-    raw["categories"][change.category] = block
+    block = raw["categories"].get(category) or {}
+    block.update(fields)
+    raw["categories"][category] = block
     return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
 
 
@@ -146,25 +153,30 @@ def build_tuning_router(auth: Callable[[Request], None], cache: Callable[[], Sem
         await c.lookup_log.settle(timeout=2.0)  # checks still running leave their lookups undetermined
         records = c.lookup_log.records(body.category)
         threshold = body.threshold if body.threshold is not None else policy.threshold
+        current = policy.guards.model_dump()
+        guards = {**current, **(body.guards or {})}
         baseline, proposed = await asyncio.to_thread(
-            lambda: (predict(records, policy.threshold), predict(records, threshold, body.ttl())))
+            lambda: (predict(records, policy.threshold, KEEP_TTL, current),
+                     predict(records, threshold, body.ttl(), guards)))
         return {"category": body.category,
-                "current": {"threshold": policy.threshold, "ttl_seconds": policy.ttl_seconds},
+                "current": {"threshold": policy.threshold, "ttl_seconds": policy.ttl_seconds, "guards": current},
                 "proposed": {"threshold": threshold,
-                             "ttl_seconds": policy.ttl_seconds if body.ttl() is KEEP_TTL else body.ttl()},
+                             "ttl_seconds": policy.ttl_seconds if body.ttl() is KEEP_TTL else body.ttl(),
+                             "guards": guards},
                 "baseline": baseline.as_dict(), "prediction": proposed.as_dict(),
                 "log": c.lookup_log.snapshot()}
 
     @router.post("/tuning/apply")
     async def apply(body: TuningChange) -> dict[str, Any]:
         """Apply the change as a validated policy reload (also written and shared like PUT /admin/policies)."""
-        policy_of(body.category)
-        if not body.fields():
-            raise RequestError("nothing to change: give threshold and/or ttl_seconds", param="threshold")
+        fields = body.fields(policy_of(body.category).guards.model_dump())
+        if not fields:
+            raise RequestError("nothing to change: give threshold, ttl_seconds and/or guards", param="threshold")
         async with lock:
             current_version()
-            text = changed_yaml(cache().policies.source_text, body)
-            described = ", ".join(f"{k}={v}" for k, v in body.fields().items())
+            text = changed_yaml(cache().policies.source_text, body.category, fields)
+            shown = {**fields, **({"guards": body.guards} if body.guards else {})}
+            described = ", ".join(f"{k}={v}" for k, v in shown.items())
             return await reload(text, f"{body.category}: {described}")
 
     @router.get("/tuning/history")

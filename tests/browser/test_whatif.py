@@ -94,7 +94,13 @@ def test_whatif_prediction_apply_and_rollback_in_the_browser(browser, proxy, tmp
     _wait_text(page, "#wi-message", lambda t: t.startswith("Applied: version 3 (rollback to version 1)"))
     assert _ask_all(client, store=False) == before  # decisions as before the change
     assert proxy.policy_file.read_text().startswith("# tuned by hand")
-    _wait_text(page, "#wi-values-now", lambda t: t.startswith("0.8 /"))
+    _wait_text(page, "#wi-values-now", lambda t: t == "0.8 / 3600 s / numbers, negation, diff")
+    page.uncheck("#wi-g-negation")  # a guard switch, predicted the same way
+    page.click("#wi-predict")
+    _wait_text(page, "#wi-values-new", lambda t: t == "0.8 / 3600 s / numbers, diff")
+    server = httpx.post(proxy.url + "/admin/whatif", headers=ADMIN,
+                        json={"category": "default", "guards": {"negation": False}}).json()["prediction"]
+    assert page.inner_text("#wi-hits-new") == str(server["hits"])
     _shot(page, tmp_path, "whatif-history.png")
     page.close()
     client.close()

@@ -85,12 +85,18 @@ async def test_tuning_routes_are_off_without_an_admin_token(tmp_path, policy_fil
 
 
 def test_changed_yaml_sets_only_the_field_and_validates():
-    text = changed_yaml(TEST_POLICIES, TuningChange(category="faq", ttl_seconds=60))
+    guards = load_policies_text(TEST_POLICIES)["faq"].guards.model_dump()
+    text = changed_yaml(TEST_POLICIES, "faq", TuningChange(category="faq", ttl_seconds=60).fields(guards))
     policies = load_policies_text(text)
     assert policies["faq"].ttl_seconds == 60 and policies["faq"].shared_namespace == "public"
     assert policies["default"].threshold == 0.8
-    never = changed_yaml(TEST_POLICIES, TuningChange.model_validate({"category": "default", "ttl_seconds": None}))
-    assert load_policies_text(never)["default"].ttl_seconds is None
+    never = TuningChange.model_validate({"category": "default", "ttl_seconds": None})
+    assert load_policies_text(changed_yaml(TEST_POLICIES, "default", never.fields(guards)))["default"].ttl_seconds is None
+    off = TuningChange(category="faq", guards={"negation": False}).fields(guards)
+    changed = load_policies_text(changed_yaml(TEST_POLICIES, "faq", off))["faq"].guards
+    assert changed.negation is False and changed.model_dump() == {**guards, "negation": False}
+    with pytest.raises(ValueError):
+        TuningChange.model_validate({"category": "faq", "guards": {"sarcasm": True}})
 
 
 def test_history_is_bounded_and_skips_repeats():
@@ -102,3 +108,16 @@ def test_history_is_bounded_and_skips_repeats():
     assert [v["version"] for v in history.listing()] == [2, 3]
     with pytest.raises(RequestError):
         history.get(1)
+
+
+async def test_a_guard_switch_is_predicted_then_applied(harness, admin_headers):
+    c = harness.client
+    assert await ask(c, "enable two factor login on my account") == "miss"
+    assert await ask(c, "disable two factor login on my account", store=False) == "miss"  # negation guard
+    result = await whatif(harness, admin_headers, guards={"negation": False})
+    assert result["current"]["guards"]["negation"] is True and result["proposed"]["guards"]["negation"] is False
+    assert result["prediction"]["hits"] == result["baseline"]["hits"] + 1 == 1
+    applied = await c.post("/admin/tuning/apply", json={"category": "default", "guards": {"negation": False}},
+                           headers=admin_headers)
+    assert applied.status_code == 200 and applied.json()["change"] == "default: guards={'negation': False}"
+    assert await ask(c, "disable two factor login on my account", store=False) == "hit"  # as predicted

@@ -157,3 +157,43 @@ async def test_long_prompts_judged_by_span_similarity_are_undetermined_at_anothe
     assert best.span_threshold == 0.3  # its changed span was judged against 0.3
     assert replay_one(rec, 0.3) == (res.entry.id if res.status == "hit" else None)
     assert replay_one(rec, 0.25) == "?"
+
+
+GUARDED = """
+categories:
+  default:
+    threshold: 0.5
+    guards: {{numbers: {numbers}, negation: {negation}, entities: false, identifiers: false, diff: true}}
+"""
+
+
+@pytest.mark.parametrize("flip", ["numbers", "negation", "entities", "identifiers", "diff"])
+async def test_replayed_guard_switch_predicts_the_decisions_after_applying_it(make_cache, flip):
+    cache = await make_cache(GUARDED.format(numbers="true", negation="true"))
+    cache.lookup_log = LookupLog(guard_floor=-1.0)
+    stored = [*STORED, "call Alice at 5 pm about the order_total field", "release version 2.1 notes"]
+    for text in stored:
+        res = await cache.lookup(chat(text))
+        assert (await cache.store(chat(text), res, response=answer(f"answer to {text}"))).stored
+    asked = [*ASKED, "call Bob at 5 pm about the order_total field", "call Alice at 6 pm about the order_total field",
+             "call Alice at 5 pm about the orderTotal field", "release version 2.2 notes"]
+    cache.lookup_log = LookupLog(guard_floor=-1.0)
+    for text in asked:
+        await cache.lookup(chat(text))
+    await cache.lookup_log.settle()
+    records = cache.lookup_log.records("default")
+    guards = {**records[0].guards, flip: not records[0].guards[flip]}
+    predicted = [replay_one(r, 0.5, KEEP_TTL, guards) for r in records]
+    assert "?" not in predicted
+    yaml_guards = ", ".join(f"{k}: {str(v).lower()}" for k, v in guards.items())
+    await cache.reload_policies(load_policies_text(
+        f"categories:\n  default:\n    threshold: 0.5\n    guards: {{{yaml_guards}}}\n"))
+    assert predicted == [await decide(cache, text) for text in asked]
+    unchanged = [replay_one(r, 0.5) for r in records]
+    assert (predicted != unchanged) == (flip in CHANGES_SOMETHING)
+    other = "entities" if flip != "entities" else "numbers"
+    two = {**guards, other: not guards[other]}  # two switches at once: not predicted
+    assert "?" in [replay_one(r, 0.5, KEEP_TTL, two) for r in records]
+
+
+CHANGES_SOMETHING = {"negation", "entities", "identifiers"}  # numbers and diff (atoms) back each other up

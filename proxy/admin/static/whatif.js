@@ -8,9 +8,13 @@
   const $ = (id) => document.getElementById(id);
   let ready = false;
   let lastChange = null; // the change whose prediction is on screen (Apply applies exactly that)
+  let currentGuards = {};
+  const GUARDS = ["numbers", "negation", "entities", "identifiers", "diff"];
 
   const pct = (x) => (x === null || x === undefined ? "-" : (100 * x).toFixed(1) + "%");
   const ttlText = (t) => (t === null || t === undefined ? "never expires" : t + " s");
+  const guardText = (g) => GUARDS.filter((n) => g[n]).join(", ") || "none";
+  const values = (v) => v.threshold + " / " + ttlText(v.ttl_seconds) + " / " + guardText(v.guards || {});
 
   async function call(method, path, body) {
     const response = await fetch(path, {
@@ -40,13 +44,19 @@
     const body = { category: $("wi-category").value, threshold: Number($("wi-threshold").value) };
     const ttl = $("wi-ttl").value.trim();
     if (ttl) body.ttl_seconds = Number(ttl);
+    const guards = {};
+    for (const name of GUARDS) {
+      const on = $("wi-g-" + name).checked;
+      if (on !== currentGuards[name]) guards[name] = on;
+    }
+    if (Object.keys(guards).length) body.guards = guards;
     return body;
   }
 
   function show(result) {
     const b = result.baseline, p = result.prediction;
-    $("wi-values-now").textContent = result.current.threshold + " / " + ttlText(result.current.ttl_seconds);
-    $("wi-values-new").textContent = result.proposed.threshold + " / " + ttlText(result.proposed.ttl_seconds);
+    $("wi-values-now").textContent = values(result.current);
+    $("wi-values-new").textContent = values(result.proposed);
     $("wi-lookups").textContent = String(p.lookups);
     $("wi-hits-now").textContent = String(b.hits);
     $("wi-hits-new").textContent = String(p.hits);
@@ -55,7 +65,8 @@
     $("wi-false-now").textContent = falseHit(b);
     $("wi-false-new").textContent = falseHit(p);
     $("wi-changes").textContent = p.new_hits + " / " + p.lost_hits + " / " + p.undetermined;
-    $("wi-note").textContent = p.note + (p.undetermined ? "; undetermined: a candidate's guards were never checked" : "");
+    $("wi-note").textContent = p.note + (p.undetermined
+      ? "; undetermined: a deciding candidate's verdict is not known at these values" : "");
   }
 
   async function predict(event) {
@@ -75,6 +86,8 @@
     const result = await call("POST", "/admin/whatif", { category: $("wi-category").value });
     $("wi-threshold").value = result.current.threshold;
     $("wi-ttl").value = "";
+    currentGuards = result.current.guards;
+    for (const name of GUARDS) $("wi-g-" + name).checked = currentGuards[name];
     show(result);
     lastChange = null;
     $("wi-apply").disabled = true;
