@@ -103,6 +103,7 @@ class SemanticCache:
             self._tasks.append(asyncio.create_task(self._purge_loop(), name="semcache-purge"))
 
     async def close(self) -> None:
+        self.lookup_log.cancel()
         for task in self._tasks:
             task.cancel()
         # Closing the store also ends a change feed stuck in a blocking read.

@@ -211,6 +211,12 @@ class LookupLog:
             if not _long(policy, text, cached):  # long texts would embed their spans once per switch
                 cand.flipped = await _flipped(policy, text, cached, cand.similarity, embed)
 
+    def cancel(self) -> None:
+        """Drop the pending checks (the cache is closing); their candidates stay unknown."""
+        self._queue.clear()
+        if self._worker is not None:
+            self._worker.cancel()
+
     async def settle(self, timeout: float | None = None) -> bool:
         """Wait (at most ``timeout`` s) for the background guard checks; True when none is left."""
         loop = asyncio.get_running_loop()

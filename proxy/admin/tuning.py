@@ -10,7 +10,9 @@ Routes (behind the admin bearer token, like ``/admin``):
   swapped in, written over the policy file and published to replicas the way
   :mod:`proxy.admin.api` does;
 * ``GET /admin/tuning/history``: the versions applied (newest last, bounded);
-* ``POST /admin/tuning/rollback`` ``{"version"}``: reload an earlier version.
+* ``POST /admin/tuning/rollback`` ``{"version"}``: reload an earlier version;
+* ``GET /admin/tuning/lookups?category=&limit=``: the newest records of the
+  lookup log (query text only where ``lookup_log_keep_text`` kept it).
 
 A change made outside this panel (``PUT /admin/policies``, a replica) shows up
 in the history as its own version the next time the history is touched.
@@ -31,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fastapi import APIRouter, Depends, Request
+from dataclasses import asdict
+
+from fastapi import APIRouter, Depends, Query, Request
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
@@ -185,6 +189,14 @@ def build_tuning_router(auth: Callable[[Request], None], cache: Callable[[], Sem
         async with lock:
             now = current_version()
         return {"in_force": now["version"], "categories": cache().policies.names, "versions": history.listing()}
+
+    @router.get("/tuning/lookups")
+    async def lookups(category: str = Query(..., max_length=128),
+                      limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+        """The category's newest lookups as recorded (digests; text only if kept), newest first."""
+        policy_of(category)
+        records = cache().lookup_log.records(category)[-limit:]
+        return {"data": [asdict(r) for r in reversed(records)]}
 
     @router.post("/tuning/rollback")
     async def rollback(body: Rollback) -> dict[str, Any]:

@@ -121,3 +121,15 @@ async def test_a_guard_switch_is_predicted_then_applied(harness, admin_headers):
                            headers=admin_headers)
     assert applied.status_code == 200 and applied.json()["change"] == "default: guards={'negation': False}"
     assert await ask(c, "disable two factor login on my account", store=False) == "hit"  # as predicted
+
+
+@pytest.mark.parametrize("keep_text", [False, True])
+async def test_lookup_log_shows_query_text_only_when_kept(make_proxy, admin_headers, keep_text):
+    async with make_proxy(lookup_log_keep_text=keep_text) as c:
+        r = await c.post("/v1/chat/completions", headers={"authorization": "Bearer k"},
+                         json={"model": "sim-model", "messages": [{"role": "user", "content": "secret plans"}]})
+        assert r.status_code in (200, 502, 503)  # no upstream here: the lookup is recorded all the same
+        assert (await c.get("/admin/tuning/lookups?category=default")).status_code == 401
+        rows = (await c.get("/admin/tuning/lookups?category=default", headers=admin_headers)).json()["data"]
+        assert len(rows) == 1 and rows[0]["query_digest"]
+        assert rows[0]["query"] == ("secret plans" if keep_text else None)
