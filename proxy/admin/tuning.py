@@ -139,7 +139,8 @@ def build_tuning_router(auth: Callable[[Request], None], cache: Callable[[], Sem
         return history.note(cache().policies.source_text, change)
 
     async def reload(text: str, change: str) -> dict[str, Any]:
-        policies = load_policies_text(text, source="admin")  # PolicyError -> 400 naming the field
+        # Parsed off the event loop (PolicyError -> 400 naming the field): requests keep flowing.
+        policies = await asyncio.to_thread(load_policies_text, text, source="admin")
         dropped = await cache().reload_policies(policies)
         persisted, why = _persist(policy_file, text)
         shared = await cache().replicas.share_policies()
@@ -178,7 +179,7 @@ def build_tuning_router(auth: Callable[[Request], None], cache: Callable[[], Sem
             raise RequestError("nothing to change: give threshold, ttl_seconds and/or guards", param="threshold")
         async with lock:
             current_version()
-            text = changed_yaml(cache().policies.source_text, body.category, fields)
+            text = await asyncio.to_thread(changed_yaml, cache().policies.source_text, body.category, fields)
             shown = {**fields, **({"guards": body.guards} if body.guards else {})}
             described = ", ".join(f"{k}={v}" for k, v in shown.items())
             return await reload(text, f"{body.category}: {described}")
