@@ -24,6 +24,7 @@ from fastapi import FastAPI
 
 from proxy.admin.api import bearer_check, build_admin_router
 from proxy.admin.dashboard import build_dashboard_router
+from proxy.admin.tuning import build_tuning_router
 from proxy.errors import install_error_handlers
 from proxy.api.feedback import build_feedback_router
 from proxy.upstream.engine_load import metrics_url
@@ -42,6 +43,7 @@ from proxy.upstream.pressure import model_pressure
 from semcache import RedisStore, SemanticCache, SQLiteStore, SystemClock, load_policies
 from semcache.errors import CacheUnavailableError, ConfigError
 from semcache.iccache import load_iccache_config
+from semcache.lookup_log import LookupLog
 from semcache.protocols import Embedder, Store
 from semcache.stores.breaker import BreakerStore
 
@@ -154,6 +156,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
             parts.cache = SemanticCache(policies=policies, store=make_store(settings),
                                         embedder=parts.embedder, clock=clock)
             parts.cache.stats.near_misses.show_query_text = settings.show_query_text
+            parts.cache.lookup_log = LookupLog(settings.lookup_log_size, keep_text=settings.lookup_log_keep_text)
             metrics.watch_cache(parts.cache.stats_snapshot)
             if settings.upstream_metrics_interval_s > 0:
                 parts.upstream_load = UpstreamLoad(parts.pool.router.upstreams, client=parts.pool.metrics_client,
@@ -251,6 +254,9 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
     app.include_router(build_dashboard_router(
         token, lambda: {"cache": parts.need("cache").stats_snapshot(), "proxy": proxy_stats()},
         bearer_check(token) if token else None, interval_s=settings.dashboard_interval_s))
+    if token:
+        app.include_router(build_tuning_router(bearer_check(token), lambda: parts.need("cache"),
+                                               settings.policies if settings.persist_policy_reloads else None))
     app.include_router(build_feedback_router(lambda: parts.need("cache"), settings.tenant_salt,
                                              lambda: parts.iccache, lambda: parts.need("endpoint").keycheck,
                                              token))

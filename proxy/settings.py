@@ -77,6 +77,10 @@ class ProxySettings(BaseSettings):
                                                                  "a stats snapshot")
     show_query_text: bool = Field(False, description="admin stats and the dashboard show the query text of the "
                                   "top missed near-duplicates; off = digests only (privacy)")
+    lookup_log_size: int = Field(10_000, ge=0, description="recent lookups kept per category for what-if "
+                                                           "replays (/admin/whatif); 0 = none")
+    lookup_log_keep_text: bool = Field(False, description="keep query text in the lookup log (admin-only); "
+                                                          "default: digests only")
     persist_policy_reloads: bool = Field(True, description="write a policy reloaded via /admin over the policies file")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     body_timeout_s: float = Field(60.0, gt=0, description="a request body must arrive within this long of its "

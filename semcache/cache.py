@@ -27,6 +27,7 @@ from semcache.entry import CacheEntry
 from semcache.errors import CacheUnavailableError, SemcacheError
 from semcache.catalog import EntryCatalog, EntryMeta
 from semcache.index import HNSWParams
+from semcache.lookup_log import LookupLog
 from semcache.keys import CacheRequest, normalize, partition_id, text_digest
 from semcache.policy import PolicySet
 from semcache.replica_sync import ReplicaSync
@@ -73,6 +74,7 @@ class SemanticCache:
         self.listeners = self.catalog.listeners  # EntryListeners; add before start() to see the rebuild
         self.replicas = ReplicaSync(self)
         self.adaptive = AdaptiveControl(lambda: self._policies, self.clock)  # load-adaptive thresholds/TTLs
+        self.lookup_log = LookupLog()  # recent lookups for what-if replays (semcache.whatif)
 
     # ----------------------------------------------------------- lifecycle
     @property
@@ -104,6 +106,7 @@ class SemanticCache:
         self._tasks += self.adaptive.start()
 
     async def close(self) -> None:
+        self.lookup_log.cancel()
         for task in self._tasks:
             task.cancel()
         # Closing the store also ends a change feed stuck in a blocking read.
@@ -153,6 +156,7 @@ class SemanticCache:
             raise CacheUnavailableError(f"lookup failed: {exc}") from exc
         self.adaptive.mark_stale(result, self.clock.now())
         self.stats.record(result, time.perf_counter() - started, result.nearest)
+        self.lookup_log.record(self, result)
         return result
 
     def seen_before(self, digest: str) -> bool:
@@ -212,6 +216,7 @@ class SemanticCache:
             found = await asyncio.to_thread(self.index.search, partition, ctx.vector, self.candidates)
         else:
             found = self.index.search(partition, ctx.vector, self.candidates)
+        ctx.candidates = found  # kept for the lookup log (what-if replays)
         best_sim, nearest, reason, stage = None, None, "no candidate in this context", "similarity"
         for cand_id, sim in found:
             meta = self.catalog.get(cand_id)

@@ -28,6 +28,8 @@ class KeyContext:
     vector: np.ndarray | None = None
     looked_up_at: float | None = field(default_factory=time.perf_counter)
     """When the lookup decided (``perf_counter``): lookup-to-store is the miss's upstream time."""
+    candidates: list[tuple[str, float]] | None = None
+    """The index's nearest entries (id, similarity) when a semantic search ran."""
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ STATIC = Path(__file__).with_name("static")
 ASSETS = {
     "dashboard.js": ("dashboard.js", "text/javascript"),
     "dashboard.css": ("dashboard.css", "text/css"),
+    "whatif.js": ("whatif.js", "text/javascript"),
     "chart.umd.min.js": ("vendor/chart.umd.min.js", "text/javascript"),
 }
 PAGE_HEADERS = {

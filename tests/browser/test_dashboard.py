@@ -5,7 +5,6 @@ Set ``SEMCACHE_SCREENSHOTS=docs`` to (re)write the screenshots under ``docs/``.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -13,24 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from evaluation.engine_sim import SimSettings
-from evaluation.engine_sim import create_app as create_sim_app
-from proxy.app import create_app
-from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings
+from tests.browser.conftest import proxy_over_sim, shot_dir
+from tests.proxy.conftest import ADMIN_TOKEN
 
 pytestmark = pytest.mark.slow
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture
 def proxy(tmp_path, live_server):
-    policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text("categories:\n  faq: {threshold: 0.7, match: {keywords: [faq]}}\n"
-                           "  default: {threshold: 0.7}\n")
-    with live_server(create_sim_app(SimSettings(model="sim-model", decode_ms_per_token=0.5))) as sim:
-        settings = make_settings(tmp_path, policy_file, upstreams=[f"{sim.url}/v1"], dashboard_interval_s=0.3)
-        with live_server(create_app(settings, embedder=BagOfWordsEmbedder())) as server:
-            yield server
+    policy = "categories:\n  faq: {threshold: 0.7, match: {keywords: [faq]}}\n  default: {threshold: 0.7}\n"
+    with proxy_over_sim(live_server, tmp_path, policy, dashboard_interval_s=0.3) as server:
+        yield server
 
 
 def _traffic(url: str, stop: threading.Event) -> None:
@@ -59,9 +51,7 @@ def _wait_number(page, selector: str, at_least: int, seconds: float = 20.0) -> N
 
 
 def _shot(page, tmp_path: Path, name: str) -> None:
-    target = DOCS if os.environ.get("SEMCACHE_SCREENSHOTS") == "docs" else tmp_path
-    target.mkdir(exist_ok=True)
-    page.screenshot(path=str(target / name), full_page=True)
+    page.screenshot(path=str(shot_dir(tmp_path) / name), full_page=True)
 
 
 def test_wrong_token_is_refused_and_kept_nowhere(browser, proxy):
