@@ -232,13 +232,12 @@ def test_replay_without_an_iccache_config_is_a_clear_error(setup, capsys):
 
 
 def test_serve_passes_iccache_into_the_settings(tmp_path, monkeypatch):
-    import uvicorn
-
     import proxy.app
+    import proxy.server
 
     seen = {}
     monkeypatch.setattr(proxy.app, "create_app", lambda settings: seen.setdefault("settings", settings))
-    monkeypatch.setattr(uvicorn, "run", lambda app, **_: None)
+    monkeypatch.setattr(proxy.server, "serve", lambda app, settings: None)  # no real server
     assert main(["serve", "--upstream", "http://127.0.0.1:9/v1", "--iccache", str(tmp_path / "ic.yaml"),
                  "--log-level", "warning"]) == 0
     assert seen["settings"].iccache == tmp_path / "ic.yaml"
