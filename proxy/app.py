@@ -247,7 +247,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
 
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.include_router(build_openai_router(lambda: parts.need("endpoint"), lambda: parts.need("pool"),
-                                           settings.tenant_salt, token))
+                                           settings.tenant_salt, token, settings.routing_options.session_header))
     app.include_router(build_health_router(ready, metrics))
     app.include_router(build_admin_router(token, lambda: parts.need("cache"), proxy_stats,
                                           settings.policies if settings.persist_policy_reloads else None))

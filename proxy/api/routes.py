@@ -17,6 +17,7 @@ from proxy.api.protocol import ChatCompletionRequest, CompletionRequest, Embeddi
 from proxy.api.headers import cache_headers
 from proxy.api.serving import CachedEndpoint
 from proxy.upstream.pool import UpstreamPool
+from proxy.upstream.routing.session import SESSION
 from semcache.errors import UpstreamError
 
 _ANSWERS = {
@@ -27,19 +28,29 @@ _ANSWERS = {
 
 
 def build_openai_router(endpoint: Callable[[], CachedEndpoint], pool: Callable[[], UpstreamPool],
-                        salt: str, admin_token: str | None = None) -> APIRouter:
-    """``endpoint``/``pool`` return the live objects built in the app's lifespan."""
+                        salt: str, admin_token: str | None = None, session_header: str | None = None) -> APIRouter:
+    """``endpoint``/``pool`` return the live objects built in the app's lifespan.
+
+    ``session_header``: a request header whose value keys ``session`` routing (:data:`SESSION`).
+    """
     router = APIRouter(prefix="/v1", tags=["openai"])
+
+    def name_session(request: Request) -> None:
+        if session_header:
+            # Bounded: the key is hashed per replica on every routed miss.
+            SESSION.set((request.headers.get(session_header) or "")[:256] or None)
 
     @router.post("/chat/completions", responses=_ANSWERS)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         """Chat completion through the semantic cache (JSON, or SSE with ``stream: true``)."""
+        name_session(request)
         return await endpoint().handle("chat", wire_body(body), parse_controls(request.headers, salt, admin_token),
                                        client_gone=lambda: _disconnected(request))
 
     @router.post("/completions", responses=_ANSWERS)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         """Text completion through the semantic cache (JSON, or SSE with ``stream: true``)."""
+        name_session(request)
         return await endpoint().handle("completions", wire_body(body), parse_controls(request.headers, salt, admin_token),
                                        client_gone=lambda: _disconnected(request))
 

@@ -70,3 +70,23 @@ def test_kv_routing_asks_the_lmcache_controller(tmp_path, live_server):
                                                         "fell_back": 0}
         assert controller.lookups == 3
         assert (_requests(a), _requests(b)) == (0.0, 3.0)
+
+
+def test_session_header_keeps_a_conversation_on_one_replica(tmp_path, live_server):
+    """Different prompts, one X-Session-Id: one replica; other sessions spread over both."""
+    with live_server(create_sim_app(SimSettings(model="m"))) as a, \
+         live_server(create_sim_app(SimSettings(model="m"))) as b, \
+         live_server(create_app(_settings(tmp_path, [a, b], routing="session"))) as proxy:
+        def ask(session: str, text: str) -> None:
+            r = httpx.post(proxy.url + "/v1/chat/completions", timeout=30,
+                           headers={"authorization": "Bearer k", "x-session-id": session},
+                           json={"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": text}]})
+            assert r.status_code == 200
+
+        for i in range(6):  # every turn has another opening, so only the header can tie them together
+            ask("conversation-1", f"question number {i} about something else entirely {i * 7}")
+        counts = sorted([_requests(a), _requests(b)])
+        assert counts == [0.0, 6.0]
+        for i in range(16):
+            ask(f"other-{i}", f"an unrelated question {i}")
+        assert min(_requests(a), _requests(b)) > 0  # the header, not a constant, picks the replica

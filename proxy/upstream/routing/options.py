@@ -24,6 +24,9 @@ class RoutingOptions(BaseModel):
     max_prefix_chars: int = Field(65536, ge=64, description="only this much of a prompt is hashed for routing")
     prefix_capacity_blocks: int = Field(
         16384, ge=1, description="blocks remembered per replica (LRU), roughly its prefix cache")
+    session_header: str | None = Field(
+        "x-session-id", description="session routing: a request header naming the caller's session (its value is "
+                                    "the key); without it, the OpenAI `user` field, else the opening turns")
     session_chars: int = Field(4096, ge=64, description="a session without `user` is keyed by this much of its "
                                                        "leading system turns and first user turn")
     lmcache_controller_url: str | None = Field(

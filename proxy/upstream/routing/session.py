@@ -1,5 +1,10 @@
 """``session`` routing: every turn of a session goes to the same replica.
 
+The session key is, first found: the request's session header
+(``routing_options.session_header``, default ``X-Session-Id``, handed over in
+:data:`SESSION` by the route, since strategies see only the body), the
+OpenAI ``user`` field, else a hash of the conversation's opening turns.
+
 Rendezvous (highest-random-weight) hashing: a session goes to the replica
 with the highest ``hash(session, replica)``. When a replica leaves, only the
 sessions it held move (to their second choice); when one joins, it takes the
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from proxy.upstream.routing.balance import Balancer
@@ -19,6 +25,11 @@ from proxy.upstream.routing.prompt import session_key
 
 if TYPE_CHECKING:
     from proxy.upstream.pool import Upstream
+
+
+SESSION: ContextVar[str | None] = ContextVar("semcache_routing_session", default=None)
+"""The session named by the current request's session header, if any (set by the OpenAI routes; tasks
+started for the request, such as a coalesced upstream call, inherit it)."""
 
 
 def rendezvous(key: str, nodes: Sequence[str]) -> int:
@@ -40,5 +51,5 @@ class SessionAffinity:
         loads = [self.balancer.load(u) for u in candidates]
         if self.balancer.imbalanced(loads):
             return self.balancer.least_loaded(candidates, loads)
-        key = session_key(body, self.session_chars)
+        key = SESSION.get() or session_key(body, self.session_chars)
         return candidates[rendezvous(key, [u.base_url for u in candidates])]
