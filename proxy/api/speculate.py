@@ -106,6 +106,10 @@ class Speculator:
         if key in self._racing.values():
             return None  # the same text is racing already: this one coalesces onto it instead
         try:
+            if self.pool.router.asks_network(request.body):
+                # kv routing asks the LMCache controller: a reused prefix saves far more than the few
+                # milliseconds speculation hides, so such requests are routed on the normal path.
+                return None
             upstream = self.pool.router.choose(request.body)
         except RequestError:
             return None  # the normal path reports it

@@ -107,6 +107,10 @@ class UpstreamRouter:
             raise RequestError(f"The model `{model}` does not exist.", param="model", status_code=404)
         return self.by_model.get(model, self.strategy), candidates
 
+    def asks_network(self, body: dict[str, Any]) -> bool:
+        """Whether ``body``'s strategy asks something over the network to route (``kv``)."""
+        return hasattr(self._plan(body)[0], "achoose")
+
     def choose(self, body: dict[str, Any]) -> Upstream:
         """The replica for ``body`` without waiting on anything (``kv`` acts as ``prefix`` here)."""
         strategy, candidates = self._plan(body)

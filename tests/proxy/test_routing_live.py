@@ -38,8 +38,8 @@ def _ask(proxy, question: str, stream: bool = False) -> None:
 
 
 def _settings(tmp_path, sims, **routing) -> ProxySettings:
-    return ProxySettings(upstreams=[f"m={s.url}/v1" for s in sims], sqlite_path=tmp_path / "c.db",
-                         speculative_forward=False, log_level="warning", admin_token=ADMIN, **routing)
+    values = {"speculative_forward": False, "log_level": "warning", "admin_token": ADMIN, **routing}
+    return ProxySettings(upstreams=[f"m={s.url}/v1" for s in sims], sqlite_path=tmp_path / "c.db", **values)
 
 
 def test_prefix_routing_keeps_a_shared_system_prompt_on_one_replica(tmp_path, live_server):
@@ -52,7 +52,9 @@ def test_prefix_routing_keeps_a_shared_system_prompt_on_one_replica(tmp_path, li
     assert counts == [0.0, float(len(QUESTIONS))]
 
 
-def test_kv_routing_asks_the_lmcache_controller(tmp_path, live_server):
+@pytest.mark.parametrize("speculate", [False, "auto"])
+def test_kv_routing_asks_the_lmcache_controller(tmp_path, live_server, speculate):
+    """Also with speculation on (idle vLLM-like engines): kv-routed requests are not raced by a guess."""
     controller = FakeController()
     with live_server(create_sim_app(SimSettings(model="m"))) as a, \
          live_server(create_sim_app(SimSettings(model="m"))) as b, \
@@ -62,7 +64,8 @@ def test_kv_routing_asks_the_lmcache_controller(tmp_path, live_server):
         controller.stored["inst-b"] = [tokens]  # as if replica b had prefilled the system prompt
         opts = {"lmcache_controller_url": ctrl.url,
                 "lmcache_instances": {"inst-a": f"{a.url}/v1", "inst-b": f"{b.url}/v1"}}
-        with live_server(create_app(_settings(tmp_path, [a, b], routing="kv", routing_options=opts))) as proxy:
+        settings = _settings(tmp_path, [a, b], routing="kv", routing_options=opts, speculative_forward=speculate)
+        with live_server(create_app(settings)) as proxy:
             for q in QUESTIONS[:3]:
                 _ask(proxy, q)
             stats = httpx.get(proxy.url + "/admin/stats", headers={"authorization": f"Bearer {ADMIN}"}).json()
