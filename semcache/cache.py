@@ -21,6 +21,7 @@ import numpy as np
 
 from semcache import admission, diffrule, feedback
 from semcache.adaptive import AdaptiveControl
+from semcache.adaptive.controller import stale_grace
 from semcache.categories import Classifier
 from semcache.clock import Clock, SystemClock
 from semcache.entry import CacheEntry
@@ -74,6 +75,7 @@ class SemanticCache:
         self.listeners = self.catalog.listeners  # EntryListeners; add before start() to see the rebuild
         self.replicas = ReplicaSync(self)
         self.adaptive = AdaptiveControl(lambda: self._policies, self.clock)  # load-adaptive thresholds/TTLs
+        self._keep_stale_entries()
         self.lookup_log = LookupLog()  # recent lookups for what-if replays (semcache.whatif)
 
     # ----------------------------------------------------------- lifecycle
@@ -134,8 +136,14 @@ class SemanticCache:
         """
         classifier = await self._build_classifier(policies)
         self._policies, self._classifier = policies, classifier
+        self._keep_stale_entries()
         stale = [m.id for m in self.catalog if not self._current(m.category, m.policy_version)]
         return await self._remove(stale, reason="invalidations")
+
+    def _keep_stale_entries(self) -> None:
+        # A store that expires entries itself (Redis) keeps them for serve-stale under overload.
+        if (set_grace := getattr(self.doc_store, "set_expiry_grace", None)) is not None:
+            set_grace(stale_grace(self._policies))
 
     # -------------------------------------------------------------- lookup
     async def lookup(self, request: CacheRequest, *, search: bool = True) -> LookupResult:

@@ -282,3 +282,8 @@ class AdaptiveControl:
                 self.tick()
             except Exception:  # keep ticking: a bad tick must not end adaptation silently
                 log.exception("adaptive tick failed")
+
+
+def stale_grace(policies: PolicySet) -> float:
+    """How long past their TTL a store must keep entries: the largest ``serve_stale_s`` in force."""
+    return max((p.under_load.serve_stale_s for p in policies if p.under_load.enabled), default=0.0)

@@ -44,6 +44,7 @@ class RedisStore:
     ):
         self.url = url
         self.prefix = prefix
+        self.expiry_grace_s = 0.0
         self.origin = uuid.uuid4().hex
         self.events_maxlen = events_maxlen
         self._redis = aioredis.Redis.from_url(
@@ -78,7 +79,7 @@ class RedisStore:
             "expires_at": "" if entry.expires_at is None else repr(entry.expires_at),
         })
         if entry.expires_at is not None:
-            pipe.pexpireat(key, int(entry.expires_at * 1000))
+            pipe.pexpireat(key, self._expiry_ms(entry.expires_at))
         pipe.zadd(self._zset("lru", entry.category), {entry.id: entry.last_hit_at or entry.created_at})
         pipe.zadd(self._zset("lfu", entry.category), {entry.id: entry.hit_count})
         pipe.xadd(self._events, {"op": "put", "ids": entry.id, "origin": self.origin},
@@ -207,6 +208,19 @@ class RedisStore:
             if cursor == 0:
                 return
 
+    def set_expiry_grace(self, seconds: float) -> None:
+        """Keep keys this long past their entry's TTL (Redis expiry = ``expires_at + seconds``).
+
+        Load-adaptive categories may serve an entry up to ``serve_stale_s`` past its TTL while
+        their model is overloaded (:mod:`semcache.adaptive`); without the grace, Redis would
+        already have dropped it. Lookups still judge ``expires_at`` itself: nothing past its TTL
+        is served except as stale under overload.
+        """
+        self.expiry_grace_s = max(0.0, float(seconds))
+
+    def _expiry_ms(self, expires_at: float) -> int:
+        return int((expires_at + self.expiry_grace_s) * 1000)
+
     async def record_hit(self, id: str, at: float, expires_at: float | None = None) -> None:
         try:
             category = await self._redis.hget(self._key(id), "category")
@@ -218,7 +232,7 @@ class RedisStore:
                 pipe.zincrby(self._zset("lfu", cat), 1, id)
                 if expires_at is not None:
                     pipe.hset(self._key(id), "expires_at", repr(expires_at))
-                    pipe.pexpireat(self._key(id), int(expires_at * 1000))
+                    pipe.pexpireat(self._key(id), self._expiry_ms(expires_at))
                 await pipe.execute()
         except _ERRORS as exc:
             raise StoreError(f"redis record_hit failed: {exc}") from exc

@@ -199,3 +199,25 @@ async def test_sharing_policies_without_a_shared_store_is_a_no_op(policies, tmp_
         assert await cache.replicas.adopt_shared_policies() is False
     finally:
         await cache.close()
+
+
+async def test_redis_keeps_entries_for_serve_stale_past_their_ttl(redis_url):
+    """Load-adaptive serve-stale needs the entry after its TTL: Redis expiry = TTL + serve_stale_s."""
+    from semcache.policy import load_policies_text
+
+    policies = load_policies_text(
+        "defaults: {ttl_seconds: 100}\ncategories:\n  default:\n    under_load:\n"
+        "      enabled: true\n      serve_stale_s: 50\n")
+    prefix = uuid.uuid4().hex
+    clock = ManualClock(time.time())
+    cache = await make_cache(redis_url, prefix, policies, clock)
+    try:
+        entry_id = await store(cache, "how long do stale entries live")
+        ttl_ms = sync_redis.Redis.from_url(redis_url).pttl(f"{prefix}:e:{entry_id}")
+        assert 149_000 < ttl_ms <= 150_000  # 100 s TTL + 50 s serve-stale grace
+        clock.advance(100)  # past its TTL and not overloaded: never served
+        assert (await cache.lookup(chat("how long do stale entries live"))).status == "miss"
+        await cache.reload_policies(load_policies_text("defaults: {ttl_seconds: 100}\ncategories: {default: {}}\n"))
+        assert cache.doc_store.expiry_grace_s == 0.0  # no serve-stale in force: keys expire at their TTL
+    finally:
+        await cache.close()
