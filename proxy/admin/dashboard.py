@@ -33,6 +33,7 @@ ASSETS = {
     "dashboard.js": ("dashboard.js", "text/javascript"),
     "dashboard.css": ("dashboard.css", "text/css"),
     "whatif.js": ("whatif.js", "text/javascript"),
+    "controller.js": ("controller.js", "text/javascript"),
     "chart.umd.min.js": ("vendor/chart.umd.min.js", "text/javascript"),
 }
 PAGE_HEADERS = {

@@ -93,6 +93,7 @@ function render(snap) {
   renderEngines((snap.proxy || {}).upstreams || []);
   renderNearMisses(cache.categories || {}, total.show_query_text);
   renderCharts(snap, cache.categories || {});
+  renderController(snap);
 }
 
 function renderCategories(cache, audits) {
