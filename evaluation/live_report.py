@@ -85,8 +85,10 @@ def engines_table(stats: dict[str, Any]) -> str:
         vllm = e.get("vllm_metrics")
         rows.append([u.get("base_url"), u.get("model") or "any", u.get("in_flight", "-"),
                      fmt_int(e.get("waiting")) if vllm else "not vLLM", fmt_int(e.get("running")) if vllm else "-",
-                     fmt_rate(e.get("kv_usage")) if vllm else "-"])
-    return table_html(["engine", "model", "in flight", "queue", "running", "KV-cache use"], rows) if rows else "-"
+                     fmt_rate(e.get("kv_usage")) if vllm else "-",
+                     "-" if e.get("ttft_s") is None else f"{1000 * e['ttft_s']:.0f} ms", fmt_int(u.get("sent"))])
+    return table_html(["engine", "model", "in flight", "queue", "running", "KV-cache use", "TTFT (window)",
+                       "requests sent"], rows) if rows else "-"
 
 
 def adaptive_tables(stats: dict[str, Any]) -> tuple[str, str]:

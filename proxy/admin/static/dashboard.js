@@ -154,7 +154,8 @@ function renderEngines(upstreams) {
     const tr = document.createElement("tr");
     tr.append(cell(u.base_url), cell(u.model || "any"), cell(num(u.in_flight)),
       cell(e.vllm_metrics ? num(e.waiting) : "not vLLM"), cell(e.vllm_metrics ? num(e.running) : "-"),
-      cell(e.vllm_metrics && e.kv_usage !== null ? pct(e.kv_usage) : "-"));
+      cell(e.vllm_metrics && e.kv_usage !== null ? pct(e.kv_usage) : "-"),
+      cell(e.ttft_s === null || e.ttft_s === undefined ? "-" : (1000 * e.ttft_s).toFixed(0) + " ms"), cell(num(u.sent)));
     body.append(tr);
   }
 }
