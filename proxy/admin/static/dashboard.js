@@ -89,16 +89,19 @@ function render(snap) {
   $("t-latency-saved").textContent = total.latency_saved_s === undefined ? "-" : total.latency_saved_s.toFixed(1) + " s";
   $("t-false-hits").textContent = falseHits((snap.proxy || {}).audits || {});
   $("t-updated").textContent = new Date(snap.at * 1000).toLocaleTimeString();
-  renderCategories(cache, (snap.proxy || {}).audits || {});
+  renderCategories(cache, (snap.proxy || {}).audits || {}, (snap.proxy || {}).iccache);
   renderEngines((snap.proxy || {}).upstreams || []);
   renderNearMisses(cache.categories || {}, total.show_query_text);
   renderCharts(snap, cache.categories || {});
   renderController(snap);
 }
 
-function renderCategories(cache, audits) {
+function renderCategories(cache, audits, iccache) {
   const body = document.querySelector("#categories tbody");
   body.replaceChildren();
+  // IC-Cache columns only when the proxy runs IC-Cache.
+  for (const th of document.querySelectorAll("#categories th.ic")) th.hidden = !iccache;
+  const ic = (iccache || {}).categories || {};
   const cats = cache.categories || {};
   for (const [name, c] of Object.entries(cats)) {
     const a = audits[name];
@@ -112,6 +115,11 @@ function renderCategories(cache, audits) {
       cell(refusals), cell(num(sumValues(c.guard_rejections)) + " / " + num(c.verifier_rejections)),
       cell(c.lookups ? c.mean_lookup_ms.toFixed(2) : "-"), cell(num((cache.entries || {})[name] || 0)),
       cell(num((c.saved_prompt_tokens || 0) + (c.saved_completion_tokens || 0))), cell(whyMissed(c.miss_reasons)));
+    if (iccache) {
+      const q = ic[name] || {};
+      tr.append(cell(q.requests ? pct(q.offload_rate) + " of " + num(q.small + q.large) : "-"),
+        cell(q.mean_quality === null || q.mean_quality === undefined ? "-" : q.mean_quality.toFixed(2)));
+    }
     body.append(tr);
   }
 }
