@@ -86,7 +86,7 @@ def engines_table(stats: dict[str, Any]) -> str:
         rows.append([u.get("base_url"), u.get("model") or "any", u.get("in_flight", "-"),
                      fmt_int(e.get("waiting")) if vllm else "not vLLM", fmt_int(e.get("running")) if vllm else "-",
                      fmt_rate(e.get("kv_usage")) if vllm else "-",
-                     "-" if e.get("ttft_s") is None else f"{1000 * e['ttft_s']:.0f} ms", fmt_int(u.get("sent"))])
+                     "-" if e.get("ttft_s") is None else f"{1000 * e['ttft_s']:.{2 if e['ttft_s'] < 0.01 else 0}f} ms", fmt_int(u.get("sent"))])
     return table_html(["engine", "model", "in flight", "queue", "running", "KV-cache use", "TTFT (window)",
                        "requests sent"], rows) if rows else "-"
 

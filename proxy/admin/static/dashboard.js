@@ -12,6 +12,7 @@ let last = {}; // previous snapshot's counters per category, for rates over the 
 
 function pct(x) { return x === null || x === undefined ? "-" : (100 * x).toFixed(1) + "%"; }
 function num(x) { return x === null || x === undefined ? "-" : Number(x).toLocaleString("en-US"); }
+function ms(seconds) { return (1000 * seconds).toFixed(seconds < 0.01 ? 2 : 0) + " ms"; }
 function sumValues(o) { return Object.values(o || {}).reduce((a, b) => a + b, 0); }
 function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
 
@@ -163,7 +164,7 @@ function renderEngines(upstreams) {
     tr.append(cell(u.base_url), cell(u.model || "any"), cell(num(u.in_flight)),
       cell(e.vllm_metrics ? num(e.waiting) : "not vLLM"), cell(e.vllm_metrics ? num(e.running) : "-"),
       cell(e.vllm_metrics && e.kv_usage !== null ? pct(e.kv_usage) : "-"),
-      cell(e.ttft_s === null || e.ttft_s === undefined ? "-" : (1000 * e.ttft_s).toFixed(0) + " ms"), cell(num(u.sent)));
+      cell(e.ttft_s === null || e.ttft_s === undefined ? "-" : ms(e.ttft_s)), cell(num(u.sent)));
     body.append(tr);
   }
 }
@@ -204,11 +205,15 @@ function renderCharts(snap, cats) {
   c.hitRate.update();
   const bins = 50, labels = [];
   for (let i = 0; i < bins; i++) labels.push((i / bins).toFixed(2));
-  const sum = (key) => labels.map((_, i) => Object.values(cats).reduce((a, s) => a + ((s[key] || [])[i] || 0), 0));
+  const sum = (key, from = cats) => labels.map((_, i) =>
+    Object.values(from).reduce((a, s) => a + ((s[key] || [])[i] || 0), 0));
   c.similarity.data.labels = labels;
   c.similarity.data.datasets = [
     { label: "hits", data: sum("hit_similarity_hist"), backgroundColor: "#2f6fdf" },
     { label: "near misses", data: sum("near_miss_similarity_hist"), backgroundColor: "#e67e22" },
+    // Audited hits that the audit judged false, at the similarity they were served at.
+    { label: "audited false hits", data: sum("false_hit_similarity_hist", (snap.proxy || {}).audits || {}),
+      backgroundColor: "#c0392b" },
   ];
   c.similarity.update();
 }
