@@ -85,8 +85,32 @@ def engines_table(stats: dict[str, Any]) -> str:
         vllm = e.get("vllm_metrics")
         rows.append([u.get("base_url"), u.get("model") or "any", u.get("in_flight", "-"),
                      fmt_int(e.get("waiting")) if vllm else "not vLLM", fmt_int(e.get("running")) if vllm else "-",
-                     fmt_rate(e.get("kv_usage")) if vllm else "-"])
-    return table_html(["engine", "model", "in flight", "queue", "running", "KV-cache use"], rows) if rows else "-"
+                     fmt_rate(e.get("kv_usage")) if vllm else "-",
+                     "-" if e.get("ttft_s") is None else f"{1000 * e['ttft_s']:.{2 if e['ttft_s'] < 0.01 else 0}f} ms", fmt_int(u.get("sent"))])
+    return table_html(["engine", "model", "in flight", "queue", "running", "KV-cache use", "TTFT (window)",
+                       "requests sent"], rows) if rows else "-"
+
+
+def adaptive_tables(stats: dict[str, Any]) -> tuple[str, str]:
+    """The controller's gauges per adaptive category and its moves, from ``proxy.adaptive``."""
+    adaptive = (stats.get("proxy") or {}).get("adaptive")
+    if not adaptive:
+        return controller_table(stats["cache"]["categories"]), "<p class='note'>No controller in these stats.</p>"
+    rows = [[n, f"{c['threshold']:.3f}", f"{c['effective_threshold']:.3f}", c.get("effective_ttl_seconds") or "-",
+             c["level"], f"{c['pressure']:.2f}", c.get("signal") or "-"]
+            for n, c in adaptive["categories"].items() if c.get("adaptive")]
+    state = "on" if adaptive.get("enabled") else "off (kill switch)"
+    state += ", dry run" if adaptive.get("dry_run") else ""
+    gauges = (f"<p class='note'>Controller {state}; {adaptive.get('moves', 0)} moves since start.</p>" + table_html(
+        ["category", "policy threshold", "effective threshold", "effective TTL s", "level", "pressure", "signal"],
+        rows)) if rows else "<p class='note'>No category adapts under load: thresholds and TTLs are the policy's.</p>"
+    moves = [[time.strftime("%H:%M:%S", time.gmtime(e["at"])), e["category"],
+              ("would " if e.get("dry_run") else "") + e["action"],
+              f"{e['old_threshold']:.3f} -> {e['new_threshold']:.3f}", e["reason"]]
+             for e in adaptive.get("events") or []]
+    moves_html = table_html(["time (UTC)", "category", "action", "threshold", "reason"], moves) if moves else (
+        "<p class='note'>The controller has not moved.</p>")
+    return gauges, moves_html
 
 
 def plot(stats: dict[str, Any], out: Path, save: Callable[[Any, Path, str], Path]) -> list[Path]:
@@ -125,10 +149,12 @@ def render(stats: dict[str, Any], out: Path, price_in: float, price_out: float,
            save: Callable[[Any, Path, str], Path]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cats = stats["cache"]["categories"]
+    controller, moves = adaptive_tables(stats)
     shown = "query text shown" if stats["cache"]["total"].get("show_query_text") else "digests only (privacy)"
     sections = [("Per category", category_table(stats, price_in, price_out)),
                 ("Why requests missed", miss_reasons_table(cats)),
-                ("Controller", controller_table(cats)),
+                ("Controller", controller),
+                ("Controller moves", moves),
                 (f"Closest misses: {shown}", near_misses_table(cats)),
                 ("Engines", engines_table(stats))]
     now, since = time.time(), stats["cache"]["total"].get("since")

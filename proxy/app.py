@@ -238,6 +238,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 "store_circuit": store_circuit(),
                 "coalescing": len(parts.need("endpoint").coalescer),
                 "upstreams": [{"base_url": u.base_url, "model": u.model, "in_flight": u.in_flight,
+                               "sent": u.sent,
                                "engine": parts.upstream_load.snapshot(u) if parts.upstream_load else None}
                               for u in pool.router.upstreams],
                 "routing": pool.router.snapshot(),

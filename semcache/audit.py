@@ -43,6 +43,7 @@ import numpy as np
 from semcache.calibration import _binom_cdf, clopper_pearson_upper
 from semcache.guards import numbers_in
 from semcache.policy import AuditSettings
+from semcache.stats import HIST_BINS, similarity_bin
 
 if TYPE_CHECKING:
     from semcache.cache import SemanticCache
@@ -123,6 +124,8 @@ class _Counts:
     false: int = 0
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     last_reason: str | None = None
+    false_similarity: list[int] = field(default_factory=lambda: [0] * HIST_BINS)
+    """Lookup similarity of the audited hits judged false: where in the hit histogram false hits sit."""
 
 
 class FalseHitEstimator:
@@ -132,12 +135,15 @@ class FalseHitEstimator:
         self.confidence = confidence
         self._by_category: dict[str, _Counts] = defaultdict(_Counts)
 
-    def record(self, category: str, judgement: Judgement) -> None:
+    def record(self, category: str, judgement: Judgement, lookup_similarity: float | None = None) -> None:
+        """One audit's outcome; ``lookup_similarity`` is the audited hit's query similarity."""
         counts = self._by_category[category]
         counts.audited += 1
         if not judgement.agree:
             counts.false += 1
             counts.last_reason = judgement.reason
+            if lookup_similarity is not None:
+                counts.false_similarity[similarity_bin(lookup_similarity)] += 1
 
     def skip(self, category: str, why: str) -> None:
         """An audit that was due but not run (engine busy, audits in flight, upstream error)."""
@@ -155,6 +161,7 @@ class FalseHitEstimator:
             "false_hit_rate": k / n if n else None,
             "lower": low if n else None, "upper": high if n else None,
             "confidence": self.confidence, "skipped": dict(c.skipped), "last_false_reason": c.last_reason,
+            "false_hit_similarity_hist": list(c.false_similarity),
         }
 
     def snapshot(self, feedback: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,8 @@ HIST_BINS = 50  # similarity histogram over [0, 1] in steps of 0.02; below 0 cou
 NEAR_MISS_MARGIN = 0.15
 
 
-def _bin(similarity: float) -> int:
+def similarity_bin(similarity: float) -> int:
+    """The histogram bin of a cosine similarity (shared by every similarity histogram)."""
     return min(HIST_BINS - 1, max(0, int(similarity * HIST_BINS)))
 
 
@@ -118,11 +119,11 @@ class CacheStats:
         if status == "hit":
             s.hits += 1
             if similarity is not None:
-                s.hit_similarity[_bin(similarity)] += 1
+                s.hit_similarity[similarity_bin(similarity)] += 1
         elif status == "miss":
             s.misses += 1
             if similarity is not None and threshold is not None and similarity >= threshold - NEAR_MISS_MARGIN:
-                s.near_miss_similarity[_bin(similarity)] += 1
+                s.near_miss_similarity[similarity_bin(similarity)] += 1
         else:
             s.bypasses += 1
 

@@ -18,7 +18,6 @@ stream at once (more get 429), so a forgotten tab farm cannot add up.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic_core import to_json
 
 STATIC = Path(__file__).with_name("static")
 # The files the page needs, by URL name: nothing else under static/ is served.
@@ -33,6 +33,7 @@ ASSETS = {
     "dashboard.js": ("dashboard.js", "text/javascript"),
     "dashboard.css": ("dashboard.css", "text/css"),
     "whatif.js": ("whatif.js", "text/javascript"),
+    "controller.js": ("controller.js", "text/javascript"),
     "chart.umd.min.js": ("vendor/chart.umd.min.js", "text/javascript"),
 }
 PAGE_HEADERS = {
@@ -43,6 +44,13 @@ PAGE_HEADERS = {
     "x-content-type-options": "nosniff",
     "cache-control": "no-store",
 }
+
+
+def encode_event(data: dict[str, Any]) -> bytes:
+    """One server-sent event. NaN and infinities (an IC-Cache category with no quality score
+    yet has mean quality NaN) become null, as in ``/admin/stats``: the browser's
+    ``JSON.parse`` refuses ``NaN``, and one such snapshot broke the stream for good."""
+    return b"data: " + to_json(data, inf_nan_mode="null") + b"\n\n"
 
 
 class LiveStreams:
@@ -96,7 +104,7 @@ def build_dashboard_router(token: str | None, snapshot: Callable[[], dict[str, A
             try:
                 while True:  # Starlette cancels this generator when the client leaves
                     data = {"at": time.time(), "interval_s": interval_s, **snapshot()}
-                    yield b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+                    yield encode_event(data)
                     await asyncio.sleep(interval_s)
             finally:
                 streams.release()

@@ -113,7 +113,7 @@ class Auditor:
             except SemcacheError as exc:
                 log.warning("audit could not quarantine entry %s: %s", lookup.entry.id, exc)
         # Counted once its consequences are in place, so a reader of the counts sees them.
-        self.estimator.record(category, judgement)
+        self.estimator.record(category, judgement, lookup.similarity)
         self.cache.lookup_log.audited(category, lookup.entry.id, lookup.context.text_digest, agree=judgement.agree)
         self.metrics.audits.labels(category, "agree" if judgement.agree else "false_hit").inc()
         self._export(category)

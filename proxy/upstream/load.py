@@ -91,9 +91,10 @@ class UpstreamLoad:
     def snapshot(self, upstream: Upstream) -> dict[str, float | bool | None]:
         """For ``/admin/stats``: what the engine last reported."""
         if not self.is_vllm(upstream):
-            return {"vllm_metrics": False, "waiting": None, "running": None, "kv_usage": None}
+            return {"vllm_metrics": False, "waiting": None, "running": None, "kv_usage": None, "ttft_s": None}
         load = self.tracker.get(upstream.base_url)
-        return {"vllm_metrics": True, "waiting": load.waiting, "running": load.running, "kv_usage": load.kv_usage}
+        return {"vllm_metrics": True, "waiting": load.waiting, "running": load.running, "kv_usage": load.kv_usage,
+                "ttft_s": load.ttft_s}
 
 
 def engine_idle(upstream: Upstream, load: UpstreamLoad | None, *, below: int, any_engine: bool) -> bool:

@@ -34,6 +34,7 @@ class Upstream:
     base_url: str
     model: str | None = None
     in_flight: int = 0
+    sent: int = 0  # requests forwarded to it since start (each counted once, when sent)
     models: set[str] = field(default_factory=set)  # last seen in its /models
 
     @classmethod
@@ -242,6 +243,7 @@ class UpstreamPool:
         """:meth:`open`, counting the request in ``upstream.in_flight`` from now until whoever
         holds the response (a stream relay, a dropped speculation) gives the count back."""
         upstream.in_flight += 1
+        upstream.sent += 1
         try:
             return await self.open(upstream, path, body, authorization)
         except BaseException:
@@ -258,6 +260,7 @@ class UpstreamPool:
         """:meth:`post_json` with the upstream's headers to relay."""
         upstream = upstream or await self.router.route(body)
         upstream.in_flight += 1
+        upstream.sent += 1
         try:
             response = await self.open(upstream, path, body, authorization)
             content = await _read_all(upstream, response)

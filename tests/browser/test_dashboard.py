@@ -95,6 +95,16 @@ def test_tiles_fill_under_live_traffic(browser, proxy, tmp_path):
         assert "below threshold" in why or "audit" in why, why
         engines = page.inner_text("#engines tbody")
         assert "/v1" in engines and "sim" not in page.inner_text("#login-error")
+        # Audited hits judged false are drawn where they were served (a third series): the simulator
+        # answers each wording differently, so audits of paraphrase hits find false hits.
+        deadline = time.monotonic() + 20
+        while not (false_hits := page.evaluate(
+                "Chart.getChart('chart-similarity').data.datasets[2].data.reduce((a, b) => a + b, 0)")):
+            assert time.monotonic() < deadline, "no audited false hit drawn"
+            time.sleep(0.1)
+        assert page.evaluate("Chart.getChart('chart-similarity').data.datasets[2].label") == "audited false hits"
+        audits = httpx.get(proxy.url + "/admin/stats", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+        assert false_hits <= sum(a["audit_false_hits"] for a in audits["proxy"]["audits"].values())
         time.sleep(1.0)  # a few more points on the hit-rate chart
         _shot(page, tmp_path, "dashboard.png")
         # Signing out forgets the token.

@@ -11,7 +11,7 @@ from fastapi import HTTPException
 
 from evaluation.engine_sim import SimSettings
 from evaluation.engine_sim import create_app as create_sim_app
-from proxy.admin.dashboard import STATIC, LiveStreams
+from proxy.admin.dashboard import STATIC, LiveStreams, encode_event
 from proxy.app import create_app
 from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings
 
@@ -83,3 +83,20 @@ def test_dashboard_is_off_without_an_admin_token(tmp_path, policy_file, live_ser
     with live_server(create_app(settings, embedder=BagOfWordsEmbedder())) as server:
         assert httpx.get(server.url + "/dashboard").status_code == 404
         assert httpx.get(server.url + "/dashboard/static/dashboard.js").status_code == 404
+
+
+def _strict(text: str):
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON (the browser's JSON.parse refuses it)")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_nan_in_the_stats_is_sent_as_null():
+    # IC-Cache reports mean_quality NaN for a category with no scored answer yet.
+    event = encode_event({"at": 1.5, "proxy": {"iccache": {"categories": {"default": {
+        "mean_quality": float("nan"), "offload_rate": 0.25, "cost": float("inf")}}}}})
+    assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+    body = _strict(event[6:-2].decode())
+    assert body["proxy"]["iccache"]["categories"]["default"] == {"mean_quality": None, "offload_rate": 0.25,
+                                                                  "cost": None}

@@ -58,12 +58,12 @@ scrape_interval_s: 0.1
 """
 
 
-def start_proxy(tmp: Path, live_server, large_url: str, small_url: str, yaml_text: str):
+def start_proxy(tmp: Path, live_server, large_url: str, small_url: str, yaml_text: str, **overrides):
     (tmp / "policies.yaml").write_text(POLICIES)
     (tmp / "iccache.yaml").write_text(yaml_text)
     settings = ProxySettings(upstreams=[f"big={large_url}/v1", f"tiny={small_url}/v1"],
                              sqlite_path=tmp / "cache.db", policies=tmp / "policies.yaml",
-                             iccache=tmp / "iccache.yaml", admin_token=ADMIN, log_level="warning")
+                             iccache=tmp / "iccache.yaml", admin_token=ADMIN, log_level="warning", **overrides)
     return live_server(create_app(settings))
 
 

@@ -49,6 +49,10 @@ def test_prefix_routing_keeps_a_shared_system_prompt_on_one_replica(tmp_path, li
         for i, q in enumerate(QUESTIONS):
             _ask(proxy, q, stream=i % 2 == 1)
         counts = sorted([_requests(a), _requests(b)])
+        # /admin/stats says where the misses went: each upstream's `sent` is what its engine served.
+        rows = httpx.get(proxy.url + "/admin/stats", headers={"authorization": f"Bearer {ADMIN}"}).json()["proxy"]
+        sent = {u["base_url"]: u["sent"] for u in rows["upstreams"]}
+        assert sent == {f"{a.url}/v1": _requests(a), f"{b.url}/v1": _requests(b)}
     assert counts == [0.0, float(len(QUESTIONS))]
 
 

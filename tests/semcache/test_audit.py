@@ -74,6 +74,21 @@ def test_estimator_counts_audits_and_feedback():
     assert est.estimate("nothing")["false_hit_rate"] is None
 
 
+def test_estimator_bins_the_lookup_similarity_of_false_hits_only():
+    est = FalseHitEstimator()
+    est.record("faq", Judgement(True, 0.95, "ok"), lookup_similarity=0.93)  # agreed: not counted
+    est.record("faq", Judgement(False, 0.4, "numbers differ (4)"), lookup_similarity=0.93)
+    est.record("faq", Judgement(False, 0.4, "numbers differ (8)"), lookup_similarity=0.931)
+    est.record("faq", Judgement(False, 0.3, "answer similarity"), lookup_similarity=1.0)  # top bin, not past it
+    est.record("faq", Judgement(False, 0.3, "answer similarity"), lookup_similarity=-0.2)  # below 0: bin 0
+    est.record("faq", Judgement(False, 0.3, "answer similarity"))  # similarity unknown: counted, not binned
+    hist = est.estimate("faq")["false_hit_similarity_hist"]
+    assert len(hist) == 50 and sum(hist) == 4
+    assert hist[46] == 2 and hist[49] == 1 and hist[0] == 1
+    assert est.estimate("faq")["audit_false_hits"] == 5
+    assert est.estimate("code")["false_hit_similarity_hist"] == [0] * 50
+
+
 async def test_quarantined_pair_no_longer_hits_but_the_entry_serves_others(cache):
     await put(cache, chat("how do I reset my password"), "Open settings.")
     near = chat("how do I reset my password please")

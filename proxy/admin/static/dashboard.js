@@ -12,6 +12,7 @@ let last = {}; // previous snapshot's counters per category, for rates over the 
 
 function pct(x) { return x === null || x === undefined ? "-" : (100 * x).toFixed(1) + "%"; }
 function num(x) { return x === null || x === undefined ? "-" : Number(x).toLocaleString("en-US"); }
+function ms(seconds) { return (1000 * seconds).toFixed(seconds < 0.01 ? 2 : 0) + " ms"; }
 function sumValues(o) { return Object.values(o || {}).reduce((a, b) => a + b, 0); }
 function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
 
@@ -89,15 +90,19 @@ function render(snap) {
   $("t-latency-saved").textContent = total.latency_saved_s === undefined ? "-" : total.latency_saved_s.toFixed(1) + " s";
   $("t-false-hits").textContent = falseHits((snap.proxy || {}).audits || {});
   $("t-updated").textContent = new Date(snap.at * 1000).toLocaleTimeString();
-  renderCategories(cache, (snap.proxy || {}).audits || {});
+  renderCategories(cache, (snap.proxy || {}).audits || {}, (snap.proxy || {}).iccache);
   renderEngines((snap.proxy || {}).upstreams || []);
   renderNearMisses(cache.categories || {}, total.show_query_text);
   renderCharts(snap, cache.categories || {});
+  renderController(snap);
 }
 
-function renderCategories(cache, audits) {
+function renderCategories(cache, audits, iccache) {
   const body = document.querySelector("#categories tbody");
   body.replaceChildren();
+  // IC-Cache columns only when the proxy runs IC-Cache.
+  for (const th of document.querySelectorAll("#categories th.ic")) th.hidden = !iccache;
+  const ic = (iccache || {}).categories || {};
   const cats = cache.categories || {};
   for (const [name, c] of Object.entries(cats)) {
     const a = audits[name];
@@ -111,6 +116,11 @@ function renderCategories(cache, audits) {
       cell(refusals), cell(num(sumValues(c.guard_rejections)) + " / " + num(c.verifier_rejections)),
       cell(c.lookups ? c.mean_lookup_ms.toFixed(2) : "-"), cell(num((cache.entries || {})[name] || 0)),
       cell(num((c.saved_prompt_tokens || 0) + (c.saved_completion_tokens || 0))), cell(whyMissed(c.miss_reasons)));
+    if (iccache) {
+      const q = ic[name] || {};
+      tr.append(cell(q.requests ? pct(q.offload_rate) + " of " + num(q.small + q.large) : "-"),
+        cell(q.mean_quality === null || q.mean_quality === undefined ? "-" : q.mean_quality.toFixed(2)));
+    }
     body.append(tr);
   }
 }
@@ -153,7 +163,8 @@ function renderEngines(upstreams) {
     const tr = document.createElement("tr");
     tr.append(cell(u.base_url), cell(u.model || "any"), cell(num(u.in_flight)),
       cell(e.vllm_metrics ? num(e.waiting) : "not vLLM"), cell(e.vllm_metrics ? num(e.running) : "-"),
-      cell(e.vllm_metrics && e.kv_usage !== null ? pct(e.kv_usage) : "-"));
+      cell(e.vllm_metrics && e.kv_usage !== null ? pct(e.kv_usage) : "-"),
+      cell(e.ttft_s === null || e.ttft_s === undefined ? "-" : ms(e.ttft_s)), cell(num(u.sent)));
     body.append(tr);
   }
 }
@@ -194,11 +205,15 @@ function renderCharts(snap, cats) {
   c.hitRate.update();
   const bins = 50, labels = [];
   for (let i = 0; i < bins; i++) labels.push((i / bins).toFixed(2));
-  const sum = (key) => labels.map((_, i) => Object.values(cats).reduce((a, s) => a + ((s[key] || [])[i] || 0), 0));
+  const sum = (key, from = cats) => labels.map((_, i) =>
+    Object.values(from).reduce((a, s) => a + ((s[key] || [])[i] || 0), 0));
   c.similarity.data.labels = labels;
   c.similarity.data.datasets = [
     { label: "hits", data: sum("hit_similarity_hist"), backgroundColor: "#2f6fdf" },
     { label: "near misses", data: sum("near_miss_similarity_hist"), backgroundColor: "#e67e22" },
+    // Audited hits that the audit judged false, at the similarity they were served at.
+    { label: "audited false hits", data: sum("false_hit_similarity_hist", (snap.proxy || {}).audits || {}),
+      backgroundColor: "#c0392b" },
   ];
   c.similarity.update();
 }
