@@ -66,7 +66,7 @@ def test_kv_routing_asks_the_lmcache_controller(tmp_path, live_server, speculate
         tokens = httpx.post(b.url + "/tokenize", json={"model": "m", "messages": [
             {"role": "system", "content": SYSTEM}, {"role": "user", "content": "warm-up"}]}).json()["tokens"]
         controller.stored["inst-b"] = [tokens]  # as if replica b had prefilled the system prompt
-        opts = {"lmcache_controller_url": ctrl.url,
+        opts = {"lmcache_controller_url": ctrl.url, "kv_timeout_s": 3.0,  # a loaded CI box is slow, not down
                 "lmcache_instances": {"inst-a": f"{a.url}/v1", "inst-b": f"{b.url}/v1"}}
         settings = _settings(tmp_path, [a, b], routing="kv", routing_options=opts, speculative_forward=speculate)
         with live_server(create_app(settings)) as proxy:
