@@ -244,6 +244,8 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
                 "routing": pool.router.snapshot(),
                 "iccache": parts.iccache.snapshot() if parts.iccache is not None else None,
                 "audits": parts.auditor.snapshot() if parts.auditor is not None else None,
+                "prices": {"prompt_per_million": settings.price_prompt_per_million,
+                           "completion_per_million": settings.price_completion_per_million},
                 "adaptive": parts.cache.adaptive.snapshot() if parts.cache is not None else None}
 
     token = settings.admin_token.get_secret_value() if settings.admin_token else None

@@ -73,6 +73,10 @@ class ProxySettings(BaseSettings):
 
     admin_token: SecretStr | None = Field(
         None, description="bearer token of /admin (prefer the env variable); unset = admin disabled")
+    price_prompt_per_million: float = Field(2.5, ge=0, description="$ per million prompt tokens, for the "
+                                                                   "dashboard's money-saved figure")
+    price_completion_per_million: float = Field(10.0, ge=0, description="$ per million completion tokens, for "
+                                                                        "the dashboard's money-saved figure")
     dashboard_interval_s: float = Field(2.0, ge=0.2, description="how often /admin/live (the dashboard) sends "
                                                                  "a stats snapshot")
     show_query_text: bool = Field(False, description="admin stats and the dashboard show the query text of the "

@@ -87,6 +87,10 @@ def test_tiles_fill_under_live_traffic(browser, proxy, tmp_path):
         # What the cache saved and why requests missed (#15 items 1 and 3).
         _wait_number(page, "#t-tokens-saved", 1)
         assert page.inner_text("#t-latency-saved").endswith(" s")
+        tokens_text = page.inner_text("#t-tokens-saved").replace(",", "")
+        money = float(page.inner_text("#t-money-saved").lstrip("$"))
+        assert money > 0 and money <= int(tokens_text) * 10.0 / 1e6 + 1e-4  # default prices: $2.5/M in, $10/M out
+        assert "$2.5/M in, $10/M out" in page.inner_text("#t-money-label")
         page.wait_for_selector("#near-misses tbody tr")
         near = page.inner_text("#near-misses tbody")
         assert "#" in near and "sunday" not in near  # digests only: show_query_text is off by default

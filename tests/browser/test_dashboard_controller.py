@@ -92,6 +92,7 @@ def test_controller_moves_are_drawn_and_reported(browser, loaded_proxy, tmp_path
     lines = page.evaluate("Chart.getChart('chart-threshold').data.datasets.filter((d) => !d.reasons)"
                           ".map((d) => d.data.filter((y) => y !== null))")
     assert min(lines[0]) < 0.9 and lines[0][-1] == 0.9  # the line dipped and came back
+    assert max(lines[1]) > lines[1][-1] > 0  # the effective TTL (dashed) stretched under load (ttl_factor 2), then back
     # Per engine: the scrape's windowed TTFT, and the requests this proxy sent it (the burst's misses).
     engine = page.query_selector_all("#engines tbody tr")[0].query_selector_all("td")
     assert re.fullmatch(r"\d+(\.\d\d)? ms", engine[6].inner_text()), engine[6].inner_text()

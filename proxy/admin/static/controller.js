@@ -1,10 +1,10 @@
 // semcache dashboard: the load-adaptive controller. Effective threshold per adaptive category
-// over time (a line each), the controller's moves as marked points whose tooltip gives the
+// over time (a line each; its effective TTL dashed, on the right axis), the controller's moves as marked points whose tooltip gives the
 // reason, and a table of the current level and pressure. Fed by render() in dashboard.js.
 "use strict";
 
 const CTRL_HISTORY = 150; // points kept per series, as in dashboard.js
-const ctrl = { chart: null, labels: [], lines: {}, marks: {}, reasons: {}, seen: new Set() };
+const ctrl = { chart: null, labels: [], lines: {}, ttls: {}, marks: {}, reasons: {}, seen: new Set() };
 const CTRL_COLOURS = ["#2f6fdf", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d"];
 
 function ctrlChart() {
@@ -12,7 +12,9 @@ function ctrlChart() {
   ctrl.chart = new Chart(document.getElementById("chart-threshold"), {
     type: "line", data: { labels: [], datasets: [] },
     options: { animation: false, responsive: true, maintainAspectRatio: false,
-      scales: { y: { title: { display: true, text: "effective threshold" } } },
+      scales: { y: { title: { display: true, text: "effective threshold" } },
+        ttl: { position: "right", grid: { drawOnChartArea: false },
+               title: { display: true, text: "effective TTL (s), dashed" } } },
       plugins: { tooltip: { callbacks: { label: (ctx) => {
         const why = (ctx.dataset.reasons || [])[ctx.dataIndex];
         return why || ctx.dataset.label + ": " + Number(ctx.parsed.y).toFixed(3);
@@ -50,6 +52,7 @@ function renderController(snap) {
   body.replaceChildren();
   for (const [name, c] of cats) {
     pushAligned(ctrl.lines[name] = ctrl.lines[name] || [], c.effective_threshold);
+    pushAligned(ctrl.ttls[name] = ctrl.ttls[name] || [], c.effective_ttl_seconds);
     const moves = fresh[name] || [];
     const newest = moves[moves.length - 1];
     pushAligned(ctrl.marks[name] = ctrl.marks[name] || [], newest ? newest.new_threshold : null);
@@ -74,6 +77,8 @@ function renderController(snap) {
     const colour = CTRL_COLOURS[i % CTRL_COLOURS.length];
     return [
       { label: name, data: ctrl.lines[name].slice(), borderColor: colour, spanGaps: true, pointRadius: 0, stepped: true },
+      { label: name + " TTL", data: ctrl.ttls[name].slice(), yAxisID: "ttl", borderColor: colour, borderDash: [4, 4],
+        spanGaps: true, pointRadius: 0, stepped: true },
       { label: name + " moves", data: ctrl.marks[name].slice(), reasons: ctrl.reasons[name].slice(), showLine: false,
         borderColor: colour, backgroundColor: colour, pointRadius: 5, pointStyle: "triangle" },
     ];

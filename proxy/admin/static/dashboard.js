@@ -87,6 +87,14 @@ function render(snap) {
   $("t-bypasses").textContent = num(total.bypasses);
   $("t-stores").textContent = num(total.stores);
   $("t-tokens-saved").textContent = num((total.saved_prompt_tokens || 0) + (total.saved_completion_tokens || 0));
+  const prices = (snap.proxy || {}).prices;
+  if (prices) {
+    const dollars = ((total.saved_prompt_tokens || 0) * prices.prompt_per_million +
+                     (total.saved_completion_tokens || 0) * prices.completion_per_million) / 1e6;
+    $("t-money-saved").textContent = "$" + dollars.toFixed(dollars < 10 ? 4 : 2);
+    $("t-money-label").textContent = "money saved (at $" + prices.prompt_per_million + "/M in, $" +
+      prices.completion_per_million + "/M out)";
+  }
   $("t-latency-saved").textContent = total.latency_saved_s === undefined ? "-" : total.latency_saved_s.toFixed(1) + " s";
   $("t-false-hits").textContent = falseHits((snap.proxy || {}).audits || {});
   $("t-updated").textContent = new Date(snap.at * 1000).toLocaleTimeString();
