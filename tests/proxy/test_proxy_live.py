@@ -226,7 +226,7 @@ def test_speculation_auto_races_vllm_engines_only(proxy, engine_sim, local_llm):
     engines = {u["base_url"]: u["engine"] for u in stats["proxy"]["upstreams"]}
     assert engines[f"{engine_sim.url}/v1"]["vllm_metrics"] is True
     assert engines[f"{engine_sim.url}/v1"]["waiting"] == 0
-    assert engines[local_llm] == {"vllm_metrics": False, "waiting": None, "running": None, "kv_usage": None}
+    assert engines[local_llm] == {"vllm_metrics": False, "waiting": None, "running": None, "kv_usage": None, "ttft_s": None}
     c = client(proxy)
     before = _speculated(proxy)
     h, _ = ask(c, f"Which river flows through Vienna {uuid.uuid4().hex[:6]}?", MODEL_ALIAS, max_tokens=4)
