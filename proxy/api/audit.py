@@ -109,7 +109,8 @@ class Auditor:
             log.debug("audit false hit reason: %s", judgement.reason)
             try:
                 await quarantine_pair(self.cache, lookup.entry.id, lookup.context.text_digest)
-                await self.cache.store(request, lookup, response=fresh)
+                if not controls.no_store:  # the caller's Cache-Control: no-store covers the audit's answer too
+                    await self.cache.store(request, lookup, response=fresh)
             except SemcacheError as exc:
                 log.warning("audit could not quarantine entry %s: %s", lookup.entry.id, exc)
         # Counted once its consequences are in place, so a reader of the counts sees them.

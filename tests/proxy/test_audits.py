@@ -174,3 +174,17 @@ def test_audits_off_by_setting(live):
     time.sleep(0.2)
     assert h.metric("semcache_audits_total") == 0
     assert h.audits() is None
+
+
+def test_a_no_store_request_keeps_its_audited_answer_out_of_the_cache(live):
+    """Regression: an audit that found a false hit stored the fresh answer even though the caller
+    had sent ``Cache-Control: no-store`` (the quarantine still applies)."""
+    h = live()
+    h.ask(ORIGINAL)
+    h.wait_for(lambda: h.metric("semcache_stores_total", stored="yes") >= 1)
+    wrong = h.http.post("/v1/chat/completions", headers={"cache-control": "no-store"},
+                        json={"model": "sim-model", "messages": [{"role": "user", "content": OTHER}]})
+    assert wrong.headers["x-semcache-status"] == "hit"
+    h.wait_for(lambda: h.metric("semcache_audits_total", outcome="false_hit") >= 1)
+    again = h.ask(OTHER)  # quarantined for this text, and nothing stored for it: a miss
+    assert again.headers["x-semcache-status"] == "miss"
