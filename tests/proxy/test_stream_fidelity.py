@@ -161,12 +161,13 @@ def test_upstream_headers_are_passed_through(setup):
     for name in ("x-request-id", "openai-processing-ms", "x-ratelimit-limit-requests",
                  "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"):
         assert miss.headers.get(name), name
-    stream = setup.post(chat("which headers does a hosted api send on streams", stream=True,
+    # Worded apart from the first question: once its store lands, a paraphrase would be a hit.
+    stream = setup.post(chat("list the rate limit fields of streamed replies", stream=True,
                              sim_fault="openai_headers"))
     assert stream.headers["x-request-id"].startswith("req_")
     assert stream.headers["x-ratelimit-limit-requests"] == "500"
     assert (stream.headers["cache-control"], stream.headers["x-accel-buffering"]) == ("no-store", "no")
-    hit = setup.post(chat("which headers does a hosted api send on streams", stream=True,
+    hit = setup.post(chat("list the rate limit fields of streamed replies", stream=True,
                           sim_fault="openai_headers"))
     assert hit.headers["x-semcache-status"] == "hit"
     assert (hit.headers["cache-control"], hit.headers["x-accel-buffering"]) == ("no-store", "no")
