@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=600.0, help="time budget (default 600)")
     parser.add_argument("--url", help="a running proxy; default: start the engine simulator and a proxy")
     parser.add_argument("--admin-token", default="fuzz-admin")
+    parser.add_argument("--keep-logs", type=Path, help="keep the proxy's and simulator's logs in this folder")
     args = parser.parse_args(argv)
     if args.url:
         report = fuzz(args.url.rstrip("/"), args.seconds, args.admin_token)
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         from evaluation.systems import Process
 
         with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
+            work = args.keep_logs or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
             sim = Process([sys.executable, "-m", "evaluation.engine_sim", "--port", "{port}", "--prefill-ms-per-token",
                            "0", "--decode-ms-per-token", "0.2"], "/v1/models", work / "sim.log")
             env = {"SEMCACHE_ADMIN_TOKEN": args.admin_token, "SEMCACHE_PERSIST_POLICY_RELOADS": "false"}

@@ -39,6 +39,7 @@ from semcache.verifier import VerifierGate
 
 log = logging.getLogger("semcache.cache")
 SHARED_TENANT = "*shared*"
+_YIELD_EVERY = 256  # removals between yields to the loop: ~5 ms of forgetting at a time
 
 
 class SemanticCache:
@@ -346,7 +347,9 @@ class SemanticCache:
             return 0
         await self.doc_store.delete(ids)
         removed = 0
-        for id in ids:
+        for n, id in enumerate(ids, 1):
+            if n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a mass removal must not hold the loop (issue #14)
             meta = self._forget(id)
             if meta is not None:
                 removed += 1

@@ -165,6 +165,36 @@ async def test_invalidation_by_entry_namespace_category_model(cache):
     assert len(cache.catalog) == 0
 
 
+async def test_mass_invalidation_yields_to_the_loop_while_it_forgets(make_cache):
+    """Removing thousands of entries must not hold the event loop (issue #14's fuzz):
+    other coroutines run while the catalog shrinks, not only before or after."""
+    import asyncio
+
+    from tests.semcache.conftest import POLICY
+    assert "max_entries: 50}" in POLICY
+    cache = await make_cache(POLICY.replace("max_entries: 50}", "max_entries: 5000}"))
+    n = 600
+    for i in range(n):
+        request = chat(f"entry number {i} about topic {i * 7919}")
+        res = await cache.lookup(request)
+        await cache.store(request, res, response=answer())
+    assert len(cache.catalog) == n
+    seen: list[int] = []
+    done = False
+
+    async def ticker():
+        while not done:
+            seen.append(len(cache.catalog))
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    assert await cache.invalidate(model="m") == n
+    done = True
+    await task
+    assert any(0 < size < n for size in seen), "the loop never ran while entries were being forgotten"
+    assert len(cache.catalog) == 0
+
+
 async def test_policy_version_bump_invalidates_that_category(cache):
     from semcache import load_policies_text
     from tests.semcache.conftest import POLICY
