@@ -2,12 +2,12 @@
 
 (Run by ``python -m evaluation.train_verifier --cross-encoder`` after training; standalone to refit.)
 
-The cross-encoder trained in the CPU budget here (a few thousand pairs) is a
-weak ranker on its own; the cosine of the bi-encoder already at hand after
-the index search is a strong one. A two-weight logistic regression on
-``(logit p, cosine)`` puts them together; it is fitted on pairs of the
-``train`` split the cross-encoder did *not* train on (the rest of that split
-after :func:`evaluation.train_cross_encoder.training_mix`), never on ``calib``
+The cosine of the bi-encoder, already at hand after the index search, ranks
+differently from the cross-encoder (it sees the whole meaning, the
+cross-encoder the words that differ). A two-weight logistic regression on
+``(logit p, cosine)`` puts them together; it is fitted on the pairs of the
+``train`` split the cross-encoder never trains on
+(:func:`evaluation.train_cross_encoder.combiner_pairs`), never on ``calib``
 or ``test``, and stored as ``combiner`` in the model's ``card.json``, where
 :class:`semcache.verifier.cross_encoder.CrossEncoderVerifier` applies it.
 """
@@ -22,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.train_cross_encoder import CARD_TEST_PAIRS, OUT, summary, training_mix
+from evaluation.train_cross_encoder import CARD_TEST_PAIRS, OUT, combiner_pairs, summary
 from evaluation.verifier_data import build
-
-FIT_PAIRS = 2000
 
 
 async def _cosines(pairs: list[dict]) -> np.ndarray:
@@ -45,31 +43,32 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def fit(out: Path, seed: int, trained_pairs: int, n: int = FIT_PAIRS) -> dict:
+def fit(out: Path, seed: int) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from semcache.verifier.cross_encoder import CrossEncoderVerifier
 
-    train = build("train", seed)
-    used = {p["id"] for p in training_mix(train, trained_pairs)}
-    unseen = random.Random(seed).sample([p for p in train if p["id"] not in used], n)
-    test = random.Random(seed).sample(build("test", seed), CARD_TEST_PAIRS)
+    unseen = combiner_pairs(build("train", seed))
+    held_out = build("test", seed)
+    tests = {"test": random.Random(seed).sample(held_out, CARD_TEST_PAIRS),
+             "test_queries": [p for p in held_out if p["source"] not in ("qqp", "paws")]}
     model = CrossEncoderVerifier.load(out, threads=2)
-    cos_fit, cos_test = asyncio.run(_cosines(unseen)), asyncio.run(_cosines(test))
+    cos_fit = asyncio.run(_cosines(unseen))
     raw_fit = model.scores([(p["b"], p["a"]) for p in unseen])
-    raw_test = model.scores([(p["b"], p["a"]) for p in test])
     y = np.array([p["label"] for p in unseen])
     lr = LogisticRegression(C=1.0).fit(np.c_[_logit(raw_fit), cos_fit], y)
     combiner = {"bias": float(lr.intercept_[0]), "w_logit": float(lr.coef_[0][0]),
-                "w_cosine": float(lr.coef_[0][1]), "fit_pairs": n,
+                "w_cosine": float(lr.coef_[0][1]), "fit_pairs": len(unseen),
                 "fit_on": "train-split pairs the cross-encoder did not train on"}
-    combined = 1 / (1 + np.exp(-(combiner["bias"] + combiner["w_logit"] * _logit(raw_test)
-                                 + combiner["w_cosine"] * cos_test)))
     card_path = out / "card.json"
     card = json.loads(card_path.read_text())
     card["combiner"] = combiner
-    card["test_cosine_only"] = summary(cos_test, test)
-    card["test_combined"] = summary(combined, test)
+    for name, pairs in tests.items():
+        cos = asyncio.run(_cosines(pairs))
+        raw = model.scores([(p["b"], p["a"]) for p in pairs])
+        combined = 1 / (1 + np.exp(-(combiner["bias"] + combiner["w_logit"] * _logit(raw) + combiner["w_cosine"] * cos)))
+        card[f"{name}_cosine_only"] = summary(cos, pairs)
+        card[f"{name}_combined"] = summary(combined, pairs)
     card_path.write_text(json.dumps(card, indent=1) + "\n")
     return card
 
@@ -78,11 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT, help="the model directory (its card.json is updated)")
-    parser.add_argument("--fit-pairs", type=int, default=FIT_PAIRS)
     args = parser.parse_args(argv)
-    card = json.loads((args.out / "card.json").read_text())
-    card = fit(args.out, args.seed, int(card["train_pairs"]), args.fit_pairs)
-    print(json.dumps({k: card[k] for k in ("combiner", "test_onnx_int8", "test_cosine_only", "test_combined")},
+    card = fit(args.out, args.seed)
+    print(json.dumps({k: card[k] for k in ("combiner", "test_onnx_int8", "test_cosine_only", "test_combined",
+                                               "test_queries_onnx_int8", "test_queries_cosine_only", "test_queries_combined")},
                      indent=1))
 
 

@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             sim = Process([sys.executable, "-m", "evaluation.engine_sim", "--port", "{port}", "--prefill-ms-per-token",
                            "0", "--decode-ms-per-token", "0.2"], "/v1/models", work / "sim.log")
             env = {"SEMCACHE_ADMIN_TOKEN": args.admin_token, "SEMCACHE_PERSIST_POLICY_RELOADS": "false"}
+            import os
+            if os.environ.get("FUZZ_EXTRA_PYTHONPATH"):
+                env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + ":" + os.environ["FUZZ_EXTRA_PYTHONPATH"]
             with sim, proxy_process(sim.url + "/v1", work / "proxy", env=env) as proxy:
                 report = fuzz(proxy.url, args.seconds, args.admin_token)
     print(report.summary())

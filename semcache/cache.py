@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from semcache import admission, diffrule, feedback
+from semcache import admission, feedback
 from semcache.adaptive import AdaptiveControl
 from semcache.adaptive.controller import stale_grace
 from semcache.categories import Classifier
@@ -29,7 +29,8 @@ from semcache.errors import CacheUnavailableError, SemcacheError
 from semcache.catalog import EntryCatalog, EntryMeta
 from semcache.index import HNSWParams
 from semcache.lookup_log import LookupLog
-from semcache.keys import CacheRequest, normalize, partition_id, text_digest
+from semcache.keys import CacheRequest
+from semcache.lookup import SHARED_TENANT, decide
 from semcache.policy import PolicySet
 from semcache.replica_sync import ReplicaSync
 from semcache.protocols import Embedder, Store
@@ -38,7 +39,6 @@ from semcache.stats import CacheStats
 from semcache.verifier import VerifierGate
 
 log = logging.getLogger("semcache.cache")
-SHARED_TENANT = "*shared*"
 _YIELD_EVERY = 256  # removals between yields to the loop: ~5 ms of forgetting at a time
 
 
@@ -83,6 +83,10 @@ class SemanticCache:
     @property
     def policies(self) -> PolicySet:
         return self._policies
+
+    @property
+    def classifier(self) -> Classifier:
+        return self._classifier
 
     async def start(self) -> None:
         """Build prototypes, rebuild the index from the store, start upkeep tasks."""
@@ -157,7 +161,7 @@ class SemanticCache:
         """
         started = time.perf_counter()
         try:
-            result = await self._lookup(request, search)
+            result = await decide(self, request, search)
         except SemcacheError:
             raise
         except Exception as exc:  # a bug or library failure must not fail the request
@@ -176,111 +180,13 @@ class SemanticCache:
         """
         return self.catalog.has_text(digest)
 
-    async def _embed_one(self, text: str) -> np.ndarray:
+    async def embed_one(self, text: str) -> np.ndarray:
         return (await self.embedder.embed([text]))[0]
-
-    async def _lookup(self, request: CacheRequest, search: bool) -> LookupResult:
-        norm = normalize(request.endpoint, request.body)
-        classifier, policies = self._classifier, self._policies
-        decision = classifier.by_rules(request, norm)
-        vector = None
-        if decision is None:
-            vector = await self._embed_one(norm.text)
-            decision = classifier.by_prototype(vector)
-        policy = policies[decision.name]
-        base = dict(category=decision.name, category_reason=decision.reason)
-        if norm.uncacheable:
-            return LookupResult("bypass", reason=f"not cacheable: {norm.uncacheable}", stage="request", **base)
-        if not policy.cacheable:
-            return LookupResult("bypass", reason=f"category {policy.name} is not cacheable", stage="policy", **base)
-        tenant, namespace = request.tenant, request.namespace or ""
-        if policy.shared_namespace:
-            tenant, namespace = SHARED_TENANT, policy.shared_namespace
-        partition = partition_id(
-            tenant=tenant, namespace=namespace, embedder=self.embedder.identity, category=policy.name,
-            policy_version=policy.version, endpoint=request.endpoint, norm=norm, ignore_params=policy.ignore_params,
-        )
-        ctx = KeyContext(norm, policy, tenant, namespace, partition, text_digest(norm.text), vector)
-        eff = self.adaptive.effective(policy, norm.model)  # the policy's values unless adapting to load
-        base.update(threshold=eff.threshold, adaptive=eff.adaptive, context=ctx)
-        if not search:
-            return LookupResult("miss", reason="lookup skipped (no-cache)", stage="request", **base)
-        now = self.clock.now()
-        fresh_at = now - eff.serve_stale_s  # under overload, entries expired less than serve_stale_s ago serve
-        # Exact repeat: no embedding or graph search needed.
-        exact_id = self.catalog.exact(partition, ctx.text_digest)
-        if exact_id is not None:
-            meta = self.catalog.get(exact_id)
-            if meta is not None and not meta.expired(fresh_at):
-                entry = await self._fetch_for_hit(meta, policy, now, fresh_at)
-                if entry is not None:
-                    return LookupResult("hit", reason="exact repeat", similarity=1.0, entry=entry,
-                                        stage="exact", **base)
-
-        if ctx.vector is None:
-            ctx.vector = await self._embed_one(norm.text)
-        # A search in up to ~100k entries takes a few hundred microseconds, less than
-        # a hop to a worker thread; bigger graphs go to a thread so the loop never stalls.
-        if self.index.partition_size(partition) > self.inline_search_max:
-            found = await asyncio.to_thread(self.index.search, partition, ctx.vector, self.candidates)
-        else:
-            found = self.index.search(partition, ctx.vector, self.candidates)
-        ctx.candidates = found  # kept for the lookup log (what-if replays)
-        best_sim, nearest, reason, stage = None, None, "no candidate in this context", "similarity"
-        for cand_id, sim in found:
-            meta = self.catalog.get(cand_id)
-            if meta is None or meta.expired(fresh_at):
-                if meta is not None and best_sim is None:  # the closest entry had expired
-                    reason, stage = f"nearest entry expired (similarity {sim:.3f})", "expired"
-                continue
-            if best_sim is None:
-                best_sim, nearest = sim, meta.query
-            if ctx.text_digest in meta.blocked:  # an audit found this entry wrong for this text
-                reason, stage = f"audit: entry quarantined for this query at similarity {sim:.3f}", "audit"
-                continue
-            if sim < eff.threshold:
-                if reason.startswith("no candidate"):
-                    reason = f"similarity {sim:.3f} < threshold {eff.threshold:.2f} ({policy.name})"
-                break
-            verdict = await diffrule.check(policy, norm.text, meta.query, sim, self.embedder.embed)
-            if not verdict.passed:
-                self.stats[policy.name].guard_rejections[verdict.guard] += 1
-                reason, stage = verdict.reason + f" at similarity {sim:.3f}", "guard"
-                continue
-            verified = await self.verifier.check(policy, norm.text, meta.query, sim)
-            if verified is not None and not verified.passed:
-                self.stats[policy.name].verifier_rejections += 1
-                reason, stage = verified.reason, "verifier"
-                continue
-            entry = await self._fetch_for_hit(meta, policy, now, fresh_at)
-            if entry is None:
-                continue
-            hit_reason = f"similarity {sim:.3f} >= threshold {eff.threshold:.2f} ({policy.name})"
-            return LookupResult(
-                "hit", reason=verified.reason if verified else hit_reason, similarity=sim, entry=entry,
-                stage="verifier" if verified else "similarity",
-                probability=verified.probability if verified else None, **base,
-            )
-        return LookupResult("miss", reason=reason, similarity=best_sim, stage=stage, nearest=nearest, **base)
 
     async def report_feedback(self, entry_id: str, *, correct: bool, tenant: str | None = None,
                               admin: bool = False) -> feedback.FeedbackResult:
         """A user says entry ``entry_id``'s answer was right/wrong (see :mod:`semcache.feedback`)."""
         return await feedback.report(self, entry_id, correct=correct, tenant=tenant, admin=admin)
-
-    async def _fetch_for_hit(self, meta: EntryMeta, policy, now: float, fresh_at: float) -> CacheEntry | None:
-        entry = await self.doc_store.get(meta.id)
-        if entry is None or entry.expired(fresh_at):
-            # Gone from the store (expired in Redis, deleted elsewhere): forget it.
-            self._forget(meta.id)
-            return None
-        expires_at = None
-        if policy.refresh_ttl_on_hit and policy.ttl_seconds is not None and not entry.expired(now):
-            expires_at = meta.expires_at = entry.expires_at = now + policy.ttl_seconds
-        entry.hit_count += 1
-        entry.last_hit_at = now
-        await self.doc_store.record_hit(meta.id, now, expires_at)
-        return entry
 
     # --------------------------------------------------------------- store
     async def store(
@@ -315,7 +221,7 @@ class SemanticCache:
         if not self._current(policy.name, policy.version):
             return StoreResult(False, "not stored: policy changed since lookup")
         if ctx.vector is None:
-            ctx.vector = await self._embed_one(ctx.norm.text)
+            ctx.vector = await self.embed_one(ctx.norm.text)
         now = self.clock.now()
         prompt_tokens, completion_tokens = admission.usage_tokens(response)
         entry = CacheEntry(
@@ -339,7 +245,8 @@ class SemanticCache:
         policy = self._policies.get(entry.category)
         self.catalog.add(entry, capacity_hint=policy.quota.max_entries if policy else None)
 
-    def _forget(self, id: str) -> EntryMeta | None:
+    def forget(self, id: str) -> EntryMeta | None:
+        """Drop ``id`` from the in-memory catalog and index (not from the store)."""
         return self.catalog.forget(id)
 
     async def _remove(self, ids: list[str], *, reason: str | None) -> int:
@@ -350,7 +257,7 @@ class SemanticCache:
         for n, id in enumerate(ids, 1):
             if n % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a mass removal must not hold the loop (issue #14)
-            meta = self._forget(id)
+            meta = self.forget(id)
             if meta is not None:
                 removed += 1
                 if reason:

@@ -87,7 +87,7 @@ async def report(cache: SemanticCache, entry_id: str, *, correct: bool, tenant: 
         return FeedbackResult(False)
     owner = entry.tenant if entry is not None else meta.tenant
     category = entry.category if entry is not None else meta.category
-    from semcache.cache import SHARED_TENANT
+    from semcache.lookup import SHARED_TENANT
 
     trusted = admin or tenant is None
     if not trusted and owner not in (tenant, SHARED_TENANT):

@@ -70,7 +70,7 @@ class ReplicaSync:
     async def follow(self, after: str) -> None:
         """Apply other processes' changes made after event id ``after``, until cancelled.
 
-        Works on the cache's index directly (``_remember``/``_forget``): this
+        Works on the cache's index directly (``_remember``/``forget``): this
         class is the cache's own extension, split out to keep one concept per module.
         """
         async for event in self.cache.doc_store.changes(after):
@@ -80,7 +80,7 @@ class ReplicaSync:
                     continue
                 if event.op == "delete":
                     for id in event.ids:
-                        self.cache._forget(id)
+                        self.cache.forget(id)
                     continue
                 for id in event.ids:
                     entry = await self.cache.doc_store.get(id)
