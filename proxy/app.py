@@ -150,6 +150,8 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
         policies = load_policies(settings.policy_file)  # an invalid policy file stops the start
         parts.pool = UpstreamPool(settings, upstream_transport)
         starter = None
+        gc_watch = metrics.watch_gc()
+        gc_watch.start()
         try:
             parts.embedder = embedder or await build_default_embedder(settings)
             clock = SystemClock()
@@ -199,6 +201,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
             tried.cancel()
             yield
         finally:
+            gc_watch.stop()
             if starter is not None:
                 starter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -9,6 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from proxy.admin.gcwatch import GcPauseWatch
+
+_CACHE_GAUGES = frozenset({"hit_rate", "mean_lookup_ms", "mean_upstream_ms", "latency_saved_s"})
 _LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -108,8 +111,14 @@ class ProxyMetrics:
                                     "interval (bound = false_hit_rate, lower, upper).",
                                     ["category", "bound"], registry=r)
 
+    def watch_gc(self) -> GcPauseWatch:
+        """Garbage-collector pauses as a histogram; the caller starts and stops the watch."""
+        return GcPauseWatch(self.registry)
+
     def watch_cache(self, snapshot: Callable[[], dict[str, Any]]) -> None:
-        self.registry.register(_CacheStatsCollector(snapshot))
+        """Per category: counts as counters; rates, means and the saved-latency estimate (which can
+        fall when the mean upstream time does) as gauges."""
+        self.registry.register(_CacheStatsCollector(snapshot, gauges=_CACHE_GAUGES))
 
     def watch_iccache(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         """IC-Cache per category: offload rate, mean examples and quality, cost saved.

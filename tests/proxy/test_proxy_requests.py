@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import httpx
@@ -124,6 +125,12 @@ async def test_health_ready_and_metrics(harness):
     ready = await c.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     await c.post("/v1/chat/completions", json={"model": "sim-model", "messages": [{"role": "user", "content": "m"}]})
+    gc.collect()
     text = (await c.get("/metrics")).text
+    assert 'semcache_gc_pause_seconds_count{generation="2"}' in text
     assert 'semcache_requests_total{endpoint="chat",status="miss"} 1.0' in text
     assert "semcache_category_" in text
+    # Rates and means go up and down: gauges, never counters (a counter must not fall).
+    assert "# TYPE semcache_category_hit_rate gauge" in text
+    assert "# TYPE semcache_category_mean_lookup_ms gauge" in text
+    assert "# TYPE semcache_category_lookups_total counter" in text
