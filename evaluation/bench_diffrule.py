@@ -29,8 +29,8 @@ from evaluation.longpairs import document, long_prompt_pairs
 from semcache import diffrule, guards
 from semcache.atoms import atoms_in
 from semcache.policy import load_policies_text
+from evaluation.data import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 POLICY = load_policies_text("categories: {default: {threshold: 0.0}}")["default"]
 
 

@@ -32,8 +32,8 @@ from gpu_embed.factory import load_backend
 from gpu_embed.hardware import cpu_count, cuda_available
 from gpu_embed.probe import PROBE_SENTENCES
 from gpu_embed.settings import EmbedderSettings
+from evaluation.data import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def load_texts(n: int = 4000) -> list[str]:

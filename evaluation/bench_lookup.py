@@ -31,8 +31,8 @@ import numpy as np
 from semcache import CacheEntry, CacheRequest, SemanticCache, load_policies_text
 from semcache.index import FlatIndex, HNSWParams
 from semcache.stores import MemoryStore
+from evaluation.data import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 THRESHOLD = 0.72
 POLICY = f"categories: {{default: {{threshold: {THRESHOLD}, ttl_seconds: null, quota: {{max_entries: 2000000}}}}}}"
 

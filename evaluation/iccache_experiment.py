@@ -66,8 +66,9 @@ from semcache.iccache.config import SelectionConfig
 from semcache.iccache.prompt import with_examples
 from semcache.iccache.quality import agreement, follows_examples
 from semcache.iccache.selection import select_examples
+from evaluation.data import DATA as SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qa" / "bitext_cs_4k5" / "qa.jsonl"
+DATA = SHARED_DATA / "qa" / "bitext_cs_4k5" / "qa.jsonl"
 SYSTEM = "You are a helpful customer support assistant. Answer the customer's request."
 SCOPE, CATEGORY = "tenant:eval/", "support"
 

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from evaluation.data import DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CACHE = Path(__file__).resolve().parents[1] / ".semcache" / "verifier-data"
 SETS = {"qqp": "qqp/qqp-dev.jsonl", "paws": "paws/paws-dev.jsonl"}
 HELD_OUT = 0.3

@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 from collections import defaultdict
 from pathlib import Path
 
 from evaluation.verifier_rules import NEGATIVE_RULES, POSITIVE_RULES
+from evaluation.data import DATA
 
-# ``SEMCACHE_DATA`` points elsewhere (a git worktree has no ``../shared`` beside it).
-DATA = Path(os.environ.get("SEMCACHE_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 SPLITS = ("train", "calib", "test")
 _WORD = re.compile(r"[a-z0-9]+")
 

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from evaluation import traces
+from evaluation.data import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MIX = {"qa": 0.25, "support": 0.2, "code": 0.2, "chat": 0.15, "math": 0.1, "factual": 0.1}
 ZIPF = {"qa": 0.9, "support": 0.7, "code": 1.1, "chat": 0.0, "math": 0.5, "factual": 0.8}
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from evaluation import pairs
 from semcache import load_policies_text
+from evaluation.data import DATA
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 POLICY = """\
 defaults:

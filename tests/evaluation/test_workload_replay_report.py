@@ -9,8 +9,8 @@ import pytest
 
 from evaluation import report, summary, traces, workload
 from evaluation.replay import replay
+from evaluation.data import DATA
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "qqp" / "qqp-dev.jsonl").exists(), reason="shared data not present")
 
 INTENTS = {"qa": [["how to sleep on a plane", "best way to sleep on a plane"], ["what is rust"]],

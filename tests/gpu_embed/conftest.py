@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from gpu_embed.settings import EmbedderSettings
+from evaluation.data import DATA as SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

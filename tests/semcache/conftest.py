@@ -14,9 +14,9 @@ import redis
 from semcache import ManualClock, SemanticCache, SQLiteStore, load_policies_text
 
 from .fakes import HashEmbedder
+from evaluation.data import DATA
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
 
 POLICY = """
 defaults:
