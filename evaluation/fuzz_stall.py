@@ -46,6 +46,7 @@ class FuzzReport:
     healthz_probes: int = 0
     healthz_failures: int = 0
     during_worst_probe: list[str] = field(default_factory=list)  # requests in flight during the slowest probe
+    gc_pauses: dict[str, int] = field(default_factory=dict)  # the proxy's GC pauses: "all", "over 20 ms", "over 100 ms"
     _spans: list[tuple[float, float, str]] = field(default_factory=list)
 
     def record(self, phase: str, what: str, status: int | None, detail: str = "", started: float = 0.0) -> None:
@@ -61,7 +62,7 @@ class FuzzReport:
                 f"{len(self.failures)} failures; /healthz: {self.healthz_probes} probes, p99 {self.healthz_p99_s * 1000:.0f} ms, "
                 f"max {self.healthz_max_s * 1000:.0f} ms, {self.healthz_over_100ms} over 100 ms, "
                 f"{self.healthz_failures} failed; in flight at the slowest probe: "
-                f"{self.during_worst_probe}")
+                f"{self.during_worst_probe}; the proxy's GC pauses: {self.gc_pauses or 'not exported'}")
 
     def blame(self, window: tuple[float, float]) -> None:
         """Note the requests in flight while the slowest probe waited."""
@@ -156,7 +157,31 @@ def fuzz(url: str, seconds: float, admin_token: str, *, batch: int = 25) -> Fuzz
     report.healthz_p99_s = probe.percentile(0.99)
     report.healthz_over_100ms = sum(latency > 0.1 for latency in probe.latencies)
     report.blame(probe.worst_window)
+    report.gc_pauses = gc_pauses(url)
     return report
+
+
+def gc_pauses(url: str) -> dict[str, int]:
+    """The proxy's garbage-collector pauses from ``semcache_gc_pause_seconds`` (empty if not exported)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(url + "/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "semcache_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    if not buckets:
+        return {}
+    total = buckets[float("inf")]
+    return {"all": int(total), "over 20 ms": int(total - buckets.get(0.02, total)),
+            "over 100 ms": int(total - buckets.get(0.1, total))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,9 +203,6 @@ def main(argv: list[str] | None = None) -> int:
             sim = Process([sys.executable, "-m", "evaluation.engine_sim", "--port", "{port}", "--prefill-ms-per-token",
                            "0", "--decode-ms-per-token", "0.2"], "/v1/models", work / "sim.log")
             env = {"SEMCACHE_ADMIN_TOKEN": args.admin_token, "SEMCACHE_PERSIST_POLICY_RELOADS": "false"}
-            import os
-            if os.environ.get("FUZZ_EXTRA_PYTHONPATH"):
-                env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + ":" + os.environ["FUZZ_EXTRA_PYTHONPATH"]
             with sim, proxy_process(sim.url + "/v1", work / "proxy", env=env) as proxy:
                 report = fuzz(proxy.url, args.seconds, args.admin_token)
     print(report.summary())
