@@ -1,4 +1,4 @@
-"""``semcache eval pairs|workload|replay`` and ``semcache report`` (also ``python -m evaluation.cli``).
+"""``semcache eval pairs|groups|workload|replay`` and ``semcache report`` (also ``python -m evaluation.cli``).
 
 Registered through the ``semcache.commands`` entry-point group that
 ``proxy.cli`` loads: :func:`register_eval` adds ``eval``, :func:`register_report`
@@ -16,11 +16,12 @@ from semcache.errors import ConfigError
 
 
 def register_eval(sub: argparse._SubParsersAction) -> None:
-    from evaluation import pairs, replay, workload
+    from evaluation import group_replay, pairs, replay, workload
 
     p = sub.add_parser("eval", help="evaluate the cache: labelled pairs, workloads, replay through live proxies")
     inner = p.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND", required=True)
     pairs.add_parser(inner)
+    group_replay.add_parser(inner)
     workload.add_parser(inner)
     replay.add_parser(inner)
 

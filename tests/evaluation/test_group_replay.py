@@ -1,0 +1,43 @@
+"""``semcache eval groups``: oracle, exact and hit counting on a stream we can reason about."""
+
+from __future__ import annotations
+
+from evaluation.group_replay import StreamResult, group_stream, replay
+from evaluation.verifier_data import split_of
+from tests.semcache.fakes import HashEmbedder
+
+POLICY = """
+defaults: {threshold: 0.8}
+categories:
+  default: {}
+"""
+
+
+async def test_hits_are_right_only_for_the_same_group_and_the_opportunity_is_what_exact_match_leaves(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY)
+    stream = [
+        ("reset", "how do I reset my password"),
+        ("reset", "how do I reset my password"),          # exact repeat: a right hit, no opportunity
+        ("reset", "how do I reset my password please"),   # reworded: opportunity, a right hit here
+        ("delete", "how do I delete my password please"), # another group, close words: a false hit here
+        ("delete", "remove the account entirely"),         # group seen, far words: a missed opportunity
+    ]
+    r = await replay(stream, path, HashEmbedder())
+    assert (r.requests, r.oracle, r.exact) == (5, 3, 1)
+    summary = r.summary()
+    assert r.hits >= 2 and summary["hit_rate"] == r.hits / 5
+    assert summary["false_hit_rate"] == r.false_hits / r.hits
+    assert summary["opportunity_captured"] == round((r.hits - 1) / 2, 4)
+    assert summary["right_opportunity_captured"] == round((r.hits - r.false_hits - 1) / 2, 4)
+
+
+def test_an_empty_stream_has_no_opportunity():
+    assert StreamResult().summary()["opportunity_captured"] is None
+
+
+def test_the_stream_holds_only_test_split_groups_in_a_seeded_order():
+    a, b = group_stream("stackfaq", 0), group_stream("stackfaq", 0)
+    assert a == b and a
+    assert all(split_of(group, 0) == "test" for group, _ in a)
+    assert group_stream("stackfaq", 1) != a
