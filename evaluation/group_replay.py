@@ -155,4 +155,4 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--compare", type=Path, action="append", help="policy YAML to run first on the same stream (before)")
     p.add_argument("--seed", type=int, default=0, help="the split seed (the verifier's training used 0)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run_cli)
+    p.set_defaults(handler=run_cli)

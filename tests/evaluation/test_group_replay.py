@@ -41,3 +41,15 @@ def test_the_stream_holds_only_test_split_groups_in_a_seeded_order():
     assert a == b and a
     assert all(split_of(group, 0) == "test" for group, _ in a)
     assert group_stream("stackfaq", 1) != a
+
+
+def test_the_command_is_registered_with_its_handler():
+    import argparse
+
+    from evaluation.cli import register_eval
+    from evaluation.group_replay import run_cli
+
+    parser = argparse.ArgumentParser()
+    register_eval(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", "groups", "--policy", "p.yaml", "--compare", "q.yaml"])
+    assert args.handler is run_cli and [str(p) for p in args.compare] == ["q.yaml"]
