@@ -12,9 +12,10 @@ two-weight logistic regression in the card's ``combiner`` (fitted by
 ``python -m evaluation.cross_encoder_combiner``): :meth:`scores` is the
 model alone, :meth:`probability` the combined P(right) the gate uses.
 
-Inputs are two short texts; each is cut to :data:`MAX_CHARS` characters
-before the tokenizer sees it, and the pair to the model's ``max_len`` tokens
-(longest first), so the cost per candidate is bounded.
+Inputs are two short texts; a long pair is first reduced to its changed
+spans (:mod:`semcache.verifier.focus`); each text is cut to :data:`MAX_CHARS`
+characters before the tokenizer sees it, and the pair to the model's
+``max_len`` tokens (longest first), so the cost per candidate is bounded.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from semcache.errors import ConfigError
+from semcache.verifier.focus import focus
 
 DEFAULT_DIR = Path(__file__).with_name("cross_encoder")
 MAX_CHARS = 2000  # far beyond max_len tokens; bounds the tokenizer's work on hostile input
@@ -94,7 +96,8 @@ class CrossEncoderVerifier:
 
     def probabilities_of(self, triples: list[tuple[str, str, float]], batch: int = 64) -> np.ndarray:
         """P(right) for each ``(query, cached query, cosine)``, in batches (calibration, evaluation)."""
-        parts = [self.scores([(q, c) for q, c, _ in triples[i:i + batch]]) for i in range(0, len(triples), batch)]
+        # A long pair is read as its changed spans (semcache.verifier.focus), not its shared head.
+        parts = [self.scores([focus(q, c) for q, c, _ in triples[i:i + batch]]) for i in range(0, len(triples), batch)]
         if not parts:
             return np.zeros(0)
         return self._combine(np.concatenate(parts), np.array([s for _, _, s in triples]))

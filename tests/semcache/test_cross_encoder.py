@@ -113,3 +113,29 @@ async def test_missing_model_makes_the_cache_unavailable_not_wrong(tmp_path, clo
             await cache.lookup(chat(SAME[0][1]))
     finally:
         await cache.close()
+
+
+DOC = "Our refund policy: orders can be returned within thirty days of delivery for a full refund. " * 12
+
+
+def test_a_long_pair_is_read_as_its_changed_spans():
+    from semcache.verifier.focus import focus
+
+    q, c = focus(DOC + "Question: can I cancel my order after it shipped?",
+                 DOC + "Question: can't I cancel my order after it shipped?")
+    assert "cancel" in q and "cancel" in c and q != c
+    assert len(q) < 120 and len(c) < 120  # the shared document is gone, only the question's neighbourhood stays
+    assert focus("short one", "short two") == ("short one", "short two")
+    long_a, long_b = "alpha " * 3000, "beta " * 3000  # too different to diff within bounds: read as they are
+    assert focus(long_a, long_b) == (long_a, long_b)
+
+
+def test_the_model_judges_what_differs_in_long_prompts_not_their_identical_heads(model):
+    from semcache.verifier.focus import focus
+
+    query, cached = DOC + "Question: can I cancel my order?", DOC + "Question: how do I track my order?"
+    p = model.probabilities_of([(query, cached, 0.97)])[0]
+    assert p == pytest.approx(model._combine(model.scores([focus(query, cached)]), [0.97])[0])
+    # Cut to max_len tokens, both texts are the same opening of the document: that is not what was judged.
+    heads = model._combine(model.scores([(query, cached)]), [0.97])[0]
+    assert abs(p - heads) > 1e-3
