@@ -54,7 +54,7 @@ def fit(out: Path, seed: int) -> dict:
              "test_queries": [p for p in held_out if p["source"] not in ("qqp", "paws")]}
     model = CrossEncoderVerifier.load(out, threads=2)
     cos_fit = asyncio.run(_cosines(unseen))
-    raw_fit = model.scores([(p["b"], p["a"]) for p in unseen])
+    raw_fit = model.scores_alone([(p["b"], p["a"]) for p in unseen])  # one pair per run, as served
     y = np.array([p["label"] for p in unseen])
     lr = LogisticRegression(C=1.0).fit(np.c_[_logit(raw_fit), cos_fit], y)
     combiner = {"bias": float(lr.intercept_[0]), "w_logit": float(lr.coef_[0][0]),
@@ -65,7 +65,7 @@ def fit(out: Path, seed: int) -> dict:
     card["combiner"] = combiner
     for name, pairs in tests.items():
         cos = asyncio.run(_cosines(pairs))
-        raw = model.scores([(p["b"], p["a"]) for p in pairs])
+        raw = model.scores_alone([(p["b"], p["a"]) for p in pairs])
         combined = 1 / (1 + np.exp(-(combiner["bias"] + combiner["w_logit"] * _logit(raw) + combiner["w_cosine"] * cos)))
         card[f"{name}_cosine_only"] = summary(cos, pairs)
         card[f"{name}_combined"] = summary(combined, pairs)

@@ -249,8 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     ref = torch_scores(model, tokenizer, test, shape.max_len)
     (args.out / "card.json").write_text(json.dumps({"max_len": shape.max_len}) + "\n")  # what the runtime reads
     runtime = CrossEncoderVerifier.load(args.out, threads=args.threads)
-    ours = runtime.scores([(p["b"], p["a"]) for p in test])
-    ours_queries = runtime.scores([(p["b"], p["a"]) for p in queries])
+    # One pair per run, as served: int8 scores depend on a run's other pairs (CrossEncoderVerifier.probabilities_of).
+    ours = runtime.scores_alone([(p["b"], p["a"]) for p in test])
+    ours_queries = runtime.scores_alone([(p["b"], p["a"]) for p in queries])
     kinds: dict[str, dict] = {}
     for kind in sorted({p["kind"] for p in queries}):
         idx = [i for i, p in enumerate(queries) if p["kind"] == kind]

@@ -23,6 +23,7 @@ from semcache.results import KeyContext, LookupResult
 if TYPE_CHECKING:
     from semcache.cache import SemanticCache
     from semcache.catalog import EntryMeta
+    from semcache.verifier import VerifierVerdict
 
 SHARED_TENANT = "*shared*"
 """The tenant of entries in a category's ``shared_namespace`` (answers everyone)."""
@@ -77,7 +78,9 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
         found = cache.index.search(partition, ctx.vector, cache.candidates)
     ctx.candidates = found  # kept for the lookup log (what-if replays)
     best_sim, nearest, reason, stage = None, None, "no candidate in this context", "similarity"
-    for cand_id, sim in found:
+    verdicts: dict[str, VerifierVerdict] = {}  # verifier verdicts judged ahead, in one hop
+    rejected = False
+    for position, (cand_id, sim) in enumerate(found):
         meta = cache.catalog.get(cand_id)
         if meta is None or meta.expired(fresh_at):
             if meta is not None and best_sim is None:  # the closest entry had expired
@@ -97,8 +100,17 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
             cache.stats[policy.name].guard_rejections[verdict.guard] += 1
             reason, stage = verdict.reason + f" at similarity {sim:.3f}", "guard"
             continue
-        verified = await cache.verifier.check(policy, norm.text, meta.query, sim)
+        verified = verdicts.get(cand_id)
+        if verified is None:
+            batch = [(cand_id, meta.query, sim)]
+            if rejected:  # the nearest was turned down: a miss is likely, so judge the rest in one thread hop
+                batch += _still_eligible(cache, found[position + 1:], fresh_at, eff.threshold, ctx.text_digest)
+            judged = await cache.verifier.check_many(policy, norm.text, [(q, s) for _, q, s in batch])
+            if judged is not None:
+                verdicts.update(zip([i for i, _, _ in batch], judged, strict=True))
+                verified = verdicts[cand_id]
         if verified is not None and not verified.passed:
+            rejected = True
             cache.stats[policy.name].verifier_rejections += 1
             reason, stage = verified.reason, "verifier"
             continue
@@ -112,6 +124,19 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
             probability=verified.probability if verified else None, **base,
         )
     return LookupResult("miss", reason=reason, similarity=best_sim, stage=stage, nearest=nearest, **base)
+
+
+def _still_eligible(cache: SemanticCache, later: list[tuple[str, float]], fresh_at: float, threshold: float,
+                    digest: str) -> list[tuple[str, str, float]]:
+    """``(id, cached query, similarity)`` of the later candidates the verifier may still be asked about."""
+    out = []
+    for cand_id, sim in later:
+        if sim < threshold:
+            break
+        meta = cache.catalog.get(cand_id)
+        if meta is not None and not meta.expired(fresh_at) and digest not in meta.blocked:
+            out.append((cand_id, meta.query, sim))
+    return out
 
 
 async def fetch_for_hit(cache: SemanticCache, meta: EntryMeta, policy, now: float,

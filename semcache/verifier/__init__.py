@@ -56,6 +56,17 @@ class VerifierGate:
 
     async def check(self, policy, query: str, cached_query: str, similarity: float) -> VerifierVerdict | None:
         """``None`` when the policy does not use the verifier."""
+        verdicts = await self.check_many(policy, query, [(cached_query, similarity)])
+        return None if verdicts is None else verdicts[0]
+
+    async def check_many(self, policy, query: str,
+                         candidates: list[tuple[str, float]]) -> list[VerifierVerdict] | None:
+        """Verdicts for ``(cached query, similarity)`` candidates of ``query``, in one worker-thread hop.
+
+        ``None`` when the policy does not use the verifier. (The cross-encoder
+        still runs each pair alone: its int8 scores depend on a run's other
+        pairs, see :meth:`CrossEncoderVerifier.probabilities_of`.)
+        """
         settings = policy.verifier
         if not settings.enabled:
             return None
@@ -64,13 +75,18 @@ class VerifierGate:
         except ConfigError as exc:
             raise CacheUnavailableError(f"verifier unavailable: {exc}") from exc
         if settings.model == "trees":
-            p = verifier.probability(query, cached_query, similarity)
+            probs = [verifier.probability(query, cached, sim) for cached, sim in candidates]
         else:
-            p = await asyncio.to_thread(verifier.probability, query, cached_query, similarity)
-        passed = p >= settings.min_probability
-        op = ">=" if passed else "<"
-        return VerifierVerdict(passed, p, f"verifier p={p:.3f} {op} {settings.min_probability:.2f} "
-                                          f"at similarity {similarity:.3f} ({policy.name})")
+            triples = [(query, cached, sim) for cached, sim in candidates]
+            probs = list(await asyncio.to_thread(verifier.probabilities_of, triples))
+        out = []
+        for p, (_, sim) in zip(probs, candidates, strict=True):
+            p = float(p)
+            passed = p >= settings.min_probability
+            op = ">=" if passed else "<"
+            out.append(VerifierVerdict(passed, p, f"verifier p={p:.3f} {op} {settings.min_probability:.2f} "
+                                                  f"at similarity {sim:.3f} ({policy.name})"))
+        return out
 
 
 __all__ = ["CrossEncoderVerifier", "Verifier", "VerifierGate", "VerifierVerdict"]

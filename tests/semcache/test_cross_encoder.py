@@ -12,7 +12,7 @@ from semcache.verifier import CrossEncoderVerifier, VerifierGate
 from semcache.verifier.cross_encoder import DEFAULT_DIR
 
 from .fakes import HashEmbedder
-from .test_cache import chat, put
+from .test_cache import answer, chat, put
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "model.onnx").exists(),
                                 reason="no trained cross-encoder (python -m evaluation.train_verifier --cross-encoder)")
@@ -142,3 +142,56 @@ def test_the_model_judges_what_differs_in_long_prompts_not_their_identical_heads
     # Cut to max_len tokens, both texts are the same opening of the document: that is not what was judged.
     heads = model._combine(model.scores([(query, cached)]), [0.97])[0]
     assert abs(p - heads) > 1e-3
+
+
+class _CountingModel(CrossEncoderVerifier):
+    """The shipped model itself; it only records how many pairs each run scored."""
+
+    def __init__(self, base: CrossEncoderVerifier):
+        super().__init__(base._session, base._tokenizer_json, base.card)
+        self.runs: list[int] = []  # pairs per probabilities_of call: one call per worker-thread hop
+
+    def probabilities_of(self, triples):
+        self.runs.append(len(triples))
+        return super().probabilities_of(triples)
+
+
+CACHED = ["How do I reset my password?", "How do I change my email address?",
+          "How can I delete my account?", "Where do I update my billing details?"]
+ASKED = "how do I update my profile settings"
+
+
+async def test_once_the_nearest_is_turned_down_the_rest_are_judged_in_one_hop_with_the_same_decision(
+        tmp_path, clock, model):
+    emb = HashEmbedder()
+    vectors = await emb.embed([ASKED, *CACHED])
+    sims = [float(vectors[0] @ v) for v in vectors[1:]]
+    order = sorted(range(len(CACHED)), key=lambda i: -sims[i])  # the index's nearest-first order
+    alone = {i: model.probability(ASKED, CACHED[i], sims[i]) for i in range(len(CACHED))}
+    # A cut-off only the third-nearest candidate reaches (when the model allows one), else none.
+    third = alone[order[2]]
+    cut = third if third > max(alone[order[0]], alone[order[1]]) else 1.01
+    counting = _CountingModel(model)
+    cache = await _cache(tmp_path, clock, VerifierGate(cross_encoder=counting), cut)
+    try:
+        for text in CACHED:  # stored without a search: with threshold -1 each would hit the ones before
+            request = chat(text)
+            await cache.store(request, await cache.lookup(request, search=False), response=answer())
+        counting.runs.clear()
+        result = await cache.lookup(chat(ASKED))
+        assert counting.runs == [1, 3]  # the nearest alone, then the three others in one hop
+        if cut <= 1.0:
+            assert result.status == "hit" and result.entry.query == CACHED[order[2]], (result.reason, alone, sims, cut)
+            assert result.probability == pytest.approx(third, abs=1e-9)  # judged ahead, scored alone: the same score
+        else:
+            assert result.status == "miss" and cache.stats["default"].verifier_rejections == 4
+    finally:
+        await cache.close()
+
+
+def test_a_pairs_probability_does_not_depend_on_the_pairs_scored_with_it(model):
+    """int8 activations are quantised per run: calibration must score pairs as serving does, one by one."""
+    triples = [(b, a, 0.8) for a, b in SAME + TRAPS]
+    together = model.probabilities_of(triples)
+    alone = [model.probability(q, c, s) for q, c, s in triples]
+    assert together == pytest.approx(alone, abs=1e-12)
