@@ -87,8 +87,10 @@ def test_tiles_fill_under_live_traffic(browser, proxy, tmp_path):
         # What the cache saved and why requests missed (#15 items 1 and 3).
         _wait_number(page, "#t-tokens-saved", 1)
         assert page.inner_text("#t-latency-saved").endswith(" s")
-        tokens_text = page.inner_text("#t-tokens-saved").replace(",", "")
+        # Money first: traffic goes on, and tokens read later can only be more, never fewer
+        # (read the other way round, a refresh between the two reads failed this in a CI run).
         money = float(page.inner_text("#t-money-saved").lstrip("$"))
+        tokens_text = page.inner_text("#t-tokens-saved").replace(",", "")
         assert money > 0 and money <= int(tokens_text) * 10.0 / 1e6 + 1e-4  # default prices: $2.5/M in, $10/M out
         assert "$2.5/M in, $10/M out" in page.inner_text("#t-money-label")
         page.wait_for_selector("#near-misses tbody tr")
