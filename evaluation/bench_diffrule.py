@@ -1,8 +1,8 @@
 """What the diff rule adds to a lookup decision: CPU time per candidate, against the guards alone.
 
-Times :func:`semcache.diffrule.check` (guards + atoms + token diff; the span
+Times :func:`semcache.decide.diffrule.check` (guards + atoms + token diff; the span
 embedding is excluded: it is one embedder call, timed in ``bench_embed``)
-against :func:`semcache.guards.check` (the decision before the rule), in the
+against :func:`semcache.decide.guards.check` (the decision before the rule), in the
 same run, on:
 
 * short paraphrase pairs from QQP (label 1, the typical hit);
@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.longpairs import document, long_prompt_pairs
-from semcache import diffrule, guards
-from semcache.atoms import atoms_in
-from semcache.policy import load_policies_text
+from semcache.decide import diffrule
+from semcache.decide import guards
+from semcache.decide.atoms import atoms_in
+from semcache.config.policy import load_policies_text
 from evaluation.data import DATA
 
 POLICY = load_policies_text("categories: {default: {threshold: 0.0}}")["default"]

@@ -6,7 +6,7 @@ embedding, so the log's share is not hidden behind the embedder). Lookups
 alternate in blocks between the log off (``capacity=0``) and on, so load on
 the (shared) machine hits both sides alike. Printed: p50/p99 of the
 caller's lookup time each way; the background guard checks' time per lookup
-(off the caller's path); and the time of :func:`semcache.whatif.predict`
+(off the caller's path); and the time of :func:`semcache.observe.whatif.predict`
 over a full 10k-record ring.
 
     python -m evaluation.bench_lookup_log --entries 5000 --lookups 4000
@@ -22,9 +22,9 @@ import numpy as np
 
 from evaluation.bench_lookup import PrecomputedEmbedder, noisy, pct
 from semcache import CacheEntry, CacheRequest, SemanticCache, load_policies_text
-from semcache.lookup_log import LookupLog
+from semcache.observe.lookup_log import LookupLog
 from semcache.stores import MemoryStore
-from semcache.whatif import predict
+from semcache.observe.whatif import predict
 
 POLICY = "categories: {default: {threshold: 0.8, ttl_seconds: null, quota: {max_entries: 2000000}}}"
 WORDS = "cache answer model engine token prompt vector index store policy guard tenant stream".split()

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.train_verifier import _embed_texts, load_pairs, pair_rows, split
-from semcache import guards
-from semcache.policy import Guards
+from semcache.decide import guards
+from semcache.config.policy import Guards
 from semcache.verifier.model import DEFAULT_ARTEFACT, Verifier
 
 TRAPS = Path(__file__).with_name("traps.jsonl")

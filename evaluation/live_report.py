@@ -19,7 +19,7 @@ import numpy as np
 
 from evaluation.report_html import (Tile, controller_table, fmt_int, fmt_rate, miss_reasons_table, near_misses_table,
                                     page, table_html)
-from semcache.audit import clopper_pearson_interval
+from semcache.observe.audit import clopper_pearson_interval
 
 DEFINITIONS = ("hit rate = hits / lookups; tokens saved = the served entries' recorded upstream usage; money saved "
                "at the given $ per million prompt / completion tokens; latency saved is an estimate: hits x mean "

@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from semcache.policy import PolicySet, load_policies_text
+from semcache.config.policy import PolicySet, load_policies_text
 
 _NOUNS = ("cache", "engine", "river", "market", "teacher", "village", "server", "garden", "report", "bridge",
           "council", "harbour", "library", "factory", "farmer", "museum", "station", "forest", "contract",

@@ -24,7 +24,8 @@ import numpy as np
 
 from evaluation.pairs import (PairOutcome, PairReport, PrecomputedEmbedder, confusion, embed_all, load_pairs,
                               matched_baseline, play_pairs, sweep)
-from semcache import guards, load_policies
+from semcache import load_policies
+from semcache.decide import guards
 
 PRECISIONS = (0.95, 0.98)
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from semcache import CacheRequest, SemanticCache, load_policies
-from semcache.policy import PolicySet
+from semcache.config.policy import PolicySet
 from semcache.stores.memory import MemoryStore
 
 MODEL = "eval-model"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from semcache.misses import MISS_REASONS
+from semcache.observe.misses import MISS_REASONS
 
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1400px;margin:auto;padding:0 12px;color:#222}"
          "img{max-width:100%}.tiles{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}"

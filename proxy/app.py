@@ -43,7 +43,7 @@ from proxy.upstream.pressure import model_pressure
 from semcache import RedisStore, SemanticCache, SQLiteStore, SystemClock, load_policies
 from semcache.errors import CacheUnavailableError, ConfigError
 from semcache.iccache import load_iccache_config
-from semcache.lookup_log import LookupLog
+from semcache.observe.lookup_log import LookupLog
 from semcache.protocols import Embedder, Store
 from semcache.stores.breaker import BreakerStore
 

@@ -99,7 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.app import create_app
     from proxy.server import serve
     from proxy.upstream.local_llm import LocalLLM
-    from semcache.policy import load_policies
+    from semcache.config.policy import load_policies
 
     settings = _load_settings(args)
     _setup_logging(settings.log_level)

@@ -20,7 +20,7 @@ from pydantic_settings import (
 
 from gpu_embed.settings import EmbedderSettings
 from semcache.adaptive import PressureTargets
-from semcache.default_policy import DEFAULT_POLICY_FILE
+from semcache.config.default_policy import DEFAULT_POLICY_FILE
 from proxy.upstream.routing.options import RoutingOptions, StrategyName
 from semcache.errors import ConfigError
 

@@ -4,14 +4,14 @@ This package knows nothing about HTTP. Entry points::
 
     from semcache import SemanticCache, CacheRequest, load_policies, SQLiteStore
 
-See :mod:`semcache.keys` for the cache-key rule and :mod:`semcache.policy` for
+See :mod:`semcache.request.keys` for the cache-key rule and :mod:`semcache.config.policy` for
 the policy file format. Similarities are cosine similarities in [-1, 1],
 higher is closer, everywhere.
 """
 
 from semcache.cache import SemanticCache
 from semcache.clock import Clock, ManualClock, SystemClock
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 from semcache.errors import (
     CacheUnavailableError,
     ConfigError,
@@ -24,8 +24,8 @@ from semcache.errors import (
     UpstreamError,
     VectorIndexError,
 )
-from semcache.keys import CacheRequest
-from semcache.policy import CategoryPolicy, PolicySet, load_policies, load_policies_text
+from semcache.request.keys import CacheRequest
+from semcache.config.policy import CategoryPolicy, PolicySet, load_policies, load_policies_text
 from semcache.protocols import Embedder, Store, VectorIndex
 from semcache.results import LookupResult, StoreResult
 from semcache.stores import RedisStore, SQLiteStore

@@ -19,23 +19,24 @@ from typing import Any
 
 import numpy as np
 
-from semcache import admission, feedback
+from semcache.decide import admission
+from semcache.observe import feedback
 from semcache.adaptive import AdaptiveControl
 from semcache.adaptive.controller import stale_grace
-from semcache.categories import Classifier
+from semcache.request.categories import Classifier
 from semcache.clock import Clock, SystemClock
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 from semcache.errors import CacheUnavailableError, SemcacheError
-from semcache.catalog import EntryCatalog, EntryMeta
+from semcache.entries.catalog import EntryCatalog, EntryMeta
 from semcache.index import HNSWParams
-from semcache.lookup_log import LookupLog
-from semcache.keys import CacheRequest
-from semcache.lookup import SHARED_TENANT, decide
-from semcache.policy import PolicySet
-from semcache.replica_sync import ReplicaSync
+from semcache.observe.lookup_log import LookupLog
+from semcache.request.keys import CacheRequest
+from semcache.decide.lookup import SHARED_TENANT, decide
+from semcache.config.policy import PolicySet
+from semcache.entries.replica_sync import ReplicaSync
 from semcache.protocols import Embedder, Store
 from semcache.results import KeyContext, LookupResult, StoreResult
-from semcache.stats import CacheStats
+from semcache.observe.stats import CacheStats
 from semcache.verifier import VerifierGate
 
 log = logging.getLogger("semcache.cache")
@@ -77,7 +78,7 @@ class SemanticCache:
         self.replicas = ReplicaSync(self)
         self.adaptive = AdaptiveControl(lambda: self._policies, self.clock)  # load-adaptive thresholds/TTLs
         self._keep_stale_entries()
-        self.lookup_log = LookupLog()  # recent lookups for what-if replays (semcache.whatif)
+        self.lookup_log = LookupLog()  # recent lookups for what-if replays (semcache.observe.whatif)
 
     # ----------------------------------------------------------- lifecycle
     @property
@@ -173,7 +174,7 @@ class SemanticCache:
         return result
 
     def seen_before(self, digest: str) -> bool:
-        """Was this exact text (see :func:`semcache.keys.request_digest`) cached before, by anyone?
+        """Was this exact text (see :func:`semcache.request.keys.request_digest`) cached before, by anyone?
 
         A cheap guess, before any embedding, that the lookup will be an exact-repeat
         hit; the proxy uses it to decide whether racing the upstream is worth it.
@@ -185,7 +186,7 @@ class SemanticCache:
 
     async def report_feedback(self, entry_id: str, *, correct: bool, tenant: str | None = None,
                               admin: bool = False) -> feedback.FeedbackResult:
-        """A user says entry ``entry_id``'s answer was right/wrong (see :mod:`semcache.feedback`)."""
+        """A user says entry ``entry_id``'s answer was right/wrong (see :mod:`semcache.observe.feedback`)."""
         return await feedback.report(self, entry_id, correct=correct, tenant=tenant, admin=admin)
 
     # --------------------------------------------------------------- store

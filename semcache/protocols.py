@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
-    from semcache.entry import CacheEntry
+    from semcache.entries.entry import CacheEntry
 
 
 @runtime_checkable

@@ -8,9 +8,9 @@ from typing import Literal
 
 import numpy as np
 
-from semcache.entry import CacheEntry
-from semcache.keys import NormalizedRequest
-from semcache.policy import CategoryPolicy
+from semcache.entries.entry import CacheEntry
+from semcache.request.keys import NormalizedRequest
+from semcache.config.policy import CategoryPolicy
 
 Status = Literal["hit", "miss", "bypass"]
 

@@ -3,8 +3,8 @@
 Routes (behind the admin bearer token, like ``/admin``):
 
 * ``POST /admin/whatif`` ``{"category", "threshold"?, "ttl_seconds"?, "guards"?}``: the
-  category's recent lookups (:mod:`semcache.lookup_log`) replayed at the
-  current values and at the proposed ones (:func:`semcache.whatif.predict`);
+  category's recent lookups (:mod:`semcache.observe.lookup_log`) replayed at the
+  current values and at the proposed ones (:func:`semcache.observe.whatif.predict`);
 * ``POST /admin/tuning/apply`` (same body): the policy YAML in force with that
   field changed, validated by the same loader as ``PUT /admin/policies``,
   swapped in, written over the policy file and published to replicas the way
@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from proxy.admin.api import _persist
 from semcache import SemanticCache, load_policies_text
 from semcache.errors import RequestError
-from semcache.whatif import KEEP_TTL, predict
+from semcache.observe.whatif import KEEP_TTL, predict
 
 log = logging.getLogger("semcache.proxy")
 

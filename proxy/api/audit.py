@@ -2,7 +2,7 @@
 
 When a semantic hit (not an exact repeat) is served, :meth:`Auditor.consider`
 may start an audit beside it: the same request, non-streamed, goes to the
-engine the router would pick, and :class:`~semcache.audit.AnswerJudge`
+engine the router would pick, and :class:`~semcache.observe.audit.AnswerJudge`
 compares the fresh answer with the cached one. The caller never waits for it
 (the hit is already on its way), and it never costs a busy engine: an audit
 starts only while the engine is idle by the same rule speculative forwarding
@@ -15,7 +15,7 @@ Audits that were due but could not run are counted by reason, not queued.
 A false hit found by an audit is quarantined for that query text (the entry
 keeps answering its own question and others) and the fresh answer is stored
 for the new query, so the next identical request is an exact hit with the
-right answer. Outcomes feed :class:`~semcache.audit.FalseHitEstimator`:
+right answer. Outcomes feed :class:`~semcache.observe.audit.FalseHitEstimator`:
 per-category false-hit rate with its Clopper-Pearson interval, in
 ``/admin/stats`` (``proxy.audits``) and ``/metrics``.
 """
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.upstream.pool import PATHS, Upstream, UpstreamPool
-from semcache.audit import AnswerJudge, FalseHitEstimator, answer_text, quarantine_pair
+from semcache.observe.audit import AnswerJudge, FalseHitEstimator, answer_text, quarantine_pair
 from semcache.errors import RequestError, SemcacheError
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from proxy.api.controls import CacheControls
     from semcache import CacheRequest, LookupResult, SemanticCache
 
-log = logging.getLogger("semcache.audit")
+log = logging.getLogger("semcache.observe.audit")
 
 
 class Auditor:

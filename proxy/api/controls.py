@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers
 
 from semcache.errors import RequestError
-from semcache.policy import ADMIN_WRITER
+from semcache.config.policy import ADMIN_WRITER
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 ANONYMOUS = "t-anonymous"

@@ -32,7 +32,7 @@ import numpy as np
 
 from proxy.upstream.engine_load import EngineLoadScraper
 from semcache.clock import Clock
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 from semcache.iccache import Decision, ExampleBank, ICCacheConfig, ICCacheRouter, ICStats, LoadTracker, scope_of
 from semcache.load import EngineLoad
 from semcache.iccache.answer_check import NEVER, AnswerCheck

@@ -34,7 +34,7 @@ from proxy.upstream.load import engine_idle
 from proxy.api.usage import asking_usage
 from proxy.upstream.pool import PATHS, Upstream, UpstreamPool
 from semcache.errors import RequestError
-from semcache.keys import request_digest
+from semcache.request.keys import request_digest
 
 if TYPE_CHECKING:
     from proxy.api.controls import CacheControls

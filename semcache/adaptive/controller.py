@@ -12,7 +12,7 @@ threshold never goes below :meth:`UnderLoad.floor` (the calibrated
 operating point for the under-load budget). A category's pressure is the
 highest of the models its requests named in the last ``model_memory_s``.
 
-Live audits (:mod:`semcache.audit`) bound it too: once a category has at
+Live audits (:mod:`semcache.observe.audit`) bound it too: once a category has at
 least ``MIN_LIVE_SAMPLES`` audited hits (and feedback reports), a live
 false-hit upper bound above ``under_load.max_false_hit_rate`` stops any
 relaxation and steps a relaxed category back, one step per interval, even
@@ -36,7 +36,7 @@ from typing import Any
 from semcache.adaptive.events import AdaptiveEvent, EventLog
 from semcache.adaptive.pressure import NO_PRESSURE, Pressure, PressureSource
 from semcache.clock import Clock
-from semcache.policy import CategoryPolicy, PolicySet
+from semcache.config.policy import CategoryPolicy, PolicySet
 from semcache.results import LookupResult
 
 log = logging.getLogger("semcache.adaptive")

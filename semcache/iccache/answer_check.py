@@ -6,7 +6,7 @@ threshold is ``selection.min_answer_agreement`` as configured, or -- with
 ``selection.answer_check_max_bad`` -- calibrated per category from shadow
 checks: the loosest threshold at which at most that share of the *served*
 small answers disagree with the large model, at 95% confidence
-(:func:`semcache.calibration.choose`, fixed-sequence Clopper-Pearson, the
+(:func:`semcache.config.calibration.choose`, fixed-sequence Clopper-Pearson, the
 same rule as the hit verifier's calibration).
 
 The samples are unbiased because the requests that get a shadow check are
@@ -25,7 +25,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from semcache.calibration import OperatingPoint, choose
+from semcache.config.calibration import OperatingPoint, choose
 from semcache.iccache.config import SelectionConfig
 
 NEVER = math.inf

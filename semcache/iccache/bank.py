@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 from semcache.index import HNSWParams, PartitionedIndex
 
 TokenCounter = Callable[[str], int]

@@ -24,11 +24,11 @@ import math
 from collections.abc import Callable, Mapping
 
 from semcache.clock import Clock, SystemClock
-from semcache.entry import CacheEntry, Feedback
+from semcache.entries.entry import CacheEntry, Feedback
 from semcache.iccache.bank import ExampleBank
 from semcache.iccache.config import ICCacheConfig
 from semcache.iccache.replay import ReplayReport
-from semcache.policy import PolicySet
+from semcache.config.policy import PolicySet
 from semcache.protocols import Store
 
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 
 
 @dataclass(frozen=True, slots=True)

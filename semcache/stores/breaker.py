@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 from semcache.errors import StoreError
 from semcache.protocols import Store
 

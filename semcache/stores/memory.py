@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 
 
 class MemoryStore:

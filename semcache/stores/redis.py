@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 from semcache.errors import StoreError
 from semcache.stores.base import StoreEvent, dumps_record, loads_entry
 

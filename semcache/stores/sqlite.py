@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 from semcache.errors import StoreError
 from semcache.stores.base import dumps_record, loads_entry
 

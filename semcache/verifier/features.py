@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from semcache import guards
+from semcache.decide import guards
 
 FEATURES = (
     "cosine", "word_jaccard", "stem_jaccard", "idf_overlap", "idf_diff_sum", "idf_diff_max",

@@ -5,7 +5,7 @@ first. Two long prompts that differ only in their question (a document, then
 "can I cancel?" vs "can't I cancel?") would reach it as two copies of the
 document's opening, identical, and it would call them the same. So when the
 pair is longer than the model can read, it gets the changed spans of
-:func:`semcache.diffrule.text_diff` instead, each with its few tokens of
+:func:`semcache.decide.diffrule.text_diff` instead, each with its few tokens of
 context, joined by " ... " in order: exactly the words that decide whether
 the cached answer still fits. Short pairs, and pairs the diff cannot bound
 (which the diff rule serves only as exact repeats anyway), are read as they
@@ -14,7 +14,7 @@ are.
 
 from __future__ import annotations
 
-from semcache.diffrule import text_diff
+from semcache.decide.diffrule import text_diff
 
 LONG_CHARS = 240
 """A pair whose texts together exceed this many characters (~60 tokens) is read as its changed spans."""

@@ -8,7 +8,7 @@ import pytest
 from evaluation.stall_harness import HealthProber
 from proxy.admin.api import MAX_POLICY_BYTES
 from semcache.errors import PolicyError
-from semcache.policy import MAX_PROBLEMS, load_policies_text
+from semcache.config.policy import MAX_PROBLEMS, load_policies_text
 from tests.adversarial.conftest import ADMIN
 
 DEEP = "categories:\n  default:\n    match:\n      metadata: " + "[" * 5000 + "]" * 5000 + "\n"

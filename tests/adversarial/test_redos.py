@@ -8,10 +8,10 @@ import httpx
 import pytest
 
 from evaluation.stall_harness import HealthProber
-from semcache.categories import Classifier
+from semcache.request.categories import Classifier
 from semcache.errors import PolicyError
-from semcache.keys import CacheRequest, normalize
-from semcache.policy import load_policies, load_policies_text
+from semcache.request.keys import CacheRequest, normalize
+from semcache.config.policy import load_policies, load_policies_text
 from tests.adversarial.conftest import ROOT, chat
 
 

@@ -8,7 +8,7 @@ tenant's plain question was then served them.
 from __future__ import annotations
 
 from proxy.api.controls import tenant_of
-from semcache.policy import load_policies_text
+from semcache.config.policy import load_policies_text
 from tests.proxy.conftest import ADMIN_TOKEN, TEST_POLICIES, admin_headers, harness, policy_file  # noqa: F401
 
 QUESTION = "faq: what are your opening hours"

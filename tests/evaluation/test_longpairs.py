@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from evaluation.longpairs import long_prompt_pairs, long_word_pairs
-from semcache.diffrule import text_diff
+from semcache.decide.diffrule import text_diff
 
 
 def test_long_prompt_pairs_share_a_1k_to_8k_token_body_and_differ_only_in_the_question_or_one_sentence():

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from semcache import ManualClock, SQLiteStore, load_policies_text
-from semcache.entry import CacheEntry, Feedback
+from semcache.entries.entry import CacheEntry, Feedback
 from semcache.iccache import ReplayConfig, SelectionConfig, load_bank, replay_examples, save_bank
 from semcache.iccache.persist import flush_utilities
 from semcache.iccache.bank import scope_of

@@ -18,7 +18,7 @@ from gpu_embed import EmbedderSettings, build_embedder
 from proxy.cli import main
 from proxy.upstream.engine_load import parse_vllm_metrics
 from semcache import SQLiteStore
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 from semcache.iccache import approx_tokens
 from tests.conftest import free_port
 

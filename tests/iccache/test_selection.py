@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 from semcache.iccache import ExampleBank, SelectionConfig, scope_of, select_examples, token_budget, with_examples
 from tests.iccache.helpers import DIM, example, unit
 
@@ -120,7 +120,7 @@ def test_bank_admits_only_large_model_answers():
     ex = bank.add_entry(_entry("l", "big"), large_models={"big"})
     assert ex is not None and ex.answer == "It ships today." and ex.scope == scope_of("a")
     assert ex.tokens == 5 + bank.count_tokens("where is my order")
-    from semcache.entry import Feedback
+    from semcache.entries.entry import Feedback
     assert bank.add_entry(_entry("bad", "big", feedback=Feedback(negative=2)), large_models={"big"}) is None
     assert list(bank) == [ex]
 

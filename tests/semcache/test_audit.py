@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from semcache import SQLiteStore, SemanticCache
-from semcache.audit import AnswerJudge, FalseHitEstimator, Judgement, answer_text, clopper_pearson_interval
-from semcache.audit import quarantine_pair
-from semcache.policy import load_policies_text
+from semcache.observe.audit import AnswerJudge, FalseHitEstimator, Judgement, answer_text, clopper_pearson_interval
+from semcache.observe.audit import quarantine_pair
+from semcache.config.policy import load_policies_text
 
 from .test_cache import chat, put
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from semcache import CacheRequest, RequestError, SemanticCache, SQLiteStore
-from semcache.keys import request_digest
+from semcache.request.keys import request_digest
 
 
 def chat(text, *, earlier=(), tenant="t1", namespace=None, category=None, **params):

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from semcache.calibrate_cli import calibrate_text
-from semcache.policy import load_policies_text
+from semcache.config.calibrate_cli import calibrate_text
+from semcache.config.policy import load_policies_text
 
 POLICY = """\
 defaults: {guards: {numbers: true, negation: true}}

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from semcache.calibration import choose, clopper_pearson_upper
+from semcache.config.calibration import choose, clopper_pearson_upper
 
 
 @pytest.mark.parametrize(("k", "n", "expected"), [
@@ -74,8 +74,8 @@ def test_unservable_pairs_are_not_counted():
 def test_calibrate_text_writes_threshold_and_evidence():
     import yaml
 
-    from semcache.calibrate_cli import calibrate_text
-    from semcache.policy import load_policies_text
+    from semcache.config.calibrate_cli import calibrate_text
+    from semcache.config.policy import load_policies_text
 
     policy = "defaults: {threshold: 0.9}\ncategories:\n  faq: {max_false_hit_rate: 0.02, match: {keywords: [faq]}}\n  default: {}\n"
     scores, labels = _synthetic(1, 2000)
@@ -93,7 +93,7 @@ def test_calibrate_text_writes_threshold_and_evidence():
 def test_calibrate_command_registers_as_subcommand():
     import argparse
 
-    from semcache.calibrate_cli import register, run
+    from semcache.config.calibrate_cli import register, run
 
     parser = argparse.ArgumentParser(prog="semcache")
     register(parser.add_subparsers())
@@ -102,8 +102,8 @@ def test_calibrate_command_registers_as_subcommand():
 
 
 def test_calibrate_text_writes_the_under_load_floor_from_its_own_budget():
-    from semcache.calibrate_cli import calibrate_text
-    from semcache.policy import load_policies_text
+    from semcache.config.calibrate_cli import calibrate_text
+    from semcache.config.policy import load_policies_text
 
     policy = ("categories:\n  default:\n    threshold: 0.9\n    max_false_hit_rate: 0.02\n"
               "    under_load: {enabled: true, max_false_hit_rate: 0.08}\n")
@@ -139,8 +139,8 @@ def test_no_pairs_at_all_serves_nothing():
 def test_target_in_defaults_gives_categories_without_pairs_the_safe_threshold():
     """Regression (#13 item 9): ``max_false_hit_rate`` in ``defaults`` reaches categories no pair
     belongs to; they get threshold 1.0 (serve nothing semantically), never a traceback."""
-    from semcache.calibrate_cli import calibrate_text
-    from semcache.policy import load_policies_text
+    from semcache.config.calibrate_cli import calibrate_text
+    from semcache.config.policy import load_policies_text
 
     policy = ("defaults: {threshold: 0.9, max_false_hit_rate: 0.02}\ncategories:\n"
               "  code: {match: {keywords: [python]}}\n"
@@ -156,7 +156,7 @@ def test_target_in_defaults_gives_categories_without_pairs_the_safe_threshold():
 
 
 def test_calibrate_command_reports_bad_data_without_a_traceback(tmp_path, capsys):
-    from semcache.calibrate_cli import main
+    from semcache.config.calibrate_cli import main
 
     policy = tmp_path / "p.yaml"
     policy.write_text("defaults: {max_false_hit_rate: 0.05}\ncategories:\n  default: {}\n")
@@ -171,7 +171,7 @@ def test_calibrate_command_reports_bad_data_without_a_traceback(tmp_path, capsys
 
 
 def test_calibrate_command_rejects_a_confidence_outside_0_1(capsys):
-    from semcache.calibrate_cli import main
+    from semcache.config.calibrate_cli import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["--data", "d.jsonl", "--policy", "p.yaml", "--out", "o.yaml", "--confidence", "1.5"])

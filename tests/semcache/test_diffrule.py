@@ -1,4 +1,4 @@
-"""The diff rule (semcache/diffrule.py, semcache/atoms.py): wrong answers the embedding cannot see.
+"""The diff rule (semcache/decide/diffrule.py, semcache/decide/atoms.py): wrong answers the embedding cannot see.
 
 Cache-level tests use the real embedder (all-MiniLM-L6-v2, int8 ONNX): the
 failures they protect against are properties of that model (head+tail
@@ -21,8 +21,8 @@ from evaluation.longpairs import (
     CODE_QUESTIONS, DOC_QUESTIONS, LONG_WORDS, RAG_QUESTIONS, code_file, document, rag_context,
 )
 from semcache import CacheRequest, ManualClock, SemanticCache, load_policies_text
-from semcache.atoms import atom_difference, atoms_in
-from semcache.diffrule import MAX_COMPARE_CHARS, MAX_MIDDLE, MAX_SPANS, SHARED_BODY, check, text_diff
+from semcache.decide.atoms import atom_difference, atoms_in
+from semcache.decide.diffrule import MAX_COMPARE_CHARS, MAX_MIDDLE, MAX_SPANS, SHARED_BODY, check, text_diff
 from semcache.stores.memory import MemoryStore
 
 POLICY = """

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from semcache.guards import check, identifiers_in, numbers_in
-from semcache.policy import Guards
+from semcache.decide.guards import check, identifiers_in, numbers_in
+from semcache.config.policy import Guards
 
 ALL = Guards(numbers=True, negation=True, entities=True, identifiers=True)
 

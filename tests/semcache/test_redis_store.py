@@ -203,7 +203,7 @@ async def test_sharing_policies_without_a_shared_store_is_a_no_op(policies, tmp_
 
 async def test_redis_keeps_entries_for_serve_stale_past_their_ttl(redis_url):
     """Load-adaptive serve-stale needs the entry after its TTL: Redis expiry = TTL + serve_stale_s."""
-    from semcache.policy import load_policies_text
+    from semcache.config.policy import load_policies_text
 
     policies = load_policies_text(
         "defaults: {ttl_seconds: 100}\ncategories:\n  default:\n    under_load:\n"

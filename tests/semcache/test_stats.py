@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from semcache.misses import NearMissBook
+from semcache.observe.misses import NearMissBook
 from semcache.results import LookupResult
 
 from .test_cache import answer, chat, put

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from semcache import RedisStore, SQLiteStore
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 from semcache.stores import MemoryStore
 
 

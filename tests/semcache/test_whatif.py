@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from semcache import load_policies_text
-from semcache.lookup_log import Candidate, LookupLog, LookupRecord
-from semcache.whatif import KEEP_TTL, predict, replay_one
+from semcache.observe.lookup_log import Candidate, LookupLog, LookupRecord
+from semcache.observe.whatif import KEEP_TTL, predict, replay_one
 
 from .test_cache import answer, chat
 

@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from semcache.calibration import _binom_cdf, clopper_pearson_upper
-from semcache.guards import numbers_in
-from semcache.policy import AuditSettings
-from semcache.stats import HIST_BINS, similarity_bin
+from semcache.config.calibration import _binom_cdf, clopper_pearson_upper
+from semcache.decide.guards import numbers_in
+from semcache.config.policy import AuditSettings
+from semcache.observe.stats import HIST_BINS, similarity_bin
 
 if TYPE_CHECKING:
     from semcache.cache import SemanticCache
@@ -129,7 +129,7 @@ class _Counts:
 
 
 class FalseHitEstimator:
-    """Per-category audit outcomes (plain counters, like :class:`~semcache.stats.CacheStats`)."""
+    """Per-category audit outcomes (plain counters, like :class:`~semcache.observe.stats.CacheStats`)."""
 
     def __init__(self, confidence: float = 0.95):
         self.confidence = confidence

@@ -4,7 +4,7 @@ For every lookup the cache records the category, the decision (status, stage,
 reason), the threshold and TTL in force, the query's digest and, for a
 semantic search, each candidate the index returned: its similarity, its age,
 whether it was expired or quarantined for this query, and whether it passes
-the category's guards. :mod:`semcache.whatif` replays these records at another
+the category's guards. :mod:`semcache.observe.whatif` replays these records at another
 threshold or TTL.
 
 How the candidates are known. The lookup keeps the index's answer (the
@@ -15,7 +15,7 @@ right after the decision, fills in what the decision already tells: the
 served entry passed; a candidate at or above the threshold ranked before it
 (or any, on a miss) was refused by a guard or the verifier. The guards of the others (down to
 ``guard_floor``) are run in the background, off the caller's path, with the
-same :func:`semcache.diffrule.check` the lookup uses; at most
+same :func:`semcache.decide.diffrule.check` the lookup uses; at most
 ``max_pending`` lookups' checks wait in one queue, worked off by one task that
 yields to the event loop between lookups; candidates of lookups beyond that
 stay ``unknown`` (a replay reports them as undetermined, it never guesses).
@@ -36,13 +36,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from semcache import diffrule
+from semcache.decide import diffrule
 
 if TYPE_CHECKING:
     from semcache.cache import SemanticCache
     from semcache.results import LookupResult
 
-log = logging.getLogger("semcache.lookup_log")
+log = logging.getLogger("semcache.observe.lookup_log")
 
 # Candidate verdicts: whether it may answer this query at a low enough threshold.
 PASS, EXACT, VERIFIER, UNKNOWN = "pass", "exact", "verifier", "unknown"

@@ -4,7 +4,7 @@ Embeddings of "sort ascending" and "sort descending", or of "2FA on" and
 "2FA off", are nearly identical, yet the answers are opposite. Each guard
 compares one kind of token between the new query and the cached one and
 rejects the hit when they disagree. They are per-category switches
-(:class:`semcache.policy.Guards`) and each reports its own name.
+(:class:`semcache.config.policy.Guards`) and each reports its own name.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from semcache.policy import Guards
+from semcache.config.policy import Guards
 
 _NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",

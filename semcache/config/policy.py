@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from semcache.errors import PolicyError
-from semcache.patterns import compile_pattern
+from semcache.request.patterns import compile_pattern
 
 DEFAULT_CATEGORY = "default"
 ADMIN_WRITER = "admin"
@@ -60,7 +60,7 @@ class Guards(_Strict):
     identifiers: bool = False
     """Code identifiers (snake_case, camelCase, dotted.names, `quoted`) must agree."""
     diff: bool = True
-    """Judge by what differs (:mod:`semcache.diffrule`): atoms (ids, hashes, URLs, paths, numbers in any
+    """Judge by what differs (:mod:`semcache.decide.diffrule`): atoms (ids, hashes, URLs, paths, numbers in any
     form) must agree, and prompts sharing a long body are served only if the changed part passes."""
 
 
@@ -217,7 +217,7 @@ class CategoryPolicy(_Strict):
     """If set, all tenants share this category's entries under this namespace.
     Only for answers that are the same for everyone (public docs, FAQs)."""
     audit: AuditSettings = Field(default_factory=AuditSettings)
-    """Live false-hit audits of semantic hits (:mod:`semcache.audit`)."""
+    """Live false-hit audits of semantic hits (:mod:`semcache.observe.audit`)."""
     shared_namespace_writers: list[str] = Field(default_factory=lambda: [ADMIN_WRITER])
     """Who may *write* into the shared namespace (everyone may read it): tenant ids
     (``t-...``, as ``/admin/entries`` shows them), ``admin`` (a request carrying the

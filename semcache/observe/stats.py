@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from semcache.misses import MISS_REASONS, NearMissBook, miss_reason
+from semcache.observe.misses import MISS_REASONS, NearMissBook, miss_reason
 
 if TYPE_CHECKING:
     from semcache.results import KeyContext, LookupResult

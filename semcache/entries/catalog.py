@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semcache.entry import CacheEntry
+from semcache.entries.entry import CacheEntry
 from semcache.index import HNSWParams, PartitionedIndex
-from semcache.keys import text_digest
+from semcache.request.keys import text_digest
 from semcache.protocols import EntryListener
 
-log = logging.getLogger("semcache.catalog")
+log = logging.getLogger("semcache.entries.catalog")
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
-from semcache.keys import text_digest
+from semcache.request.keys import text_digest
 from semcache.results import LookupResult
 
 MISS_REASONS = ("below_threshold", "no_candidate", "guard", "verifier", "audit", "expired",

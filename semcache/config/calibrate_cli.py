@@ -3,7 +3,7 @@
 For every category whose policy sets ``max_false_hit_rate``, pick the
 operating point with the most hits whose false-hit rate meets the target
 with confidence (one-sided Clopper-Pearson upper bound, fixed-sequence
-testing: see :mod:`semcache.calibration`) on the labelled pairs of that
+testing: see :mod:`semcache.config.calibration`) on the labelled pairs of that
 category, and write it into the output policy: ``threshold`` (cosine) when
 the category does not use the verifier, ``verifier.min_probability``
 otherwise (the similarity threshold then stays as the pre-filter), plus a
@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from semcache import guards
-from semcache.calibration import choose
+from semcache.decide import guards
+from semcache.config.calibration import choose
 from semcache.errors import ConfigError
-from semcache.policy import DEFAULT_CATEGORY, load_policies_text
+from semcache.config.policy import DEFAULT_CATEGORY, load_policies_text
 from semcache.verifier.cross_encoder import CrossEncoderVerifier
 from semcache.verifier.model import Verifier
 
@@ -192,7 +192,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m semcache.calibrate_cli", description=HELP)
+    parser = argparse.ArgumentParser(prog="python -m semcache.config.calibrate_cli", description=HELP)
     _add_arguments(parser)
     try:
         return run(parser.parse_args(argv))

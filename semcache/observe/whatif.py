@@ -1,6 +1,6 @@
 """What-if: replay a category's recent lookups at another threshold, TTL or guard switch.
 
-The replay walks each recorded lookup's candidates (:mod:`semcache.lookup_log`)
+The replay walks each recorded lookup's candidates (:mod:`semcache.observe.lookup_log`)
 in the order the index returned them, as the cache does: expired (under the
 new TTL, by the candidate's age) and quarantined ones are skipped, the first
 one below the new threshold ends the search with a miss, one that passes the
@@ -34,8 +34,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from semcache.audit import clopper_pearson_interval
-from semcache.lookup_log import EXACT, PASS, UNKNOWN, VERIFIER, LookupRecord
+from semcache.observe.audit import clopper_pearson_interval
+from semcache.observe.lookup_log import EXACT, PASS, UNKNOWN, VERIFIER, LookupRecord
 
 _KEEP = object()  # "leave the TTL as it was" (None means: never expires)
 

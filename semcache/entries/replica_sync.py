@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from semcache.errors import PolicyError, SemcacheError
-from semcache.policy import load_policies_text
+from semcache.config.policy import load_policies_text
 
 if TYPE_CHECKING:
     from semcache.cache import SemanticCache

@@ -25,7 +25,7 @@ safely (``n`` > 1, several prompts in one call, token-id prompts, no text)
 are not cacheable and say why.
 
 A semantic match is not trusted on the similarity alone: the candidate is
-also judged by what differs between the two texts (:mod:`semcache.diffrule`,
+also judged by what differs between the two texts (:mod:`semcache.decide.diffrule`,
 policy ``guards.diff``). Atoms (ids, hashes, UUIDs, URLs, paths, long tokens,
 numbers in any form) must agree as multisets; texts sharing a long body (32+
 tokens) are served only when the changed part is small and, with its context,

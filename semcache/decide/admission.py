@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from semcache.policy import CategoryPolicy
+from semcache.config.policy import CategoryPolicy
 
 
 def refusal(response: Any, policy: CategoryPolicy) -> str | None:

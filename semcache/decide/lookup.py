@@ -4,7 +4,7 @@ In order: the category (rules, then the embedded prototypes), the policy's
 bypasses, the key (tenant or shared namespace, partition), the exact-repeat
 map (no embedding, no search), then the vector search and each candidate,
 nearest first, through the audit quarantine, the (possibly load-adapted)
-threshold, the guards on what differs (:mod:`semcache.diffrule`) and the
+threshold, the guards on what differs (:mod:`semcache.decide.diffrule`) and the
 verifier. The first candidate that passes all of them and is still in the
 store is the hit. :class:`semcache.cache.SemanticCache` owns the parts; this
 module only reads them (and forgets entries the store no longer has).
@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from semcache import diffrule
-from semcache.entry import CacheEntry
-from semcache.keys import CacheRequest, normalize, partition_id, text_digest
+from semcache.decide import diffrule
+from semcache.entries.entry import CacheEntry
+from semcache.request.keys import CacheRequest, normalize, partition_id, text_digest
 from semcache.results import KeyContext, LookupResult
 
 if TYPE_CHECKING:
     from semcache.cache import SemanticCache
-    from semcache.catalog import EntryMeta
+    from semcache.entries.catalog import EntryMeta
     from semcache.verifier import VerifierVerdict
 
 SHARED_TENANT = "*shared*"

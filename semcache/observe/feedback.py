@@ -22,8 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from semcache.calibration import clopper_pearson_upper
-from semcache.entry import CacheEntry
+from semcache.config.calibration import clopper_pearson_upper
+from semcache.entries.entry import CacheEntry
 
 if TYPE_CHECKING:
     from semcache.cache import SemanticCache
@@ -87,7 +87,7 @@ async def report(cache: SemanticCache, entry_id: str, *, correct: bool, tenant: 
         return FeedbackResult(False)
     owner = entry.tenant if entry is not None else meta.tenant
     category = entry.category if entry is not None else meta.category
-    from semcache.lookup import SHARED_TENANT
+    from semcache.decide.lookup import SHARED_TENANT
 
     trusted = admin or tenant is None
     if not trusted and owner not in (tenant, SHARED_TENANT):

@@ -10,4 +10,4 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_POLICY_FILE = Path(__file__).parent / "policies" / "default.yaml"
+DEFAULT_POLICY_FILE = Path(__file__).parents[1] / "policies" / "default.yaml"

@@ -64,7 +64,7 @@ class CacheEntry(BaseModel):
     """When the large model last confirmed (or rewrote) this answer offline (IC-Cache replay)."""
     blocked_queries: list[str] = Field(default_factory=list)
     """Text digests of queries this entry must not answer: an audit found it wrong for them
-    (:func:`semcache.audit.quarantine_pair`)."""
+    (:func:`semcache.observe.audit.quarantine_pair`)."""
 
     @property
     def size_bytes(self) -> int:

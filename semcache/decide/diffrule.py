@@ -14,7 +14,7 @@ prompts score 1.0000. A similarity alone is therefore never trusted for them.
 The rule (run after the threshold and the guards, before the verifier)
 -----------------------------------------------------------------------
 1. Texts equal after normalisation (NFKC, case, whitespace) pass.
-2. **Atoms** (:mod:`semcache.atoms`: URLs, paths, UUIDs, hashes, base64 and
+2. **Atoms** (:mod:`semcache.decide.atoms`: URLs, paths, UUIDs, hashes, base64 and
    other long tokens, long identifiers, numbers in any form) must agree as
    multisets; one differing atom is a miss.
 3. The texts are diffed at token level (words and single punctuation marks).
@@ -55,9 +55,9 @@ from typing import Any
 
 import numpy as np
 
-from semcache import guards
-from semcache.atoms import atom_difference
-from semcache.guards import PASSED, GuardVerdict
+from semcache.decide import guards
+from semcache.decide.atoms import atom_difference
+from semcache.decide.guards import PASSED, GuardVerdict
 
 SHARED_BODY = 32
 """Pairs sharing fewer tokens than this are short paraphrases: the embedding judges them."""

@@ -5,7 +5,7 @@ First match wins, in this order:
 1. an explicit category from the caller (``X-Semcache-Category``);
 2. rules, category by category in policy-file order: model-name regexes,
    whole-word keywords, text regexes, request metadata (regexes are RE2 and
-   see a bounded head and tail of the text: :mod:`semcache.patterns`);
+   see a bounded head and tail of the text: :mod:`semcache.request.patterns`);
 3. the nearest embedding prototype (the category's example prompts), if its
    similarity reaches that category's ``min_similarity``;
 4. ``default``.
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from semcache.errors import RequestError
-from semcache.keys import CacheRequest, NormalizedRequest
-from semcache.patterns import MODEL_NAME_CHARS, compile_pattern, rule_text
-from semcache.policy import DEFAULT_CATEGORY, CategoryPolicy, PolicySet
+from semcache.request.keys import CacheRequest, NormalizedRequest
+from semcache.request.patterns import MODEL_NAME_CHARS, compile_pattern, rule_text
+from semcache.config.policy import DEFAULT_CATEGORY, CategoryPolicy, PolicySet
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class CategoryDecision:
 @dataclass(frozen=True, slots=True)
 class _CompiledRules:
     policy: CategoryPolicy
-    models: tuple  # of RE2 patterns (linear-time: see semcache.patterns)
+    models: tuple  # of RE2 patterns (linear-time: see semcache.request.patterns)
     keywords: re.Pattern | None
     patterns: tuple
 

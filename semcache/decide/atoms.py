@@ -3,7 +3,7 @@
 MiniLM's WordPiece tokenizer turns any word over 100 characters into one
 unknown token, splits hashes and base64 into meaningless pieces, and barely
 moves the vector when one digit of a number or one character of an id
-changes. So the diff rule (:mod:`semcache.diffrule`) requires the *atoms* of
+changes. So the diff rule (:mod:`semcache.decide.diffrule`) requires the *atoms* of
 the cached query and the new one to agree as multisets:
 
 * URLs (``scheme://...``) and e-mail addresses, verbatim;
@@ -26,7 +26,7 @@ the cached query and the new one to agree as multisets:
 
 Only whitespace-separated chunks that contain a digit or one of ``:/@\\_``,
 a camelCase hump, or are long are looked at, so a page of prose costs one
-regex scan. Input is bounded by the caller (:data:`semcache.diffrule.MAX_COMPARE_CHARS`).
+regex scan. Input is bounded by the caller (:data:`semcache.decide.diffrule.MAX_COMPARE_CHARS`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from collections import Counter
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
-from semcache.guards import _NUMBER_WORDS, _WORD_RE
+from semcache.decide.guards import _NUMBER_WORDS, _WORD_RE
 
 LONG_TOKEN = 20
 """A chunk longer than this is an atom whatever it is made of (the embedder splits it into noise)."""
