@@ -6,11 +6,19 @@ Starts the engine simulator and two ``semcache serve`` processes (SQLite,
 default CPU embedder), one per policy: ``--after`` (default: the shipped
 policy, verifier on) and ``--before`` (the same file with the verifier off
 and the old 0.90 cosine threshold, written to a temp file unless given).
-Each is primed with one question, then asked a *rewording* of it (a semantic
-hit, so embedding-LRU + index search + guards + verifier, never the exact
-path) ``--requests`` times from one keep-alive client, the two proxies
-alternating in blocks of 50 so load on the shared box hits both alike.
-Prints p50/p99 per side and the load average.
+Two phases, each from one keep-alive client, the two proxies alternating in
+blocks of 50 so load on the shared box hits both alike:
+
+* **repeated**: primed with one question, then asked one *rewording* of it
+  (a semantic hit: embedding LRU + index search + guards + verifier, never
+  the exact path) ``--requests`` times. The embedding and, with the
+  cross-encoder, its score for the pair (its memo) are computed once.
+* **unique**: primed with :data:`QUESTIONS`, then asked up to ``--requests``
+  *different* rewordings of them (filler words around each), each once: every
+  ask embeds a new text and runs the verifier on a new pair. Only the asks
+  that hit count (their number is printed).
+
+Prints p50/p99 per side and phase, and the load average.
 """
 
 from __future__ import annotations
@@ -30,6 +38,21 @@ from evaluation.bench_proxy import ROOT, MODEL, chat_request, free_port, pct, wa
 
 CACHED = "How do I reset my password?"
 ASKED = "how do i reset my password please"
+QUESTIONS = [
+    "How do I reset my password?", "How can I track my order?", "How do I cancel my subscription?",
+    "Where can I download my invoice?", "How do I change my shipping address?",
+    "How can I contact customer support?", "How do I update my payment method?",
+    "How long does a refund take?", "How do I delete my account?", "Can I change my delivery date?",
+]
+PREFIXES = ["", "hi, ", "hello, ", "hey there, ", "quick question: ", "sorry to bother you, "]
+SUFFIXES = ["", " please", " thanks", " thank you", " thanks a lot", " please help"]
+
+
+def unique_rewordings(limit: int) -> list[str]:
+    """Distinct rewordings of :data:`QUESTIONS` (never the question itself), interleaved across questions."""
+    forms = [(p, s) for p in PREFIXES for s in SUFFIXES if p or s]
+    out = [f"{p}{q[0].lower() + q[1:] if p else q}{s}" for p, s in forms for q in QUESTIONS]
+    return out[:limit]
 
 
 def verifier_off(policy: Path, out: Path) -> Path:
@@ -83,13 +106,25 @@ def run(args: argparse.Namespace) -> dict:
             if b"x-semcache-status: hit" not in head:
                 raise SystemExit(f"{name}: the rewording is not a hit: {head[:400]!r}")
             uvloop.run(_sequential(port, [chat_request(port, ASKED)] * 100))  # warm-up
+            uvloop.run(_sequential(port, [chat_request(port, q) for q in QUESTIONS]))  # primes the unique phase
             times[name] = []
+        time.sleep(1.0)
         for _ in range(args.requests // 50):
             for name, port in ports.items():
                 times[name] += [s for s, _, _ in uvloop.run(_sequential(port, [chat_request(port, ASKED)] * 50))]
-        return {**{f"{name}_hit_p{q}_ms": pct(t, q / 100) for name, t in times.items() for q in (50, 99)},
-                "requests_per_side": len(times["after"]), "after": str(args.after), "before": str(args.before or "verifier off"),
-                "load_average": os.getloadavg()}
+        out = {**{f"repeated_{name}_hit_p{q}_ms": pct(t, q / 100) for name, t in times.items() for q in (50, 99)},
+               "repeated_requests_per_side": len(times["after"])}
+        asks = unique_rewordings(args.requests)
+        unique: dict[str, list[float]] = {name: [] for name in ports}
+        for start in range(0, len(asks), 50):
+            for name, port in ports.items():
+                got = uvloop.run(_sequential(port, [chat_request(port, q) for q in asks[start:start + 50]]))
+                unique[name] += [s for s, status, head in got if b"x-semcache-status: hit" in head.lower()]
+        for name, t in unique.items():
+            out.update({f"unique_{name}_hit_p{q}_ms": pct(t, q / 100) if t else None for q in (50, 99)})
+            out[f"unique_{name}_hits"] = len(t)
+        return {**out, "unique_asked_per_side": len(asks), "after": str(args.after),
+                "before": str(args.before or "verifier off"), "load_average": os.getloadavg()}
     finally:
         for p in procs:
             p.terminate()

@@ -7,50 +7,22 @@ stored read-only so no caller can corrupt a cached vector.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
+from semcache.lru import CountingLRU
 
-class EmbeddingLRU:
+
+class EmbeddingLRU(CountingLRU[str, np.ndarray]):
     """A thread-safe bounded mapping text -> unit vector; ``capacity=0`` disables it."""
-
-    def __init__(self, capacity: int):
-        self.capacity = max(0, int(capacity))
-        self._rows: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def get(self, text: str) -> np.ndarray | None:
-        with self._lock:
-            row = self._rows.get(text)
-            if row is None:
-                self.misses += 1
-                return None
-            self._rows.move_to_end(text)
-            self.hits += 1
-            return row
 
     def put(self, text: str, row: np.ndarray) -> None:
         if not self.capacity:
             return
         row = np.array(row, dtype=np.float32)  # own copy, detached from the batch
         row.setflags(write=False)
-        with self._lock:
-            self._rows[text] = row
-            self._rows.move_to_end(text)
-            while len(self._rows) > self.capacity:
-                self._rows.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._rows.clear()
+        super().put(text, row)
 
 
 async def embed_with_lru(

@@ -160,6 +160,7 @@ def create_app(settings: ProxySettings, *, embedder: Embedder | None = None,
             parts.cache.stats.near_misses.show_query_text = settings.show_query_text
             parts.cache.lookup_log = LookupLog(settings.lookup_log_size, keep_text=settings.lookup_log_keep_text)
             metrics.watch_cache(parts.cache.stats_snapshot)
+            metrics.watch_verifier_memo(parts.cache.verifier.memo_snapshot)
             if settings.upstream_metrics_interval_s > 0:
                 parts.upstream_load = UpstreamLoad(parts.pool.router.upstreams, client=parts.pool.metrics_client,
                                                    interval_s=settings.upstream_metrics_interval_s)

@@ -76,6 +76,22 @@ class _AdaptiveCollector(Collector):
         yield from (threshold, ttl, pressure, moves)
 
 
+class _VerifierMemoCollector(Collector):
+    """The cross-encoder's pair memo: lookups by result, and pairs remembered."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, int]]):
+        self._snapshot = snapshot
+
+    def collect(self):  # type: ignore[override]
+        snap = self._snapshot()
+        lookups = CounterMetricFamily("semcache_verifier_memo_lookups", "Cross-encoder pair scores looked up "
+                                      "in the memo (hit: no model run).", labels=["result"])
+        lookups.add_metric(["hit"], snap["hits"])
+        lookups.add_metric(["miss"], snap["misses"])
+        yield lookups
+        yield GaugeMetricFamily("semcache_verifier_memo_pairs", "Pair scores remembered.", value=snap["pairs"])
+
+
 class ProxyMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
@@ -128,6 +144,10 @@ class ProxyMetrics:
         self.registry.register(_CacheStatsCollector(
             snapshot, prefix="semcache_ic_", gauges=frozenset({"offload_rate", "mean_examples", "mean_quality"}),
             skip=frozenset({"requests", "cache", "small", "large"})))
+
+    def watch_verifier_memo(self, snapshot: Callable[[], dict[str, int]]) -> None:
+        """How often the cross-encoder's memo spared a model run."""
+        self.registry.register(_VerifierMemoCollector(snapshot))
 
     def watch_adaptive(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         """Effective threshold and TTL per category (the policy's unless load adaptation moved them)."""

@@ -54,6 +54,13 @@ class VerifierGate:
                     self._models[kind] = await asyncio.to_thread(self._loaders[kind])
         return self._models[kind]
 
+    def memo_snapshot(self) -> dict[str, int]:
+        """The cross-encoder's pair memo: ``hits``, ``misses``, ``pairs`` (zeros until it is loaded)."""
+        model = self._models["cross-encoder"]
+        if model is None:
+            return {"hits": 0, "misses": 0, "pairs": 0}
+        return {"hits": model.memo.hits, "misses": model.memo.misses, "pairs": len(model.memo)}
+
     async def check(self, policy, query: str, cached_query: str, similarity: float) -> VerifierVerdict | None:
         """``None`` when the policy does not use the verifier."""
         verdicts = await self.check_many(policy, query, [(cached_query, similarity)])

@@ -16,10 +16,15 @@ Inputs are two short texts; a long pair is first reduced to its changed
 spans (:mod:`semcache.verifier.focus`); each text is cut to :data:`MAX_CHARS`
 characters before the tokenizer sees it, and the pair to the model's
 ``max_len`` tokens (longest first), so the cost per candidate is bounded.
+
+Scores are memoised per pair (:class:`PairMemo`): a pair is always scored
+alone, so its score is a pure function of the two texts, and a rewording
+asked again costs a dict lookup instead of a model run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -27,17 +32,42 @@ from pathlib import Path
 import numpy as np
 
 from semcache.errors import ConfigError
+from semcache.lru import CountingLRU
 from semcache.verifier.focus import focus
 
 DEFAULT_DIR = Path(__file__).with_name("cross_encoder")
 MAX_CHARS = 2000  # far beyond max_len tokens; bounds the tokenizer's work on hostile input
+MEMO_PAIRS = 65_536
+"""Pairs whose scores are remembered (~10 MB): the popular rewordings of the popular entries."""
+
+
+class PairMemo(CountingLRU[bytes, float]):
+    """A bounded LRU of the model's score per ``(query, cached query)`` pair; thread-safe.
+
+    Exact, not an approximation: every pair is scored in a run of its own
+    (see :meth:`CrossEncoderVerifier.probabilities_of`), so the score depends
+    on the two texts only. Measured with ``evaluation/bench_verifier_hit.py``:
+    one model run is ~2-3.5 ms of a core here, a memo lookup ~20 us with the
+    key's hash, and a semantic hit on a rewording asked before costs what it
+    costs without the verifier. Keys are 16-byte digests, so the texts
+    themselves are not kept.
+    """
+
+    @staticmethod
+    def key(query: str, cached: str) -> bytes:
+        q = query.encode("utf-8", "surrogatepass")
+        h = hashlib.blake2b(len(q).to_bytes(8, "little"), digest_size=16)  # (a, bc) and (ab, c) differ
+        h.update(q)
+        h.update(cached.encode("utf-8", "surrogatepass"))
+        return h.digest()
 
 
 class CrossEncoderVerifier:
     """Scores (query, cached query) pairs; thread-safe (one ORT session, tokenizer copies per thread)."""
 
-    def __init__(self, session, tokenizer_json: str, card: dict):
+    def __init__(self, session, tokenizer_json: str, card: dict, *, memo_size: int = MEMO_PAIRS):
         self._session = session
+        self.memo = PairMemo(memo_size)
         self._tokenizer_json = tokenizer_json
         self._local = threading.local()
         self.card = card
@@ -106,12 +136,22 @@ class CrossEncoderVerifier:
         """
         if not triples:
             return np.zeros(0)
-        # A long pair is read as its changed spans (semcache.verifier.focus), not its shared head.
-        raw = self.scores_alone([focus(q, c) for q, c, _ in triples])
+        raw = np.empty(len(triples))
+        for i, (q, c, _) in enumerate(triples):
+            key = PairMemo.key(q, c)
+            score = self.memo.get(key)
+            if score is None:
+                # A long pair is read as its changed spans (semcache.verifier.focus), not its shared head.
+                score = float(self.scores([focus(q, c)])[0])
+                self.memo.put(key, score)
+            raw[i] = score
         return self._combine(raw, np.array([s for _, _, s in triples]))
 
     def scores_alone(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        """The model's P for each ``(query, cached query)`` pair, each in a run of its own (as served)."""
+        """The model's P for each ``(query, cached query)`` pair, each in a run of its own (as served).
+
+        Not memoised: training and evaluation call this to measure the model.
+        """
         return np.array([self.scores([pair])[0] for pair in pairs], dtype=np.float64)
 
     def probabilities(self, query: str, cached: list[tuple[str, float]]) -> np.ndarray:

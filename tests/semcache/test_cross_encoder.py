@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from semcache import SemanticCache, SQLiteStore, load_policies_text
 from semcache.errors import CacheUnavailableError, PolicyError
@@ -192,6 +194,53 @@ async def test_once_the_nearest_is_turned_down_the_rest_are_judged_in_one_hop_wi
 def test_a_pairs_probability_does_not_depend_on_the_pairs_scored_with_it(model):
     """int8 activations are quantised per run: calibration must score pairs as serving does, one by one."""
     triples = [(b, a, 0.8) for a, b in SAME + TRAPS]
-    together = model.probabilities_of(triples)
-    alone = [model.probability(q, c, s) for q, c, s in triples]
+    together = _unmemoised(model).probabilities_of(triples)
+    alone = [_unmemoised(model).probability(q, c, s) for q, c, s in triples]  # a fresh model per pair
     assert together == pytest.approx(alone, abs=1e-12)
+
+
+def _unmemoised(model: CrossEncoderVerifier) -> CrossEncoderVerifier:
+    return CrossEncoderVerifier(model._session, model._tokenizer_json, model.card, memo_size=0)
+
+
+class _RunCounting(CrossEncoderVerifier):
+    """The shipped model; it records every pair the model itself is run on."""
+
+    def __init__(self, base: CrossEncoderVerifier, memo_size: int):
+        super().__init__(base._session, base._tokenizer_json, base.card, memo_size=memo_size)
+        self.ran: list[tuple[str, str]] = []
+
+    def scores(self, pairs):
+        self.ran += pairs
+        return super().scores(pairs)
+
+
+def test_a_pair_asked_again_is_answered_from_the_memo_with_the_same_probability(model):
+    counting = _RunCounting(model, memo_size=16)
+    (c, q), (c2, q2) = SAME[0], TRAPS[1]
+    first = counting.probability(q, c, 0.91)
+    assert counting.probability(q, c, 0.91) == first and len(counting.ran) == 1
+    assert counting.probability(q, c, 0.95) > first  # the memo holds the model's score; the cosine still counts
+    assert len(counting.ran) == 1 and counting.memo.hits == 2
+    counting.probability(c, q, 0.91)  # the other order is another pair
+    counting.probability(q2, c2, 0.91)
+    assert counting.ran == [(q, c), (c, q), (q2, c2)]  # (new, cached): one model run per distinct pair
+    assert first == pytest.approx(_unmemoised(model).probability(q, c, 0.91), abs=1e-12)
+
+
+def test_the_memo_is_bounded_and_forgets_the_least_recently_used_pair(model):
+    counting = _RunCounting(model, memo_size=2)
+    pairs = [(b, a) for a, b in SAME + TRAPS[:1]]
+    scores = [counting.probability(q, c, 0.9) for q, c in pairs]
+    assert len(counting.memo) == 2 and len(counting.ran) == 3
+    assert counting.probability(*pairs[2], 0.9) == scores[2] and len(counting.ran) == 3  # still remembered
+    assert counting.probability(*pairs[0], 0.9) == scores[0] and len(counting.ran) == 4  # forgotten: run again
+    assert len(counting.memo) == 2
+
+
+@given(st.text(max_size=6), st.text(max_size=6), st.text(max_size=6), st.text(max_size=6))
+def test_memo_keys_of_different_pairs_differ(a, b, c, d):
+    from semcache.verifier.cross_encoder import PairMemo
+
+    assert (PairMemo.key(a, b) == PairMemo.key(c, d)) == ((a, b) == (c, d))
+    assert PairMemo.key(a + b, "") != PairMemo.key(a, b) or b == ""
