@@ -8,6 +8,8 @@ for b, "source", "kind"}``. Sources (all under ``../shared/data`` or ``$SEMCACHE
   group are a positive; a question of another group is a negative, a *hard*
   one when it comes from the same Bitext category (``track_refund`` vs
   ``get_refund``) or is the most word-overlapping of a sample of other groups;
+  the train split also gets *mined* negatives, each sampled question's nearest
+  question (MiniLM cosine) of another group (:mod:`evaluation.verifier_mining`);
 * QQP dev and PAWS dev pairs (split by pair id like :mod:`evaluation.train_verifier`);
 * GPTCache's paraphrase pairs (all positive);
 * pairs made by rule (:mod:`evaluation.verifier_rules`) from group questions:
@@ -30,6 +32,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from evaluation.verifier_mining import mined_negatives
 from evaluation.verifier_rules import NEGATIVE_RULES, POSITIVE_RULES
 from evaluation.data import DATA
 
@@ -155,8 +158,12 @@ _SIZES = {
 }
 
 
-def build(split: str, seed: int = 0) -> list[dict]:
-    """All pairs of one split, shuffled; deterministic for a seed."""
+def build(split: str, seed: int = 0, *, mine: bool = True) -> list[dict]:
+    """All pairs of one split, shuffled; deterministic for a seed.
+
+    The train split also gets mined hard negatives (:mod:`evaluation.verifier_mining`:
+    each sampled question's nearest question of another group), unless ``mine`` is off.
+    """
     rng = random.Random(f"{seed}:{split}")
     size = _SIZES[split]
     pairs: list[dict] = []
@@ -164,6 +171,8 @@ def build(split: str, seed: int = 0) -> list[dict]:
     for name in ("bitext_cs_4k5", "stackfaq", "comqa"):
         groups = {k: v for k, v in load_groups(name).items() if split_of(k, seed) == split}
         pairs += group_pairs(groups, size[name.split("_")[0]], rng, name)
+        if split == "train" and mine:  # held-out splits stay as they were: figures stay comparable
+            pairs += mined_negatives(name, groups, rng)
         questions += [q for g in groups.values() for q in g["questions"]]
     pairs += rule_pairs(questions, size["neg"], size["pos"], rng, "rules")
     pairs += _labelled_sets(split, seed, rng, size["qqp"])

@@ -53,3 +53,14 @@ def test_the_command_is_registered_with_its_handler():
     register_eval(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["eval", "groups", "--policy", "p.yaml", "--compare", "q.yaml"])
     assert args.handler is run_cli and [str(p) for p in args.compare] == ["q.yaml"]
+
+
+async def test_a_hit_on_another_group_with_the_same_gold_answer_is_not_false_by_answer(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY)
+    stream = [("a", "who wrote the song respect"), ("b", "who wrote the song respect please")]
+    same = await replay(stream, path, HashEmbedder(), {"a": frozenset({"otis redding"}), "b": frozenset({"otis redding"})})
+    other = await replay(stream, path, HashEmbedder(), {"a": frozenset({"otis redding"}), "b": frozenset({"aretha"})})
+    unknown = await replay(stream, path, HashEmbedder(), {})
+    assert same.false_hits == other.false_hits == unknown.false_hits == 1  # by the group label: false
+    assert (same.false_by_answer, other.false_by_answer, unknown.false_by_answer) == (0, 1, 1)
