@@ -51,7 +51,8 @@ class _CacheStatsCollector(Collector):
 
 
 class _AdaptiveCollector(Collector):
-    """``semcache_effective_threshold{category}``, ``semcache_effective_ttl_seconds{category}``, pressure, moves."""
+    """``semcache_effective_threshold{category}``, ``semcache_effective_ttl_seconds{category}``, the verifier's
+    ``semcache_effective_min_probability{category}``, pressure, moves."""
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]]):
         self._snapshot = snapshot
@@ -66,14 +67,18 @@ class _AdaptiveCollector(Collector):
         ttl = GaugeMetricFamily("semcache_effective_ttl_seconds", "TTL given to new entries.", labels=["category"])
         pressure = GaugeMetricFamily("semcache_category_pressure", "Pressure on the category's model "
                                      "(1 = at its target).", labels=["category"])
+        min_p = GaugeMetricFamily("semcache_effective_min_probability", "Verifier cut-off in force "
+                                  "(categories whose verifier is on).", labels=["category"])
         for name, c in snap["categories"].items():
             threshold.add_metric([name], c["effective_threshold"])
+            if c.get("effective_min_probability") is not None:
+                min_p.add_metric([name], c["effective_min_probability"])
             if c["effective_ttl_seconds"] is not None:
                 ttl.add_metric([name], c["effective_ttl_seconds"])
             pressure.add_metric([name], c["pressure"])
         moves = CounterMetricFamily("semcache_adaptive_moves", "Adaptive controller moves (dry run included).")
         moves.add_metric([], snap["moves"])
-        yield from (threshold, ttl, pressure, moves)
+        yield from (threshold, ttl, pressure, min_p, moves)
 
 
 class _VerifierMemoCollector(Collector):

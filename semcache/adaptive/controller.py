@@ -52,7 +52,9 @@ class Effective:
     serve_stale_s: float = 0.0
     """How long past expiry an entry may still be served now (0 unless overloaded or failing)."""
     adaptive: bool = False
-    """Threshold or TTL differ from the policy's."""
+    """Threshold, TTL or verifier cut-off differ from the policy's."""
+    min_probability: float | None = None
+    """The verifier's cut-off now (``None``: the policy's ``verifier.min_probability``)."""
 
 
 @dataclass(slots=True)
@@ -64,20 +66,38 @@ class _State:
     pressure: Pressure = NO_PRESSURE
 
 
+def _cutoff(policy: CategoryPolicy) -> tuple[float, float]:
+    """The cut-off load adaptation moves (cosine threshold or verifier probability) and its floor."""
+    ul = policy.under_load
+    if ul.relaxes == "verifier":
+        return policy.verifier.min_probability, ul.probability_floor(policy.verifier.min_probability)
+    return policy.threshold, ul.floor(policy.threshold)
+
+
 def _levels(policy: CategoryPolicy) -> int:
     ul = policy.under_load
-    steps = math.ceil((policy.threshold - ul.floor(policy.threshold)) / ul.step - 1e-9)
+    start, floor = _cutoff(policy)
+    steps = math.ceil((start - floor) / ul.step - 1e-9)
     return max(steps, 1 if ul.ttl_factor > 1.0 else 0)
 
 
 def _at_level(policy: CategoryPolicy, level: int) -> tuple[float, float | None]:
-    """Threshold and TTL at ``level`` steps of relaxation."""
+    """The moving cut-off (see :func:`_cutoff`) and the TTL at ``level`` steps of relaxation."""
     ul, top = policy.under_load, _levels(policy)
-    threshold = max(ul.floor(policy.threshold), policy.threshold - level * ul.step)
+    start, floor = _cutoff(policy)
+    cutoff = max(floor, start - level * ul.step)
     ttl = policy.ttl_seconds
     if ttl is not None and top and level:
         ttl = ttl * (1.0 + (ul.ttl_factor - 1.0) * min(level, top) / top)
-    return threshold, ttl
+    return cutoff, ttl
+
+
+def _effective_at(policy: CategoryPolicy, level: int, stale: float = 0.0) -> Effective:
+    cutoff, ttl = _at_level(policy, level)
+    if policy.under_load.relaxes == "verifier":
+        moved = (cutoff, ttl) != (policy.verifier.min_probability, policy.ttl_seconds)
+        return Effective(policy.threshold, ttl, stale, adaptive=moved, min_probability=cutoff)
+    return Effective(cutoff, ttl, stale, adaptive=(cutoff, ttl) != (policy.threshold, policy.ttl_seconds))
 
 
 class AdaptiveControl:
@@ -113,10 +133,9 @@ class AdaptiveControl:
         if model is not None:
             state.models[model] = now
         self._update(policy, state, now)
-        threshold, ttl = _at_level(policy, 0 if self.dry_run else state.level)
         overloaded = state.pressure.value >= policy.under_load.pressure_high or state.pressure.failing
         stale = policy.under_load.serve_stale_s if overloaded and not self.dry_run else 0.0
-        return Effective(threshold, ttl, stale, adaptive=(threshold, ttl) != (policy.threshold, policy.ttl_seconds))
+        return _effective_at(policy, 0 if self.dry_run else state.level, stale)
 
     def purgeable(self, category: str, expires_at: float | None, now: float) -> bool:
         """Whether an entry may be purged: expired, and past ``serve_stale_s`` if the category may serve stale."""
@@ -237,7 +256,7 @@ class AdaptiveControl:
             state.level = new
         state.last_move = now
         self.events.add(AdaptiveEvent(now, policy.name, action, reason, round(pressure, 4), old_t, new_t,
-                                      old_ttl, new_ttl, dry_run=self.dry_run))
+                                      old_ttl, new_ttl, dry_run=self.dry_run, cutoff=policy.under_load.relaxes))
 
     def _reset(self, policy: CategoryPolicy, state: _State, now: float, reason: str) -> None:
         if state.level or state.dry_level:
@@ -247,7 +266,8 @@ class AdaptiveControl:
             state.level = state.dry_level = 0
             state.last_move = now
             self.events.add(AdaptiveEvent(now, policy.name, "reset", reason, round(state.pressure.value, 4),
-                                          old_t, policy.threshold, old_ttl, policy.ttl_seconds, dry_run=was_dry))
+                                          old_t, _at_level(policy, 0)[0], old_ttl, policy.ttl_seconds,
+                                          dry_run=was_dry, cutoff=policy.under_load.relaxes))
 
     # ------------------------------------------------------------ inspection
     def snapshot(self) -> dict[str, Any]:
@@ -257,11 +277,15 @@ class AdaptiveControl:
         for policy in self._policies():
             state = self._states.get(policy.name, _State())
             active = self._active(policy)
-            threshold, ttl = _at_level(policy, state.level if active and not self.dry_run else 0)
+            eff = _effective_at(policy, state.level if active and not self.dry_run else 0)
+            verifier = policy.verifier.min_probability if policy.verifier.enabled else None
             categories[policy.name] = {
-                "adaptive": active, "threshold": policy.threshold, "effective_threshold": threshold,
-                "ttl_seconds": policy.ttl_seconds, "effective_ttl_seconds": ttl,
-                "floor": policy.under_load.floor(policy.threshold), "level": state.level,
+                "adaptive": active, "threshold": policy.threshold, "effective_threshold": eff.threshold,
+                "ttl_seconds": policy.ttl_seconds, "effective_ttl_seconds": eff.ttl_seconds,
+                "relaxes": policy.under_load.relaxes, "floor": _cutoff(policy)[1],
+                "min_probability": verifier,
+                "effective_min_probability": verifier if eff.min_probability is None else eff.min_probability,
+                "level": state.level,
                 "dry_run_level": state.dry_level, "pressure": round(state.pressure.value, 4),
                 "signal": state.pressure.signal, "models": sorted(state.models)}
         return {"enabled": self.enabled, "dry_run": self.dry_run, "disabled": sorted(self.disabled),

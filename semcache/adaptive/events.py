@@ -28,10 +28,13 @@ class AdaptiveEvent:
     old_ttl_seconds: float | None
     new_ttl_seconds: float | None
     dry_run: bool = False
+    cutoff: str = "similarity"
+    """What the thresholds are: the cosine ``similarity`` threshold or the ``verifier``'s min_probability."""
 
     def describe(self) -> str:
         what = "would " + self.action if self.dry_run else self.action
-        return (f"{self.category}: {what} threshold {self.old_threshold:.3f} -> {self.new_threshold:.3f}, "
+        name = "threshold" if self.cutoff == "similarity" else "verifier min_probability"
+        return (f"{self.category}: {what} {name} {self.old_threshold:.3f} -> {self.new_threshold:.3f}, "
                 f"ttl {self.old_ttl_seconds} -> {self.new_ttl_seconds} ({self.reason})")
 
 

@@ -16,8 +16,9 @@ inherits ``max_false_hit_rate`` from ``defaults``) the category serves nothing
 semantically (threshold 1.0). Categories with ``cacheable: false`` never
 serve, so they are left as they are. A category with
 ``under_load.max_false_hit_rate`` also gets ``under_load.calibration``: the
-loosest similarity cut-off meeting that budget, the floor load adaptation may
-relax to (:mod:`semcache.adaptive`).
+loosest cut-off meeting that budget, the floor load adaptation may relax to
+(:mod:`semcache.adaptive`): of ``verifier.min_probability`` where the
+verifier decides, else of the similarity threshold.
 """
 
 from __future__ import annotations
@@ -71,14 +72,7 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
         passes = np.array([guards.check(policy.guards, p["b"], p["a"]).passed for p in sub], dtype=bool)
         body = raw["categories"].get(policy.name) or {}
         raw["categories"][policy.name] = body
-        if under_load is not None:
-            # The floor of load adaptation: a similarity cut-off meeting the (looser) under-load budget.
-            op = choose(cos, y, under_load, confidence=confidence, servable=passes)
-            evidence = _evidence(op, "similarity", confidence, data)
-            body["under_load"] = {**(body.get("under_load") or {}), "calibration": evidence}
-            summary[f"{policy.name} under_load"] = evidence
-        if target is None:
-            continue
+        probs = servable = None
         if policy.verifier.enabled:
             model = cross_encoder if policy.verifier.model == "cross-encoder" else verifier
             if model is None:
@@ -88,6 +82,20 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
             probs = np.zeros(len(sub))
             idx = np.flatnonzero(servable)
             probs[idx] = model.probabilities_of([(sub[i]["b"], sub[i]["a"], cos[i]) for i in idx])
+        if under_load is not None:
+            # The floor of load adaptation, meeting the (looser) under-load budget: the verifier's
+            # cut-off where the verifier decides (the pre-filter stays), else a similarity cut-off.
+            if probs is not None:
+                op = choose(probs, y, under_load, confidence=confidence, servable=servable)
+                evidence = _evidence(op, "verifier", confidence, data)
+            else:
+                op = choose(cos, y, under_load, confidence=confidence, servable=passes)
+                evidence = _evidence(op, "similarity", confidence, data)
+            body["under_load"] = {**(body.get("under_load") or {}), "calibration": evidence}
+            summary[f"{policy.name} under_load"] = evidence
+        if target is None:
+            continue
+        if probs is not None:
             op = choose(probs, y, target, confidence=confidence, servable=servable)
             evidence = _evidence(op, "verifier", confidence, data)
             body["verifier"] = {**(body.get("verifier") or {}), "min_probability": evidence["value"]}

@@ -101,6 +101,12 @@ class UnderLoad(_Strict):
     :attr:`floor`: the stricter of ``threshold_floor`` and the calibrated
     operating point for ``max_false_hit_rate`` (``calibration``); without
     that evidence it does not move at all.
+
+    In a category whose verifier decides (``verifier.enabled``), the cosine
+    threshold is only the verifier's pre-filter and lowering it barely adds
+    hits; there ``semcache calibrate`` writes a ``score: verifier``
+    calibration, and what relaxes is ``verifier.min_probability``, down to
+    :meth:`probability_floor`, while the threshold stays.
     """
 
     enabled: bool = False
@@ -125,8 +131,6 @@ class UnderLoad(_Strict):
         cal = self.calibration
         if cal is None:
             return self
-        if cal.score != "similarity":
-            raise ValueError("under_load.calibration must be a similarity cut-off (score: similarity)")
         if self.max_false_hit_rate is None:
             raise ValueError("under_load.calibration needs the budget it was made for: max_false_hit_rate")
         if cal.upper_bound > self.max_false_hit_rate:
@@ -134,11 +138,22 @@ class UnderLoad(_Strict):
                              f"max_false_hit_rate {self.max_false_hit_rate}")
         return self
 
+    @property
+    def relaxes(self) -> Literal["similarity", "verifier"]:
+        """What load adaptation lowers: the cosine ``threshold`` or ``verifier.min_probability``."""
+        return "verifier" if self.calibration is not None and self.calibration.score == "verifier" else "similarity"
+
     def floor(self, threshold: float) -> float:
-        """The loosest threshold allowed under load (``threshold`` itself without evidence)."""
-        if self.calibration is None:
+        """The loosest threshold allowed under load (``threshold`` itself without similarity evidence)."""
+        if self.relaxes != "similarity" or self.calibration is None:
             return threshold
         return min(threshold, max(self.threshold_floor, self.calibration.value))
+
+    def probability_floor(self, min_probability: float) -> float:
+        """The loosest ``verifier.min_probability`` allowed under load (itself without verifier evidence)."""
+        if self.relaxes != "verifier" or self.calibration is None:
+            return min_probability
+        return min(min_probability, self.calibration.value)
 
 
 class MatchRules(_Strict):
@@ -227,6 +242,12 @@ class CategoryPolicy(_Strict):
     """A shared entry leaves serving once this many *distinct* tenants reported it
     wrong (one report from the admin is enough); fewer, and no one caller can
     remove what everyone is served."""
+
+    @model_validator(mode="after")
+    def _verifier_evidence_needs_the_verifier(self) -> CategoryPolicy:
+        if self.under_load.relaxes == "verifier" and not self.verifier.enabled:
+            raise ValueError("under_load.calibration with score: verifier needs verifier.enabled")
+        return self
 
     def may_write_shared(self, tenant: str) -> bool:
         """Whether ``tenant`` may store into this category's shared namespace."""

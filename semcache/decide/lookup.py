@@ -105,7 +105,8 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
             batch = [(cand_id, meta.query, sim)]
             if rejected:  # the nearest was turned down: a miss is likely, so judge the rest in one thread hop
                 batch += _still_eligible(cache, found[position + 1:], fresh_at, eff.threshold, ctx.text_digest)
-            judged = await cache.verifier.check_many(policy, norm.text, [(q, s) for _, q, s in batch])
+            judged = await cache.verifier.check_many(policy, norm.text, [(q, s) for _, q, s in batch],
+                                                     eff.min_probability)
             if judged is not None:
                 verdicts.update(zip([i for i, _, _ in batch], judged, strict=True))
                 verified = verdicts[cand_id]

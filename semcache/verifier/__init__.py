@@ -66,11 +66,12 @@ class VerifierGate:
         verdicts = await self.check_many(policy, query, [(cached_query, similarity)])
         return None if verdicts is None else verdicts[0]
 
-    async def check_many(self, policy, query: str,
-                         candidates: list[tuple[str, float]]) -> list[VerifierVerdict] | None:
+    async def check_many(self, policy, query: str, candidates: list[tuple[str, float]],
+                         min_probability: float | None = None) -> list[VerifierVerdict] | None:
         """Verdicts for ``(cached query, similarity)`` candidates of ``query``, in one worker-thread hop.
 
-        ``None`` when the policy does not use the verifier. (The cross-encoder
+        ``None`` when the policy does not use the verifier. ``min_probability``:
+        the cut-off in force when load adaptation moved it (else the policy's). (The cross-encoder
         still runs each pair alone: its int8 scores depend on a run's other
         pairs, see :meth:`CrossEncoderVerifier.probabilities_of`.)
         """
@@ -86,12 +87,13 @@ class VerifierGate:
         else:
             triples = [(query, cached, sim) for cached, sim in candidates]
             probs = list(await asyncio.to_thread(verifier.probabilities_of, triples))
+        cut = settings.min_probability if min_probability is None else min_probability
         out = []
         for p, (_, sim) in zip(probs, candidates, strict=True):
             p = float(p)
-            passed = p >= settings.min_probability
+            passed = p >= cut
             op = ">=" if passed else "<"
-            out.append(VerifierVerdict(passed, p, f"verifier p={p:.3f} {op} {settings.min_probability:.2f} "
+            out.append(VerifierVerdict(passed, p, f"verifier p={p:.3f} {op} {cut:.2f} "
                                                   f"at similarity {sim:.3f} ({policy.name})"))
         return out
 

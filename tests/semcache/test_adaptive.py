@@ -359,3 +359,40 @@ def test_live_audits_over_the_budget_stop_relaxing_and_step_back():
     assert "live false-hit upper bound 0.250 > budget 0.100" in ctl.events.snapshot()[-1]["reason"]
     live.update(samples=200, upper=0.08)  # enough good audits: relaxing may resume
     assert run(ctl, policy, clock, 5).threshold == pytest.approx(0.88)
+
+
+VERIFIED = """
+defaults: {threshold: 0.70, ttl_seconds: 100}
+categories:
+  default:
+    verifier: {enabled: true, model: trees, min_probability: 0.80}
+    under_load:
+      enabled: true
+      max_false_hit_rate: 0.05
+      calibration: {score: verifier, value: 0.62, n_labelled: 1000, served: 400, false_hits: 10,
+                    estimated_rate: 0.025, upper_bound: 0.04}
+      step: 0.05
+      interval_s: 5
+"""
+
+
+def test_where_the_verifier_decides_its_cut_off_relaxes_to_its_floor_and_the_pre_filter_stays():
+    ctl, policy, clock, dial = control(VERIFIED)
+    eff = ctl.effective(policy, "m")
+    assert (eff.threshold, eff.min_probability, eff.adaptive) == (0.70, 0.80, False)
+    dial.value = 2.0
+    seen = [run(ctl, policy, clock, 5) for _ in range(5)]
+    assert [round(e.min_probability, 4) for e in seen] == [0.75, 0.70, 0.65, 0.62, 0.62]
+    assert {e.threshold for e in seen} == {0.70} and all(e.adaptive for e in seen)
+    event = next(iter(ctl.events))
+    assert event.cutoff == "verifier" and "verifier min_probability 0.800 -> 0.750" in event.describe()
+    cat = ctl.snapshot()["categories"]["default"]
+    assert (cat["relaxes"], cat["floor"], cat["effective_min_probability"], cat["effective_threshold"]) == \
+        ("verifier", 0.62, pytest.approx(0.62), 0.70)
+    dial.value = 0.0
+    assert run(ctl, policy, clock, 40).min_probability == pytest.approx(0.80)
+
+
+def test_verifier_evidence_without_the_verifier_is_a_policy_error():
+    with pytest.raises(PolicyError, match="needs verifier.enabled"):
+        load_policies_text(VERIFIED.replace("enabled: true, model: trees", "enabled: false, model: trees"))

@@ -66,6 +66,27 @@ def test_cut_off_is_calibrated_on_what_passes_the_pre_filter_and_guards():
     assert len(served) == ev["served"] and sum(1 - p["label"] for p in served) == ev["false_hits"]
 
 
+def test_the_under_load_floor_of_a_verifier_category_is_a_verifier_cut_off():
+    rng = np.random.default_rng(1)
+    pairs, cos = [], []
+    for i in range(900):
+        shared = int(rng.integers(3, 9))
+        words = [_word(i, j, "x") for j in range(8)]
+        other = words[:shared] + [_word(i, j, "y") for j in range(8 - shared)]
+        label = int(shared >= 6 or (shared == 5 and rng.random() < 0.6))  # 5 shared: 40% wrong
+        pairs.append({"a": " ".join(words), "b": " ".join(other), "label": label})
+        cos.append(0.95)
+    policy_text = POLICY + "    under_load: {enabled: true, max_false_hit_rate: 0.20}\n"
+    text, summary = calibrate_text(policy_text, pairs, np.array(cos), cross_encoder=OverlapModel(), data="synthetic")
+    policy = load_policies_text(text).default
+    normal, loaded = summary["default"], summary["default under_load"]
+    assert loaded["score"] == "verifier" and policy.under_load.relaxes == "verifier"
+    # The looser budget admits the 5-shared group (Jaccard 0.4545) that the 5% target keeps out.
+    assert normal["value"] == pytest.approx(0.6) and loaded["value"] == pytest.approx(5 / 11, abs=1e-4)
+    assert policy.under_load.probability_floor(policy.verifier.min_probability) == pytest.approx(loaded["value"])
+    assert policy.under_load.floor(policy.threshold) == policy.threshold == 0.7  # the pre-filter never moves
+
+
 def test_a_verifier_category_without_its_model_is_an_error():
     from semcache.errors import ConfigError
 

@@ -244,3 +244,54 @@ def test_memo_keys_of_different_pairs_differ(a, b, c, d):
 
     assert (PairMemo.key(a, b) == PairMemo.key(c, d)) == ((a, b) == (c, d))
     assert PairMemo.key(a + b, "") != PairMemo.key(a, b) or b == ""
+
+
+ADAPTIVE = """
+defaults: {threshold: -1.0, guards: {numbers: false, negation: false, diff: false}}  # only the verifier judges
+categories:
+  default:
+    verifier: {enabled: true, model: cross-encoder, min_probability: %(cut)s}
+    under_load:
+      enabled: true
+      max_false_hit_rate: 0.05
+      calibration: {score: verifier, value: %(floor)s, n_labelled: 500, served: 200, false_hits: 2,
+                    estimated_rate: 0.01, upper_bound: 0.03}
+      step: 0.02
+      interval_s: 5
+"""
+
+
+async def test_under_load_the_verifier_serves_down_to_its_calibrated_floor_and_never_below(tmp_path, clock, model):
+    from semcache.adaptive import Pressure
+
+    emb = HashEmbedder()
+    (pa, pb), (ta, tb) = SAME[0], TRAPS[1]
+    va, vb, wa, wb = await emb.embed([pa, pb, ta, tb])
+    p, trap = model.probability(pb, pa, float(va @ vb)), model.probability(tb, ta, float(wa @ wb))
+    assert p - trap > 0.1, (p, trap)  # the shipped model ranks this rewording well above this trap
+    text = ADAPTIVE % {"cut": round(p + (1 - p) / 2, 6), "floor": round((p + trap) / 2, 4)}
+    cache = SemanticCache(policies=load_policies_text(text), store=SQLiteStore(tmp_path / "a.db"),
+                          embedder=emb, clock=clock, purge_interval_s=0, verifier=VerifierGate(cross_encoder=model))
+    pressure = {"value": 0.0}
+    cache.adaptive.pressure = lambda m: Pressure(pressure["value"], "queue")
+    await cache.start()
+    try:
+        await put(cache, chat(pa))
+        await put(cache, chat(ta, tenant="t2"))
+        assert (await cache.lookup(chat(pb))).status == "miss"  # p just under the policy's cut-off
+        pressure["value"] = 2.0
+        for _ in range(4):
+            clock.advance(5)
+            res = await cache.lookup(chat(pb))
+        assert res.status == "hit" and res.adaptive and res.stage == "verifier", res.reason
+        for _ in range(40):
+            clock.advance(5)
+            trap_res = await cache.lookup(chat(tb, tenant="t2"))
+        assert trap_res.status == "miss" and trap_res.stage == "verifier"  # the floor holds at full relaxation
+        pressure["value"] = 0.0
+        for _ in range(60):
+            clock.advance(5)
+            res = await cache.lookup(chat(pb))
+        assert res.status == "miss" and not res.adaptive
+    finally:
+        await cache.close()

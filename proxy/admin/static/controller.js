@@ -51,7 +51,12 @@ function renderController(snap) {
   const body = document.querySelector("#controller-table tbody");
   body.replaceChildren();
   for (const [name, c] of cats) {
-    pushAligned(ctrl.lines[name] = ctrl.lines[name] || [], c.effective_threshold);
+    // What the controller moves: the cosine threshold, or where the verifier decides, its cut-off (p).
+    const byVerifier = c.relaxes === "verifier";
+    const cut = byVerifier ? c.min_probability : c.threshold;
+    const effective = byVerifier ? c.effective_min_probability : c.effective_threshold;
+    const fmt = (v) => (byVerifier ? "p " : "") + v.toFixed(3);
+    pushAligned(ctrl.lines[name] = ctrl.lines[name] || [], effective);
     pushAligned(ctrl.ttls[name] = ctrl.ttls[name] || [], c.effective_ttl_seconds);
     const moves = fresh[name] || [];
     const newest = moves[moves.length - 1];
@@ -61,7 +66,7 @@ function renderController(snap) {
       e.new_threshold.toFixed(3) + ": " + e.reason).join("; ") : null);
     const tr = document.createElement("tr");
     tr.dataset.category = name;
-    for (const text of [name, c.threshold.toFixed(3), c.effective_threshold.toFixed(3),
+    for (const text of [name, fmt(cut), fmt(effective),
       c.effective_ttl_seconds === null ? "-" : c.effective_ttl_seconds + " s", String(c.level),
       c.pressure.toFixed(2) + (c.signal ? " (" + c.signal + ")" : "")]) {
       const td = document.createElement("td");
