@@ -106,11 +106,32 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
         body["calibration"] = evidence
         summary[policy.name] = evidence
     out = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
-    header = (f"# calibrated by `semcache calibrate` from {data or 'labelled pairs'}: per category, the loosest\n"
-              f"# cut-off whose false-hit rate has a one-sided {confidence:.0%} Clopper-Pearson upper bound\n"
-              "# <= max_false_hit_rate (evidence in each `calibration` record).\n")
+    header = _leading_comments(text) + (
+        f"{_HEADER_START} from {data or 'labelled pairs'}: per category, the loosest\n"
+        f"# cut-off whose false-hit rate has a one-sided {confidence:.0%} Clopper-Pearson upper bound\n"
+        "# <= max_false_hit_rate (evidence in each `calibration` record).\n")
     load_policies_text(header + out, source="calibrated policy")  # what we write must load
     return header + out, summary
+
+
+_HEADER_START = "# calibrated by `semcache calibrate`"
+
+
+def _leading_comments(text: str) -> str:
+    """The input's opening comment block (what the file is, how to rebuild it), without an earlier
+    calibration header: YAML loses comments, and these are the policy's documentation."""
+    kept: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines) and (not lines[i].strip() or lines[i].lstrip().startswith("#")):
+        if lines[i].startswith(_HEADER_START):
+            i += 3  # the three lines this command wrote last time
+            continue
+        kept.append(lines[i])
+        i += 1
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return "".join(line + "\n" for line in kept) + ("#\n" if kept else "")
 
 
 async def _cosines(pairs: list[dict]) -> np.ndarray:

@@ -92,3 +92,14 @@ def test_a_verifier_category_without_its_model_is_an_error():
 
     with pytest.raises(ConfigError, match="needs the model"):
         calibrate_text(POLICY, [{"a": "x", "b": "y", "label": 1}], np.array([0.9]))
+
+
+def test_the_policys_opening_comments_survive_recalibration():
+    text = "# What this policy is for.\n# Rebuild: semcache calibrate ...\n\n" + POLICY
+    pairs = [{"a": f"x{i} same words here", "b": f"x{i} same words here ok", "label": 1} for i in range(50)]
+    once, _ = calibrate_text(text, pairs, np.full(50, 0.95), cross_encoder=OverlapModel(), data="d1")
+    twice, _ = calibrate_text(once, pairs, np.full(50, 0.95), cross_encoder=OverlapModel(), data="d2")
+    for out, data in ((once, "d1"), (twice, "d2")):
+        assert out.startswith("# What this policy is for.\n# Rebuild: semcache calibrate ...\n#\n")
+        assert out.count("# calibrated by") == 1 and f"from {data}:" in out
+    assert load_policies_text(twice).default.verifier.model == "cross-encoder"
