@@ -265,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
         **asdict(shape), "frozen": "embeddings" + (f" and layers 0-{shape.frozen_layers - 1}" if shape.frozen_layers else ""),
         "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "train_pairs": len(train), "train_sources": sorted({p["source"] for p in train}),
+        "mined_negatives": sum(p["kind"] == "mined" for p in train),
+        "mined_from": "evaluation/verifier_mining.py: each sampled train question's nearest question (MiniLM "
+                      "cosine >= 0.6) of another group of its set; ComQA groups sharing a gold answer skipped",
         "split": "whole rewording groups (and pair ids) hashed with the seed: 70% train, 15% calib, 15% test "
                  "(evaluation/verifier_data.py); the first 2,000 train pairs fit the combiner only",
         "quantisation": "onnxruntime quantize_dynamic int8, per-channel, reduce_range, MatMul+Gather",

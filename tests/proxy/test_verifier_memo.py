@@ -37,14 +37,14 @@ async def test_a_rewording_asked_again_is_served_without_running_the_model_again
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy",
                                      headers={"authorization": "Bearer key-a"}) as client:
-            first = await client.post("/v1/chat/completions", json=ask("How do I change my email address?"))
+            first = await client.post("/v1/chat/completions", json=ask("How do I update my payment method?"))
             assert first.headers["x-semcache-status"] == "miss"
             served = []
             for _ in range(3):
-                r = await client.post("/v1/chat/completions", json=ask("how do i change my email address please"))
+                r = await client.post("/v1/chat/completions", json=ask("how do i update my payment method please"))
                 served.append((r.headers["x-semcache-status"], r.json()["choices"][0]["message"]["content"]))
             # A trap with the same words but another action: the model runs on it, and it is turned down.
-            trap = await client.post("/v1/chat/completions", json=ask("how do i delete my email address please"))
+            trap = await client.post("/v1/chat/completions", json=ask("how do i remove my payment method please"))
             metrics = (await client.get("/metrics")).text
     assert [s for s, _ in served] == ["hit"] * 3
     assert {c for _, c in served} == {first.json()["choices"][0]["message"]["content"]}

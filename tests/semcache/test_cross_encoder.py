@@ -64,7 +64,10 @@ def test_training_card_ships_beside_the_model():
     assert "split" in card and "combiner" in card and card["layers"] == 6
     # The shipped model's held-out figures (whole groups it never saw): a weaker model must not slip in.
     assert card["test_onnx_int8"]["auc"] > 0.85
-    assert card["test_queries_combined"]["auc"] > 0.95 and card["test_queries_combined"]["recall_at_p95"] > 0.8
+    # (Trained with mined negatives, the model gives up some recall on these pairs, 0.84 -> 0.75 at
+    # precision 0.95, for far fewer false hits on the held-out ComQA stream: RESULTS.md.)
+    assert card["test_queries_combined"]["auc"] > 0.95 and card["test_queries_combined"]["recall_at_p95"] > 0.7
+    assert card["mined_negatives"] > 1000
 
 
 def test_policy_names_the_model():
@@ -295,3 +298,31 @@ async def test_under_load_the_verifier_serves_down_to_its_calibrated_floor_and_n
         assert res.status == "miss" and not res.adaptive
     finally:
         await cache.close()
+
+
+async def test_the_shipped_default_lets_the_cross_encoder_decide_within_its_evidence(tmp_path, clock, model):
+    from semcache.config.default_policy import DEFAULT_POLICY_FILE
+    from semcache.config.policy import load_policies
+
+    policy = load_policies(DEFAULT_POLICY_FILE).default
+    assert policy.verifier.enabled and policy.verifier.model == "cross-encoder" and policy.threshold == 0.70
+    cal, floor = policy.calibration, policy.under_load.calibration
+    assert cal.score == floor.score == "verifier" and cal.value == policy.verifier.min_probability
+    assert cal.upper_bound <= policy.max_false_hit_rate and floor.upper_bound <= policy.under_load.max_false_hit_rate
+    assert policy.under_load.relaxes == "verifier" and floor.value < cal.value
+    # Served and refused by the model, through the shipped policy and the real embedder (guards on).
+    from gpu_embed import EmbedderSettings, build_embedder
+
+    embedder = build_embedder(EmbedderSettings())
+    cache = SemanticCache(policies=load_policies(DEFAULT_POLICY_FILE), store=SQLiteStore(tmp_path / "d.db"),
+                          embedder=embedder, clock=clock, purge_interval_s=0, verifier=VerifierGate(cross_encoder=model))
+    await cache.start()
+    try:
+        await put(cache, chat("How do I update my payment method?"))
+        hit = await cache.lookup(chat("how do i update my payment method please"))
+        assert hit.status == "hit" and hit.stage == "verifier", hit.reason
+        trap = await cache.lookup(chat("how do i remove my payment method please"))
+        assert trap.status == "miss" and trap.stage == "verifier", trap.reason
+    finally:
+        await cache.close()
+        await embedder.aclose()
