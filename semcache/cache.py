@@ -97,6 +97,7 @@ class SemanticCache:
         # A replica (re)starting joins the policies an admin reload gave the others.
         if not await self.replicas.adopt_shared_policies():
             self._classifier = await self._build_classifier(self._policies)
+        await self.verifier.preload(self._policies)
         now = self.clock.now()
         stale = []
         async for entry in self.doc_store.scan():
@@ -141,6 +142,7 @@ class SemanticCache:
         changed can never be hit again, so they are deleted. Returns how many.
         """
         classifier = await self._build_classifier(policies)
+        await self.verifier.preload(policies)
         self._policies, self._classifier = policies, classifier
         self._keep_stale_entries()
         stale = [m.id for m in self.catalog if not self._current(m.category, m.policy_version)]

@@ -17,12 +17,15 @@ category's similarity threshold (its pre-filter), never an exact repeat.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from semcache.errors import CacheUnavailableError, ConfigError
 from semcache.verifier.cross_encoder import DEFAULT_DIR, CrossEncoderVerifier
 from semcache.verifier.model import DEFAULT_ARTEFACT, Verifier
+
+log = logging.getLogger("semcache.verifier")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,18 @@ class VerifierGate:
                 if self._models[kind] is None:
                     self._models[kind] = await asyncio.to_thread(self._loaders[kind])
         return self._models[kind]
+
+    async def preload(self, policies) -> None:
+        """Load the models ``policies`` use now, so the first lookup does not wait for one (~0.5 s).
+
+        A model that cannot be loaded is logged; lookups that need it then
+        report the cache unavailable (plain proxying), as they would anyway.
+        """
+        for kind in sorted({p.verifier.model for p in policies if p.verifier.enabled}):
+            try:
+                await self.model(kind)
+            except ConfigError as exc:
+                log.warning("verifier %s unavailable, its categories will be proxied uncached: %s", kind, exc)
 
     def memo_snapshot(self) -> dict[str, int]:
         """The cross-encoder's pair memo: ``hits``, ``misses``, ``pairs`` (zeros until it is loaded)."""

@@ -326,3 +326,22 @@ async def test_the_shipped_default_lets_the_cross_encoder_decide_within_its_evid
     finally:
         await cache.close()
         await embedder.aclose()
+
+
+async def test_the_model_is_loaded_at_start_not_by_the_first_lookup(tmp_path, clock, caplog):
+    gate = VerifierGate()
+    cache = await _cache(tmp_path, clock, gate)
+    try:
+        assert gate.memo_snapshot() == {"hits": 0, "misses": 0, "pairs": 0} and gate._models["cross-encoder"] is not None
+    finally:
+        await cache.close()
+    missing = VerifierGate(cross_encoder_path=tmp_path / "nothing-here")
+    with caplog.at_level("WARNING", logger="semcache.verifier"):
+        cache = await _cache(tmp_path, clock, missing)  # starts; its lookups are proxied uncached
+    try:
+        assert "verifier cross-encoder unavailable" in caplog.text
+        await put(cache, chat(SAME[0][0]))
+        with pytest.raises(CacheUnavailableError):
+            await cache.lookup(chat(SAME[0][1]))
+    finally:
+        await cache.close()
