@@ -17,6 +17,15 @@ blocks of 50 so load on the shared box hits both alike:
   *different* rewordings of them (filler words around each), each once: every
   ask embeds a new text and runs the verifier on a new pair. Only the asks
   that hit count (their number is printed).
+* **near misses**: :data:`NEAR_MISSES`, other questions on the same topics
+  (with filler words, each asked once, ``Cache-Control: no-store`` so none is
+  stored): the verifier judges up to 4 close candidates before the request
+  goes upstream. Only the asks that miss count; the others were served another
+  question's answer, and their number is printed (a few of these questions are
+  close to a cached one: "change" vs "reset my password", "delivery" vs
+  "shipping address"; most are not: "renew" vs "cancel my subscription").
+  The simulator decodes in 0 ms, so a miss costs the proxy's decision plus the
+  simulator's HTTP round trip.
 
 Prints p50/p99 per side and phase, and the load average.
 """
@@ -46,6 +55,23 @@ QUESTIONS = [
 ]
 PREFIXES = ["", "hi, ", "hello, ", "hey there, ", "quick question: ", "sorry to bother you, "]
 SUFFIXES = ["", " please", " thanks", " thank you", " thanks a lot", " please help"]
+
+
+NEAR_MISSES = [
+    "How do I change my password?", "How can I cancel my order?", "How do I pause my subscription?",
+    "Where can I download my receipt?", "How do I change my billing address?",
+    "How can I contact the sales team?", "How do I remove my payment method?",
+    "How long does shipping take?", "How do I create an account?", "Can I change my delivery address?",
+    "How do I recover my username?", "How can I return my order?", "How do I renew my subscription?",
+    "Where can I see my order history?", "How do I add a shipping address?",
+]
+
+
+def near_misses(limit: int) -> list[str]:
+    """Distinct texts of :data:`NEAR_MISSES` with filler words (never a cached question)."""
+    forms = [(p, s) for p in PREFIXES for s in SUFFIXES]
+    out = [f"{p}{q[0].lower() + q[1:] if p else q}{s}" for p, s in forms for q in NEAR_MISSES]
+    return out[:limit]
 
 
 def unique_rewordings(limit: int) -> list[str]:
@@ -87,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
     # entry for the rewording and stores its own answer, and every later ask is an exact repeat.
     env = {**os.environ, "SEMCACHE_LOG_LEVEL": "warning", "SEMCACHE_AUDITS": "false"}
     procs = [subprocess.Popen([sys.executable, "-m", "evaluation.engine_sim", "--model", MODEL, "--port",
-                               str(sim_port)], cwd=ROOT, env=env)]
+                               str(sim_port), "--decode-ms-per-token", "0"], cwd=ROOT, env=env)]
     ports = {}
     for name, policy in (("after", after), ("before", before)):
         ports[name] = free_port()
@@ -123,7 +149,19 @@ def run(args: argparse.Namespace) -> dict:
         for name, t in unique.items():
             out.update({f"unique_{name}_hit_p{q}_ms": pct(t, q / 100) if t else None for q in (50, 99)})
             out[f"unique_{name}_hits"] = len(t)
-        return {**out, "unique_asked_per_side": len(asks), "after": str(args.after),
+        asks = near_misses(args.requests)
+        missed: dict[str, list[float]] = {name: [] for name in ports}
+        for start in range(0, len(asks), 50):
+            for name, port in ports.items():
+                got = uvloop.run(_sequential(port, [chat_request(port, q, "cache-control: no-store\r\n")
+                                                    for q in asks[start:start + 50]]))
+                missed[name] += [s for s, status, head in got if b"x-semcache-status: miss" in head.lower()]
+        for name, t in missed.items():
+            out.update({f"near_miss_{name}_p{q}_ms": pct(t, q / 100) if t else None for q in (50, 99)})
+            out[f"near_miss_{name}_misses"] = len(t)
+            out[f"near_miss_{name}_served"] = len(asks) - len(t)  # another question's answer served (see NEAR_MISSES)
+        return {**out, "unique_asked_per_side": len(unique_rewordings(args.requests)), "near_miss_asked_per_side": len(asks),
+                "after": str(args.after),
                 "before": str(args.before or "verifier off"), "load_average": os.getloadavg()}
     finally:
         for p in procs:

@@ -300,29 +300,63 @@ async def test_under_load_the_verifier_serves_down_to_its_calibrated_floor_and_n
         await cache.close()
 
 
-async def test_the_shipped_default_lets_the_cross_encoder_decide_within_its_evidence(tmp_path, clock, model):
-    from semcache.config.default_policy import DEFAULT_POLICY_FILE
+CE_POLICY = DEFAULT_DIR.parents[2] / "policies" / "cross-encoder.yaml"
+
+
+async def _policy_cache(tmp_path, clock, model, path):
+    from gpu_embed import EmbedderSettings, build_embedder
     from semcache.config.policy import load_policies
 
-    policy = load_policies(DEFAULT_POLICY_FILE).default
+    embedder = build_embedder(EmbedderSettings())
+    cache = SemanticCache(policies=load_policies(path), store=SQLiteStore(tmp_path / f"{path.stem}.db"),
+                          embedder=embedder, clock=clock, purge_interval_s=0, verifier=VerifierGate(cross_encoder=model))
+    await cache.start()
+    return cache, embedder
+
+
+async def test_the_cross_encoder_policy_lets_the_model_decide_within_its_evidence(tmp_path, clock, model):
+    from semcache.config.policy import load_policies
+
+    policy = load_policies(CE_POLICY).default
     assert policy.verifier.enabled and policy.verifier.model == "cross-encoder" and policy.threshold == 0.70
     cal, floor = policy.calibration, policy.under_load.calibration
     assert cal.score == floor.score == "verifier" and cal.value == policy.verifier.min_probability
     assert cal.upper_bound <= policy.max_false_hit_rate and floor.upper_bound <= policy.under_load.max_false_hit_rate
     assert policy.under_load.relaxes == "verifier" and floor.value < cal.value
-    # Served and refused by the model, through the shipped policy and the real embedder (guards on).
-    from gpu_embed import EmbedderSettings, build_embedder
-
-    embedder = build_embedder(EmbedderSettings())
-    cache = SemanticCache(policies=load_policies(DEFAULT_POLICY_FILE), store=SQLiteStore(tmp_path / "d.db"),
-                          embedder=embedder, clock=clock, purge_interval_s=0, verifier=VerifierGate(cross_encoder=model))
-    await cache.start()
+    # Served and refused by the model, through the policy and the real embedder (guards on).
+    cache, embedder = await _policy_cache(tmp_path, clock, model, CE_POLICY)
     try:
         await put(cache, chat("How do I update my payment method?"))
         hit = await cache.lookup(chat("how do i update my payment method please"))
         assert hit.status == "hit" and hit.stage == "verifier", hit.reason
         trap = await cache.lookup(chat("how do i remove my payment method please"))
         assert trap.status == "miss" and trap.stage == "verifier", trap.reason
+    finally:
+        await cache.close()
+        await embedder.aclose()
+
+
+NEAR_MISSES = [  # (cached, asked): another question with the same words around it
+    ("How do I cancel my subscription?", "hi, how do I renew my subscription? please"),
+    ("How do I cancel my subscription?", "How do I pause my subscription?"),
+    ("How do I cancel my subscription?", "How can I cancel my order?"),
+    ("How do I change my shipping address?", "How do I change my billing address?"),
+    ("How can I track my order?", "Where can I see my order history?"),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="known wrong answers of the cross-encoder (why it is not the default): "
+                                       "one changed key word, filler words around it; evaluation/RESULTS.md")
+async def test_a_question_that_differs_in_its_key_word_is_not_served_another_ones_answer(tmp_path, clock, model):
+    cache, embedder = await _policy_cache(tmp_path, clock, model, CE_POLICY)
+    try:
+        served = []
+        for cached, asked in NEAR_MISSES:
+            await put(cache, chat(cached, tenant=asked))  # one tenant per pair: only its own candidate
+            result = await cache.lookup(chat(asked, tenant=asked))
+            if result.status == "hit":
+                served.append((asked, cached, result.probability))
+        assert served == []
     finally:
         await cache.close()
         await embedder.aclose()
