@@ -16,7 +16,8 @@ from semcache.errors import ConfigError
 
 
 def register_eval(sub: argparse._SubParsersAction) -> None:
-    from evaluation import group_replay, pairs, replay, workload
+    from evaluation.replay import group_replay, pairs, replay
+    from evaluation.workloads import workload
 
     p = sub.add_parser("eval", help="evaluate the cache: labelled pairs, workloads, replay through live proxies")
     inner = p.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND", required=True)
@@ -27,7 +28,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def register_report(sub: argparse._SubParsersAction) -> None:
-    from evaluation import report
+    from evaluation.reports import report
 
     report.add_parser(sub)
 

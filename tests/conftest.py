@@ -12,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-from evaluation.fleet import Redis
+from evaluation.replay.fleet import Redis
 
 
 def free_port() -> int:

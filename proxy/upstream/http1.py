@@ -4,7 +4,7 @@ Why: on the shared 2-core box a pooled ``httpx.AsyncClient`` cost ~1.6 ms per
 forwarded request more than a raw keep-alive socket (``evaluation/RESULTS.md``,
 proxy section), about a quarter of the miss overhead; this client is within
 ~0.1 ms of the raw socket. Against aiohttp (its C parser), same run, same
-engine simulator, interleaved (``evaluation/bench_http_client.py``, RESULTS.md
+engine simulator, interleaved (``evaluation/bench/bench_http_client.py``, RESULTS.md
 "Engine HTTP client"): p50 0.83 vs 1.09 ms (JSON), 2.21 vs 2.17 ms (16-event
 stream), 404-792 vs 212-271 requests/s at 32 concurrent, and aiohttp lost one
 request to a keep-alive race (``ServerDisconnectedError``) in one of four runs,

@@ -36,7 +36,7 @@ The rule (run after the threshold and the guards, before the verifier)
 Bounds: texts over :data:`MAX_COMPARE_CHARS` characters are exact-only; the
 common prefix and suffix are trimmed first (linear), and the sequence matcher
 only sees the differing middle, at most :data:`MAX_MIDDLE` tokens a side.
-Measured costs are in ``evaluation/RESULTS.md`` (``evaluation/bench_diffrule.py``).
+Measured costs are in ``evaluation/RESULTS.md`` (``evaluation/bench/bench_diffrule.py``).
 
 :func:`text_diff` exposes the changed spans (:class:`TextDiff`) for other
 judges, e.g. the verifier.
@@ -202,7 +202,7 @@ async def check(policy: Any, query: str, cached: str, similarity: float, embed: 
     """The guards on the whole texts, then (with ``policy.guards.diff``) the diff rule above.
 
     Long texts are judged in a worker thread: the guards and the diff of two
-    8k-token prompts take tens of milliseconds (``evaluation/bench_diffrule.py``).
+    8k-token prompts take tens of milliseconds (``evaluation/bench/bench_diffrule.py``).
     """
     if len(query) + len(cached) > THREAD_CHARS:
         decided = await asyncio.to_thread(_decide, policy, query, cached, similarity)

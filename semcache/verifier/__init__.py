@@ -9,7 +9,7 @@ switches it on, picks the ``model`` and sets ``min_probability``. Two models:
 * ``cross-encoder`` (:mod:`semcache.verifier.cross_encoder`): int8 MiniLM-L6
   reading both queries together, a few ms of CPU, run on a worker thread.
 
-Both are trained by ``python -m evaluation.train_verifier`` (``--cross-encoder``
+Both are trained by ``python -m evaluation.training.train_verifier`` (``--cross-encoder``
 for the second). The gate only ever sees the few index candidates above the
 category's similarity threshold (its pre-filter), never an exact repeat.
 """
@@ -38,7 +38,7 @@ class VerifierVerdict:
 class VerifierGate:
     """Loads each model on first use (off the event loop) and judges candidates.
 
-    Tree scoring takes ~0.25 ms of pure CPU (``evaluation/bench_verifier.py``),
+    Tree scoring takes ~0.25 ms of pure CPU (``evaluation/bench/bench_verifier.py``),
     less than a thread hand-off, so it runs inline; the cross-encoder's
     milliseconds run on a worker thread so other requests are not stalled.
     """

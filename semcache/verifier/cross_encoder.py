@@ -3,13 +3,13 @@
 A bi-encoder compares two vectors made apart, so "open" and "closed" can
 land close; this model attends across ``[CLS] cached query [SEP] new query
 [SEP]`` and sees the words that differ. It is MiniLM-L6 fine-tuned here
-(``python -m evaluation.train_verifier --cross-encoder``), shipped as int8
+(``python -m evaluation.training.train_verifier --cross-encoder``), shipped as int8
 ONNX with its tokenizer and training card in ``cross_encoder/`` beside this
 module, and run with onnxruntime and ``tokenizers`` only (no torch).
 
 Its logit is combined with the cosine similarity of the candidate by the
 two-weight logistic regression in the card's ``combiner`` (fitted by
-``python -m evaluation.cross_encoder_combiner``): :meth:`scores` is the
+``python -m evaluation.training.cross_encoder_combiner``): :meth:`scores` is the
 model alone, :meth:`probability` the combined P(right) the gate uses.
 
 Inputs are two short texts; a long pair is first reduced to its changed
@@ -46,7 +46,7 @@ class PairMemo(CountingLRU[bytes, float]):
 
     Exact, not an approximation: every pair is scored in a run of its own
     (see :meth:`CrossEncoderVerifier.probabilities_of`), so the score depends
-    on the two texts only. Measured with ``evaluation/bench_verifier_hit.py``:
+    on the two texts only. Measured with ``evaluation/bench/bench_verifier_hit.py``:
     one model run is ~2-3.5 ms of a core here, a memo lookup ~20 us with the
     key's hash, and a semantic hit on a rewording asked before costs what it
     costs without the verifier. Keys are 16-byte digests, so the texts

@@ -2,7 +2,7 @@
 
 A gradient-boosted tree ensemble over :mod:`semcache.verifier.features`,
 stored as flat arrays in a small ``.npz`` (trained by
-``python -m evaluation.train_verifier``) and evaluated with numpy only: all
+``python -m evaluation.training.train_verifier``) and evaluated with numpy only: all
 trees advance one level per step, so scoring a few candidates costs a handful
 of vectorised gathers.
 """
@@ -64,7 +64,7 @@ class Verifier:
             raise ConfigError(f"cannot load verifier model {path}: {exc}") from exc
         if tuple(info.get("features", ())) != FEATURES:
             raise ConfigError(f"verifier model {path} was trained on other features; retrain it "
-                              "with `python -m evaluation.train_verifier`")
+                              "with `python -m evaluation.training.train_verifier`")
         if words is None and info.get("word_vectors"):
             from semcache.verifier.wordvec import load_word_vectors
 

@@ -3,7 +3,7 @@
 Real CLI, real uvicorn with the server limits of :mod:`proxy.server`, the real
 embedder and the default policy, in front of the engine simulator: a hostile
 request meets what a deployment meets, and a stall that holds the GIL shows
-in the ``/healthz`` prober of this process (:mod:`evaluation.stall_harness`).
+in the ``/healthz`` prober of this process (:mod:`evaluation.bench.stall_harness`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.stall_harness import proxy_process
-from evaluation.systems import Process
+from evaluation.bench.stall_harness import proxy_process
+from evaluation.replay.systems import Process
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "adversarial-admin"

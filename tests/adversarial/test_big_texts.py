@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from evaluation.stall_harness import HealthProber
+from evaluation.bench.stall_harness import HealthProber
 from gpu_embed.settings import EmbedderSettings
 from gpu_embed.tokenize import TextTokenizer
 from tests.adversarial.conftest import chat

@@ -1,11 +1,11 @@
 """A short bounded fuzz run (schemathesis + raw hypothesis bodies): no 5xx, /healthz never stalls.
 
-The long run (10 minutes) is ``python -m evaluation.fuzz_stall --seconds 600``.
+The long run (10 minutes) is ``python -m evaluation.bench.fuzz_stall --seconds 600``.
 """
 
 from __future__ import annotations
 
-from evaluation.fuzz_stall import fuzz
+from evaluation.bench.fuzz_stall import fuzz
 from tests.adversarial.conftest import ADMIN
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from evaluation.stall_harness import HealthProber
+from evaluation.bench.stall_harness import HealthProber
 from proxy.admin.api import MAX_POLICY_BYTES
 from semcache.errors import PolicyError
 from semcache.config.policy import MAX_PROBLEMS, load_policies_text

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from evaluation.stall_harness import HealthProber
+from evaluation.bench.stall_harness import HealthProber
 from semcache.request.categories import Classifier
 from semcache.errors import PolicyError
 from semcache.request.keys import CacheRequest, normalize

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from evaluation.stall_harness import HealthProber, proxy_process
-from evaluation.systems import Process
+from evaluation.bench.stall_harness import HealthProber, proxy_process
+from evaluation.replay.systems import Process
 
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
 

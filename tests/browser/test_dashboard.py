@@ -125,7 +125,7 @@ def test_tiles_fill_under_live_traffic(browser, proxy, tmp_path):
 
 def test_report_page_renders_from_the_live_proxy(browser, proxy, tmp_path):
     """`semcache report --from URL`: a self-contained file; its first screen shows the savings."""
-    from evaluation.report import report_from_stats
+    from evaluation.reports.report import report_from_stats
 
     stop = threading.Event()
     driver = threading.Thread(target=_traffic, args=(proxy.url, stop), daemon=True)

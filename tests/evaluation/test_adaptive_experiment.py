@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from evaluation.adaptive_experiment import burst_windows, figures
-from evaluation.traces import Arrival
+from evaluation.experiments.adaptive_experiment import burst_windows, figures
+from evaluation.workloads.traces import Arrival
 
 
 def test_burst_windows_mark_the_dense_stretch_only():

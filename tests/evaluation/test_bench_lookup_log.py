@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evaluation.bench_lookup_log import run
+from evaluation.bench.bench_lookup_log import run
 
 
 async def test_bench_prints_log_off_and_on_and_a_replay(capsys):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from evaluation import traces
-from evaluation.bench_routing_sim import Workload, run_virtual
+from evaluation.workloads import traces
+from evaluation.bench.bench_routing_sim import Workload, run_virtual
 from proxy.upstream.routing import RoutingOptions
 
 

@@ -16,9 +16,10 @@ import httpx
 import numpy as np
 import pytest
 
-from evaluation import summary, traces, workload
-from evaluation.gptcache_system import GPTCacheCore, create_app, gptcache_threshold_to_cosine, missing_backends
-from evaluation.replay import replay
+from evaluation.reports import summary
+from evaluation.workloads import traces, workload
+from evaluation.replay.gptcache_system import GPTCacheCore, create_app, gptcache_threshold_to_cosine, missing_backends
+from evaluation.replay.replay import replay
 
 ITALY = "What is the capital of Italy?"
 ITALY_REWORDED = "What's the capital city of Italy?"
@@ -32,7 +33,7 @@ def test_extra_is_installed():
 def test_missing_backend_is_named_so_replay_can_skip_the_system(monkeypatch):
     import importlib.util
 
-    from evaluation import systems
+    from evaluation.replay import systems
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a))
@@ -48,7 +49,7 @@ import gptcache.utils
 def refuse(package, *a, **k):
     raise SystemExit("gptcache tried to pip install " + package)
 gptcache.utils.prompt_install = refuse
-from evaluation.gptcache_system import GPTCacheCore
+from evaluation.replay.gptcache_system import GPTCacheCore
 core = GPTCacheCore({str(tmp_path)!r}, 0.8, dim=8, max_size=10)
 print("ok", type(core.cache.data_manager).__name__, type(core.cache.data_manager.v).__name__)
 """

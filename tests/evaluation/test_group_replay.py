@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from evaluation.group_replay import StreamResult, group_stream, replay
-from evaluation.verifier_data import split_of
+from evaluation.replay.group_replay import StreamResult, group_stream, replay
+from evaluation.training.verifier_data import split_of
 from tests.semcache.fakes import HashEmbedder
 
 POLICY = """
@@ -47,7 +47,7 @@ def test_the_command_is_registered_with_its_handler():
     import argparse
 
     from evaluation.cli import register_eval
-    from evaluation.group_replay import run_cli
+    from evaluation.replay.group_replay import run_cli
 
     parser = argparse.ArgumentParser()
     register_eval(parser.add_subparsers(dest="command"))

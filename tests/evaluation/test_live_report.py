@@ -11,7 +11,7 @@ import pytest
 from evaluation import cli
 from evaluation.engine_sim import SimSettings
 from evaluation.engine_sim import create_app as create_sim_app
-from evaluation.report import report_from_stats
+from evaluation.reports.report import report_from_stats
 from proxy.app import create_app
 from tests.proxy.conftest import ADMIN_TOKEN, BagOfWordsEmbedder, make_settings
 

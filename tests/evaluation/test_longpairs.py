@@ -1,8 +1,8 @@
-"""The long-prompt and long-word pair generators (evaluation/longpairs.py) build what they claim."""
+"""The long-prompt and long-word pair generators (evaluation/workloads/longpairs.py) build what they claim."""
 
 from __future__ import annotations
 
-from evaluation.longpairs import long_prompt_pairs, long_word_pairs
+from evaluation.workloads.longpairs import long_prompt_pairs, long_word_pairs
 from semcache.decide.diffrule import text_diff
 
 

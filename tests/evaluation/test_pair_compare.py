@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from evaluation.pair_compare import compare, format_compare, recall_at_precision
+from evaluation.replay.pair_compare import compare, format_compare, recall_at_precision
 
 from .test_pairs import WordsEmbedder
 

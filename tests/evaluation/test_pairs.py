@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from evaluation import pairs
+from evaluation.replay import pairs
 from semcache import load_policies_text
-from evaluation.data import DATA
+from evaluation.workloads.data import DATA
 
 
 POLICY = """\

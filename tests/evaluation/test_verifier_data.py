@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluation import verifier_data, verifier_rules
-from evaluation.verifier_data import SPLITS, split_of
+from evaluation.training import verifier_data, verifier_rules
+from evaluation.training.verifier_data import SPLITS, split_of
 
 DATA = Path(os.environ.get("SEMCACHE_DATA") or verifier_data.DATA)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from evaluation.verifier_mining import mined_negatives
+from evaluation.training.verifier_mining import mined_negatives
 
 GROUPS = {
     "s:join-un": {"questions": ["what year did canada join the united nations?"]},

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from evaluation import report, summary, traces, workload
-from evaluation.replay import replay
-from evaluation.data import DATA
+from evaluation.reports import report, summary
+from evaluation.workloads import traces, workload
+from evaluation.replay.replay import replay
+from evaluation.workloads.data import DATA
 
 needs_data = pytest.mark.skipif(not (DATA / "qqp" / "qqp-dev.jsonl").exists(), reason="shared data not present")
 

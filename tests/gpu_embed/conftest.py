@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gpu_embed.settings import EmbedderSettings
-from evaluation.data import DATA as SHARED_DATA
+from evaluation.workloads.data import DATA as SHARED_DATA
 
 
 

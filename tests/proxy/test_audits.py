@@ -125,7 +125,7 @@ def test_audit_finds_a_planted_false_hit_and_quarantines_it(live, tmp_path):
                       headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()["baseline"]
     assert now["audited"] == est["audited"] and now["audited_false"] == 1
 
-    from evaluation.report import report_from_stats
+    from evaluation.reports.report import report_from_stats
 
     page = report_from_stats(stats, tmp_path / "report").read_text()
     assert f"{est['false_hit_rate']:.3f} [{est['lower']:.3f}, {est['upper']:.3f}]" in page and "1 false of" in page

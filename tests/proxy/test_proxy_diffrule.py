@@ -9,7 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from evaluation.longpairs import DOC_QUESTIONS, LONG_WORDS, rag_context
+from evaluation.workloads.longpairs import DOC_QUESTIONS, LONG_WORDS, rag_context
 from proxy.app import create_app
 from proxy.settings import ProxySettings
 

@@ -14,7 +14,7 @@ import redis
 from semcache import ManualClock, SemanticCache, SQLiteStore, load_policies_text
 
 from .fakes import HashEmbedder
-from evaluation.data import DATA
+from evaluation.workloads.data import DATA
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from .fakes import HashEmbedder
 from .test_cache import answer, chat, put
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "model.onnx").exists(),
-                                reason="no trained cross-encoder (python -m evaluation.train_verifier --cross-encoder)")
+                                reason="no trained cross-encoder (python -m evaluation.training.train_verifier --cross-encoder)")
 
 
 @pytest.fixture(scope="module")

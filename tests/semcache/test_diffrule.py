@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from evaluation.longpairs import (
+from evaluation.workloads.longpairs import (
     CODE_QUESTIONS, DOC_QUESTIONS, LONG_WORDS, RAG_QUESTIONS, code_file, document, rag_context,
 )
 from semcache import CacheRequest, ManualClock, SemanticCache, load_policies_text

@@ -84,7 +84,7 @@ def test_policy_rejects_unknown_verifier_field():
         load_policies_text("categories: {default: {verifier: {min_prob: 0.5}}}")
 
 
-@pytest.mark.skipif(not DEFAULT_ARTEFACT.exists(), reason="no trained verifier (python -m evaluation.train_verifier)")
+@pytest.mark.skipif(not DEFAULT_ARTEFACT.exists(), reason="no trained verifier (python -m evaluation.training.train_verifier)")
 def test_trained_model_separates_repeats_from_traps():
     v = Verifier.load()
     assert v.info["features"] == list(FEATURES)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.bench_verifier import recall_at, recall_interval
-from evaluation.train_verifier import VALIDATION, is_held_out, is_validation
+from evaluation.bench.bench_verifier import recall_at, recall_interval
+from evaluation.training.train_verifier import VALIDATION, is_held_out, is_validation
 from semcache.verifier.features import FEATURES, pair_features
 
 

@@ -1,0 +1,1 @@
+"""What the cache saved: reports from replays and from a live proxy, as text and HTML."""

@@ -1,0 +1,1 @@
+"""The decision models: labelled pairs (rules, mined negatives) and the verifiers' training."""
