@@ -140,13 +140,13 @@ def run(args: argparse.Namespace) -> dict:
                 times[name] += [s for s, _, _ in uvloop.run(_sequential(port, [chat_request(port, ASKED)] * 50))]
         out = {**{f"repeated_{name}_hit_p{q}_ms": pct(t, q / 100) for name, t in times.items() for q in (50, 99)},
                "repeated_requests_per_side": len(times["after"])}
-        asks = unique_rewordings(args.requests)
-        unique: dict[str, list[float]] = {name: [] for name in ports}
+        asks = unique = unique_rewordings(args.requests)
+        hit_times: dict[str, list[float]] = {name: [] for name in ports}
         for start in range(0, len(asks), 50):
             for name, port in ports.items():
                 got = uvloop.run(_sequential(port, [chat_request(port, q) for q in asks[start:start + 50]]))
-                unique[name] += [s for s, status, head in got if b"x-semcache-status: hit" in head.lower()]
-        for name, t in unique.items():
+                hit_times[name] += [s for s, status, head in got if b"x-semcache-status: hit" in head.lower()]
+        for name, t in hit_times.items():
             out.update({f"unique_{name}_hit_p{q}_ms": pct(t, q / 100) if t else None for q in (50, 99)})
             out[f"unique_{name}_hits"] = len(t)
         asks = near_misses(args.requests)
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> dict:
             out.update({f"near_miss_{name}_p{q}_ms": pct(t, q / 100) if t else None for q in (50, 99)})
             out[f"near_miss_{name}_misses"] = len(t)
             out[f"near_miss_{name}_served"] = len(asks) - len(t)  # another question's answer served (see NEAR_MISSES)
-        return {**out, "unique_asked_per_side": len(unique_rewordings(args.requests)), "near_miss_asked_per_side": len(asks),
+        return {**out, "unique_asked_per_side": len(unique), "near_miss_asked_per_side": len(asks),
                 "after": str(args.after),
                 "before": str(args.before or "verifier off"), "load_average": os.getloadavg()}
     finally:

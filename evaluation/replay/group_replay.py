@@ -117,8 +117,8 @@ async def replay(stream: list[tuple[str, str]], policy_path: Path, embedder: Any
                 out.hits += 1
                 served = result.entry.response["choices"][0]["message"]["content"]
                 out.false_hits += served != group
-                out.false_by_answer += served != group and (answers is None or answers.get(served) != answers.get(group)
-                                                            or answers.get(group) is None)
+                gold = (answers or {}).get(group)
+                out.false_by_answer += served != group and (gold is None or answers.get(served) != gold)
             else:
                 await cache.store(_request(text), result, response=_answer(group))
             seen_groups.add(group)
