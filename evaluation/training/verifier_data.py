@@ -15,7 +15,13 @@ for b, "source", "kind"}``. Sources (all under ``../shared/data`` or ``$SEMCACHE
 * pairs made by rule (:mod:`evaluation.training.verifier_rules`) from group questions:
   negations and antonyms, changed numbers, dates, units, entities and scope
   words (negatives), case, punctuation and filler words (positives); and
-  GSM8K problems with one number changed (negatives).
+  GSM8K problems with one number changed (negatives);
+* *word swaps* (every split): a group question with one content word replaced
+  by a word of a sibling intent's or a look-alike group's question, which its
+  own group never uses ("cancel purchase" -> "track purchase"), half of them
+  dressed in filler words or another case (:func:`swap_pairs`). In the train
+  split 30% of the other negatives are dressed the same way, so form changes
+  stop meaning "same question" (they were on positives only).
 
 Whole groups are split, never pairs of one group: a group's name hashed with
 the seed puts it in ``train`` (70%), ``calib`` (15%: what ``semcache calibrate``
@@ -33,7 +39,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from evaluation.training.verifier_mining import mined_negatives
-from evaluation.training.verifier_rules import NEGATIVE_RULES, POSITIVE_RULES
+from evaluation.training.verifier_rules import NEGATIVE_RULES, POSITIVE_RULES, dress, swap_word
 from evaluation.workloads.data import DATA
 
 SPLITS = ("train", "calib", "test")
@@ -125,6 +131,75 @@ def rule_pairs(questions: list[str], n_neg: int, n_pos: int, rng: random.Random,
     return out
 
 
+def _dressed(pair: dict, rng: random.Random) -> dict:
+    """``pair`` with a form change (:func:`dress`) on one of its sides."""
+    side = rng.choice("ab")
+    return {**pair, side: dress(pair[side], rng)}
+
+
+def _marks(name: str, groups: dict[str, dict], by_category: dict[str, list[str]]) -> frozenset[str] | None:
+    """The words that mark intent ``name`` against its siblings (same category): used by 5%+ of
+    its questions and by under a fifth as many of each sibling's; ``None`` without siblings.
+
+    Swapping one of these for a sibling's ("cancel" -> "track" purchase) changes the intent;
+    swapping a word they share ("money back" -> "money compensation") often does not."""
+    siblings = [o for o in by_category.get(groups[name]["category"], []) if o != name]
+    if not siblings:
+        return None
+
+    def shares(group: str) -> dict[str, float]:
+        qs = groups[group]["questions"]
+        counts: dict[str, int] = defaultdict(int)
+        for q in qs:
+            for w in set(_WORD.findall(q.lower())):
+                counts[w] += 1
+        return {w: c / len(qs) for w, c in counts.items()}
+
+    own, others = shares(name), [shares(o) for o in siblings]
+    return frozenset(w for w, f in own.items() if f >= 0.05 and all(o.get(w, 0.0) * 5 <= f for o in others))
+
+
+def swap_pairs(groups: dict[str, dict], n: int, rng: random.Random, source: str) -> list[dict]:
+    """Up to ``n`` one-word-swap negatives ``{a: question, b: question with one word swapped}``.
+
+    The donor of the new word is a question of a sibling intent (same Bitext
+    category) when there is one, else the most word-overlapping of a sample of
+    other groups' questions: the swaps a cache meets are between look-alikes.
+    A word any question of the own group uses is never inserted (it may be a
+    paraphrase's synonym). Half the pairs get a form change on one side."""
+    names = sorted(groups)
+    if len(names) < 2:
+        return []
+    vocab = {name: frozenset(w for q in groups[name]["questions"] for w in _WORD.findall(q.lower())) for name in names}
+    by_category: dict[str, list[str]] = defaultdict(list)
+    for name in names:
+        if groups[name]["category"]:
+            by_category[groups[name]["category"]].append(name)
+    marks = {name: _marks(name, groups, by_category) for name in names}
+    out: list[dict] = []
+    for _ in range(n * 5):
+        if len(out) >= n:
+            break
+        name = rng.choice(names)
+        q = rng.choice(groups[name]["questions"])
+        siblings = [o for o in by_category.get(groups[name]["category"], []) if o != name]
+        if siblings:
+            sibling = rng.choice(siblings)
+            donor = rng.choice(groups[sibling]["questions"])
+            changed = swap_word(q, donor, rng, vocab[name], removable=marks[name], insertable=marks[sibling])
+        else:
+            others = [o for o in rng.sample(names, min(40, len(names))) if o != name]
+            donor = _closest(q, [rng.choice(groups[o]["questions"]) for o in others], rng)
+            changed = swap_word(q, donor, rng, vocab[name])
+        if changed is None:
+            continue
+        pair = {"a": q, "b": changed, "label": 0, "source": source, "kind": "word_swap"}
+        if rng.random() < 0.5:
+            pair = {**pair, "a": changed, "b": q}
+        out.append(_dressed(pair, rng) if rng.random() < 0.5 else pair)
+    return out
+
+
 def _labelled_sets(split: str, seed: int, rng: random.Random, qqp_n: int) -> list[dict]:
     out = []
     for name, path, limit in (("qqp", "qqp/qqp-dev.jsonl", qqp_n), ("paws", "paws/paws-dev.jsonl", None),
@@ -150,23 +225,31 @@ def _math_pairs(split: str, seed: int, n: int, rng: random.Random) -> list[dict]
     return out
 
 
-# pairs per group (positives; as many negatives) and rule pairs, per split
+# pairs per group (positives; as many negatives), rule pairs and word swaps, per split
 _SIZES = {
-    "train": dict(bitext=110, stackfaq=12, comqa=2, neg=5000, pos=3000, qqp=9000, math=600),
-    "calib": dict(bitext=60, stackfaq=10, comqa=2, neg=700, pos=400, qqp=1200, math=100),
-    "test": dict(bitext=60, stackfaq=10, comqa=2, neg=700, pos=400, qqp=1200, math=200),
+    "train": dict(bitext=110, stackfaq=12, comqa=2, neg=5000, pos=3000, qqp=9000, math=600, swap=3600),
+    "calib": dict(bitext=60, stackfaq=10, comqa=2, neg=700, pos=400, qqp=1200, math=100, swap=600),
+    "test": dict(bitext=60, stackfaq=10, comqa=2, neg=700, pos=400, qqp=1200, math=200, swap=600),
 }
+_SWAP_SHARE = {"bitext_cs_4k5": 0.4, "stackfaq": 0.2, "comqa": 0.4}
+_DRESSED_NEGATIVES = 0.3  # of the train split's group, mined and rule negatives
+_GROUP_SOURCES = ("bitext_cs_4k5", "stackfaq", "comqa", "rules")
 
 
 def build(split: str, seed: int = 0, *, mine: bool = True) -> list[dict]:
     """All pairs of one split, shuffled; deterministic for a seed.
 
     The train split also gets mined hard negatives (:mod:`evaluation.training.verifier_mining`:
-    each sampled question's nearest question of another group), unless ``mine`` is off.
+    each sampled question's nearest question of another group), unless ``mine`` is off,
+    and 30% of its group, mined and rule negatives dressed in a form change.
     """
     rng = random.Random(f"{seed}:{split}")
+    # Word swaps and dressing draw from their own streams: the pairs the other sources make
+    # stay exactly those of earlier versions (a held-out figure stays comparable).
+    swap_rng, dress_rng = random.Random(f"{seed}:{split}:swap"), random.Random(f"{seed}:{split}:dress")
     size = _SIZES[split]
     pairs: list[dict] = []
+    swaps: list[dict] = []
     questions: list[str] = []
     for name in ("bitext_cs_4k5", "stackfaq", "comqa"):
         groups = {k: v for k, v in load_groups(name).items() if split_of(k, seed) == split}
@@ -174,7 +257,12 @@ def build(split: str, seed: int = 0, *, mine: bool = True) -> list[dict]:
         if split == "train" and mine:  # held-out splits stay as they were: figures stay comparable
             pairs += mined_negatives(name, groups, rng)
         questions += [q for g in groups.values() for q in g["questions"]]
+        swaps += swap_pairs(groups, int(size["swap"] * _SWAP_SHARE[name]), swap_rng, name)
     pairs += rule_pairs(questions, size["neg"], size["pos"], rng, "rules")
+    if split == "train":  # held-out splits keep their negatives as they were: figures stay comparable
+        pairs = [_dressed(p, dress_rng) if p["label"] == 0 and p["source"] in _GROUP_SOURCES
+                 and dress_rng.random() < _DRESSED_NEGATIVES else p for p in pairs]
+    pairs += swaps
     pairs += _labelled_sets(split, seed, rng, size["qqp"])
     pairs += _math_pairs(split, seed, size["math"], rng)
     pairs = [p for p in pairs if p["a"] and p["b"]]

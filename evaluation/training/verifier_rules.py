@@ -5,10 +5,18 @@ rewritten question, or ``None`` when it does not apply. Negative rules
 change what is asked (negation, antonym, number, date, unit, entity, scope
 word) so a cached answer would be wrong; positive rules change only the form
 (case, punctuation, filler words, contractions, a typo).
+
+:func:`swap_word` makes the negatives the rules above cannot: one content word
+replaced by a word of another group's question ("cancel my order" -> "track my
+order"), and :func:`dress` puts a form change on either side of any pair, so a
+model cannot learn that filler words or a lower-cased question mean "same".
+Without both, a model trained here served "hi, how do I renew my subscription?
+please" the answer of "How do I cancel my subscription?" (p 0.94).
 """
 
 from __future__ import annotations
 
+import difflib
 import random
 import re
 from collections.abc import Callable
@@ -58,6 +66,17 @@ _FILLER_POST = [" please", " thanks", " thank you!", " ?", " asap", ", thanks in
 _CONTRACTIONS = [("do not", "don't"), ("can not", "can't"), ("cannot", "can't"), ("what is", "what's"),
                  ("i am", "i'm"), ("it is", "it's"), ("is not", "isn't"), ("does not", "doesn't"),
                  ("i would", "i'd"), ("how is", "how's"), ("i have", "i've"), ("where is", "where's")]
+_STOP = frozenset("""
+a an the i me my mine you your we our us it its is are was were be been being am do does did done can could
+should would will shall may might must have has had how what when where why who whom whose which to of in on
+for with at by from about into onto as and or but if so not no yes there here this that these those then than
+please thanks thank hi hey hello help need want like know tell get got some any just also very really way
+try trying tried ask asking see look looking find show make use able possible let give something anything
+someone somebody thing things assistance assist support helping problem issue question info information
+""".split())
+"""Words :func:`swap_word` never removes or inserts: function words and the filler of requests
+("I need assistance trying to ..."), where a swap rarely changes what is asked."""
+_CONTENT = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
 _NUM = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)")
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 
@@ -174,6 +193,41 @@ def typo(text: str, rng: random.Random) -> str | None:
     w = m.group(0)
     i = rng.randrange(1, len(w) - 2)
     return text[:m.start()] + w[:i] + w[i + 1] + w[i] + w[i + 2:] + text[m.end():]
+
+
+def dress(text: str, rng: random.Random) -> str:
+    """``text`` with one change of form only (case, punctuation, filler words or a contraction)."""
+    kind = rng.choice((recase, repunctuate, filler, filler, contract))
+    return kind(text, rng) or filler(text, rng)
+
+
+def _near(a: str, b: str) -> bool:
+    """Whether two words are spellings of one another (a typo, an inflection): not a swap."""
+    return difflib.SequenceMatcher(None, a, b).ratio() >= 0.75
+
+
+def swap_word(text: str, donor: str, rng: random.Random, own_words: frozenset[str] = frozenset(),
+              removable: frozenset[str] | None = None, insertable: frozenset[str] | None = None) -> str | None:
+    """``text`` with one content word replaced by a content word of ``donor`` (another group's question).
+
+    The inserted word is one ``text``'s own group never uses (``own_words``, lower case) and no
+    spelling of the word it replaces, so the result asks something else; ``None`` when no such
+    pair of words exists. ``removable`` / ``insertable`` narrow the two words further (to the
+    words that tell two intents apart, where intents are known). Capitalisation follows the
+    replaced word."""
+    mine = {m.group(0).lower() for m in _CONTENT.finditer(text)}
+    olds = [m for m in _CONTENT.finditer(text)
+            if m.group(0).lower() not in _STOP and (removable is None or m.group(0).lower() in removable)]
+    news = sorted({w.lower() for w in _CONTENT.findall(donor)} - _STOP - mine - own_words)
+    if insertable is not None:
+        news = [w for w in news if w in insertable]
+    choices = [(m, w) for m in olds for w in news if not _near(m.group(0).lower(), w)]
+    if not choices:
+        return None
+    m, new = rng.choice(choices)
+    if m.group(0)[:1].isupper():
+        new = new[:1].upper() + new[1:]
+    return text[:m.start()] + new + text[m.end():]
 
 
 NEGATIVE_RULES: list[tuple[str, Rule]] = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,63 @@ def test_no_rewording_group_is_in_two_splits(monkeypatch):
         for p in pairs:
             # Every text of a split's pairs comes from that split's groups only.
             assert s in question_split[p["a"]] and s in question_split[p["b"]]
+
+
+def test_a_word_swap_replaces_one_content_word_with_one_the_own_group_never_uses():
+    rng = random.Random(0)
+    own = frozenset({"how", "do", "i", "cancel", "my", "purchase", "order", "void"})
+    for _ in range(50):
+        out = verifier_rules.swap_word("How do I cancel my purchase?", "How can I track my parcel?", rng, own)
+        assert out in ("How do I track my purchase?", "How do I parcel my purchase?",
+                       "How do I cancel my track?", "How do I cancel my parcel?")
+    # Function words and request filler are never swapped, nor a word for its own misspelling.
+    assert verifier_rules.swap_word("I need help with my order", "I want assistance with my orders", rng) is None
+    # Where intents are known, only the words that mark them are exchanged.
+    out = verifier_rules.swap_word("How do I cancel my purchase?", "How can I track my parcel?", rng, own,
+                                   removable=frozenset({"cancel"}), insertable=frozenset({"track"}))
+    assert out == "How do I track my purchase?"
+    assert verifier_rules.swap_word("Cancel my purchase", "track it", rng, removable=frozenset({"cancel"})) == "Track my purchase"
+
+
+def test_dressing_changes_only_the_form():
+    rng = random.Random(3)
+    for _ in range(40):
+        out = verifier_rules.dress("How do I cancel my subscription?", rng)
+        words = set(re.findall(r"[a-z]+", out.lower()))
+        assert {"cancel", "subscription"} <= words and "renew" not in words
+
+
+@pytest.mark.skipif(not (DATA / "qa" / "bitext_cs_4k5" / "qa.jsonl").exists(), reason="shared data absent")
+def test_word_swaps_stay_inside_their_split_and_mark_intents(monkeypatch):
+    monkeypatch.setattr(verifier_data, "DATA", DATA)
+    groups = verifier_data.load_groups("bitext_cs_4k5")
+    by_category: dict[str, list[str]] = {}
+    for name, g in groups.items():
+        by_category.setdefault(g["category"], []).append(name)
+    # "cancel" tells cancel_order from its ORDER siblings; a word every ORDER intent uses does not.
+    marks = verifier_data._marks("bitext_cs_4k5:cancel_order", groups, by_category)
+    assert "cancel" in marks and "order" not in marks and "purchase" not in marks
+    test_groups = {k: v for k, v in groups.items() if split_of(k, 0) == "test"}
+    elsewhere = {q for k, g in groups.items() if k not in test_groups for q in g["questions"]} - {
+        q for g in test_groups.values() for q in g["questions"]}
+    pairs = verifier_data.swap_pairs(test_groups, 60, random.Random(0), "bitext_cs_4k5")
+    assert pairs == verifier_data.swap_pairs(test_groups, 60, random.Random(0), "bitext_cs_4k5")  # seeded
+    assert len(pairs) == 60 and all(p["label"] == 0 and p["kind"] == "word_swap" for p in pairs)
+    for p in pairs:
+        # A held-out question against itself with one word changed: no other split's question.
+        assert p["a"] != p["b"] and p["a"] not in elsewhere and p["b"] not in elsewhere
+        words_a, words_b = (set(re.findall(r"[a-z]+", p[s].lower())) for s in "ab")
+        assert words_a ^ words_b
+
+
+def test_swaps_and_dressing_leave_the_other_held_out_pairs_as_they_were(monkeypatch):
+    if not (DATA / "qa" / "comqa" / "qa.jsonl").exists():
+        pytest.skip("shared data absent")
+    monkeypatch.setattr(verifier_data, "DATA", DATA)
+    monkeypatch.setitem(verifier_data._SIZES, "test", {**verifier_data._SIZES["test"], "swap": 0})
+    without = verifier_data.build("test", 0)
+    monkeypatch.setitem(verifier_data._SIZES, "test", {**verifier_data._SIZES["test"], "swap": 600})
+    with_swaps = verifier_data.build("test", 0)
+    key = lambda p: (p["a"], p["b"], p["label"], p["kind"])  # noqa: E731
+    assert sorted(map(key, without)) == sorted(key(p) for p in with_swaps if p["kind"] != "word_swap")
+    assert sum(p["kind"] == "word_swap" for p in with_swaps) == 600
