@@ -268,6 +268,11 @@ def main(argv: list[str] | None = None) -> None:
         "mined_negatives": sum(p["kind"] == "mined" for p in train),
         "mined_from": "evaluation/training/verifier_mining.py: each sampled train question's nearest question (MiniLM "
                       "cosine >= 0.6) of another group of its set; ComQA groups sharing a gold answer skipped",
+        "word_swaps": sum(p["kind"] == "word_swap" for p in train),
+        "dressed_negatives": sum(p["label"] == 0 and bool(p.get("dressed")) for p in train),
+        "swaps_and_dressing": "evaluation/training/verifier_data.py: one content word swapped for a sibling intent's or a "
+                              "look-alike group's word (every split); filler, case or punctuation on 30% of the train "
+                              "split's group, mined and rule negatives and on half the swaps",
         "split": "whole rewording groups (and pair ids) hashed with the seed: 70% train, 15% calib, 15% test "
                  "(evaluation/training/verifier_data.py); the first 2,000 train pairs fit the combiner only",
         "quantisation": "onnxruntime quantize_dynamic int8, per-channel, reduce_range, MatMul+Gather",

@@ -134,7 +134,7 @@ def rule_pairs(questions: list[str], n_neg: int, n_pos: int, rng: random.Random,
 def _dressed(pair: dict, rng: random.Random) -> dict:
     """``pair`` with a form change (:func:`dress`) on one of its sides."""
     side = rng.choice("ab")
-    return {**pair, side: dress(pair[side], rng)}
+    return {**pair, side: dress(pair[side], rng), "dressed": True}
 
 
 def _marks(name: str, groups: dict[str, dict], by_category: dict[str, list[str]]) -> frozenset[str] | None:

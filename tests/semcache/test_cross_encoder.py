@@ -64,10 +64,12 @@ def test_training_card_ships_beside_the_model():
     assert "split" in card and "combiner" in card and card["layers"] == 6
     # The shipped model's held-out figures (whole groups it never saw): a weaker model must not slip in.
     assert card["test_onnx_int8"]["auc"] > 0.85
-    # (Trained with mined negatives, the model gives up some recall on these pairs, 0.84 -> 0.75 at
-    # precision 0.95, for far fewer false hits on the held-out ComQA stream: RESULTS.md.)
-    assert card["test_queries_combined"]["auc"] > 0.95 and card["test_queries_combined"]["recall_at_p95"] > 0.7
-    assert card["mined_negatives"] > 1000
+    # (Mined negatives and one-word swaps cost some recall at precision 0.95 on these pairs, which now
+    # include 600 held-out one-word swaps, for far fewer wrong answers on near misses: RESULTS.md.)
+    assert card["test_queries_combined"]["auc"] > 0.94 and card["test_queries_combined"]["recall_at_p95"] > 0.6
+    assert card["mined_negatives"] > 1000 and card["word_swaps"] > 1000 and card["dressed_negatives"] > 1000
+    # Held-out one-word swaps score low on average (the previous model: a third served).
+    assert card["test_queries_mean_p_by_kind"]["word_swap"]["mean_p"] < 0.2
 
 
 def test_policy_names_the_model():
@@ -300,7 +302,7 @@ async def test_under_load_the_verifier_serves_down_to_its_calibrated_floor_and_n
         await cache.close()
 
 
-CE_POLICY = DEFAULT_DIR.parents[2] / "policies" / "cross-encoder.yaml"
+CE_POLICY = DEFAULT_DIR.parents[2] / "policies" / "default.yaml"  # the shipped default: the model decides
 
 
 async def _policy_cache(tmp_path, clock, model, path):
@@ -314,9 +316,11 @@ async def _policy_cache(tmp_path, clock, model, path):
     return cache, embedder
 
 
-async def test_the_cross_encoder_policy_lets_the_model_decide_within_its_evidence(tmp_path, clock, model):
+async def test_the_shipped_default_lets_the_cross_encoder_decide_within_its_evidence(tmp_path, clock, model):
+    from semcache.config.default_policy import DEFAULT_POLICY_FILE
     from semcache.config.policy import load_policies
 
+    assert DEFAULT_POLICY_FILE.resolve() == CE_POLICY.resolve()
     policy = load_policies(CE_POLICY).default
     assert policy.verifier.enabled and policy.verifier.model == "cross-encoder" and policy.threshold == 0.70
     cal, floor = policy.calibration, policy.under_load.calibration
@@ -338,28 +342,39 @@ async def test_the_cross_encoder_policy_lets_the_model_decide_within_its_evidenc
 
 NEAR_MISSES = [  # (cached, asked): another question with the same words around it
     ("How do I cancel my subscription?", "hi, how do I renew my subscription? please"),
-    ("How do I cancel my subscription?", "How do I pause my subscription?"),
     ("How do I cancel my subscription?", "How can I cancel my order?"),
     ("How do I change my shipping address?", "How do I change my billing address?"),
+]
+KNOWN_NEAR_MISSES = [  # still served by the shipped model (p 0.85 each): evaluation/RESULTS.md
+    ("How do I cancel my subscription?", "How do I pause my subscription?"),
     ("How can I track my order?", "Where can I see my order history?"),
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="known wrong answers of the cross-encoder (why it is not the default): "
-                                       "one changed key word, filler words around it; evaluation/RESULTS.md")
-async def test_a_question_that_differs_in_its_key_word_is_not_served_another_ones_answer(tmp_path, clock, model):
+async def _served(tmp_path, clock, model, pairs) -> list[tuple[str, str, float]]:
     cache, embedder = await _policy_cache(tmp_path, clock, model, CE_POLICY)
     try:
         served = []
-        for cached, asked in NEAR_MISSES:
+        for cached, asked in pairs:
             await put(cache, chat(cached, tenant=asked))  # one tenant per pair: only its own candidate
             result = await cache.lookup(chat(asked, tenant=asked))
             if result.status == "hit":
                 served.append((asked, cached, result.probability))
-        assert served == []
+        return served
     finally:
         await cache.close()
         await embedder.aclose()
+
+
+async def test_a_question_that_differs_in_its_key_word_is_not_served_another_ones_answer(tmp_path, clock, model):
+    # The previous model served all five of these and the first at p 0.94 (filler words raised it).
+    assert await _served(tmp_path, clock, model, NEAR_MISSES) == []
+
+
+@pytest.mark.xfail(strict=True, reason="known wrong answers of the shipped cross-encoder: one changed key word "
+                                       "between close intents; evaluation/RESULTS.md")
+async def test_known_key_word_near_misses_are_not_served(tmp_path, clock, model):
+    assert await _served(tmp_path, clock, model, KNOWN_NEAR_MISSES) == []
 
 
 async def test_the_model_is_loaded_at_start_not_by_the_first_lookup(tmp_path, clock, caplog):

@@ -52,3 +52,12 @@ def test_recall_at_is_zero_when_the_precision_is_never_reached():
     labels = np.array([0, 1, 0, 1])
     assert recall_at(np.array([0.9, 0.8, 0.7, 0.6]), labels, 0.95) == (0.0, None)
     assert recall_at(np.array([0.9, 0.8, 0.7, 0.6]), labels, 0.5)[0] == pytest.approx(1.0)
+
+
+def test_the_training_command_the_issue_names_still_runs():
+    import subprocess
+    import sys
+
+    for module in ("evaluation.train_verifier", "evaluation.training.train_verifier"):
+        out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "--cross-encoder" in out.stdout, out.stderr
