@@ -377,6 +377,32 @@ async def test_known_key_word_near_misses_are_not_served(tmp_path, clock, model)
     assert await _served(tmp_path, clock, model, KNOWN_NEAR_MISSES) == []
 
 
+async def test_the_shipped_default_on_the_hand_written_pairs_does_not_regress(tmp_path, clock, model):
+    """Ratchets on the shipped model + default policy (evaluation/RESULTS.md): a retrain that serves
+    more written traps or near misses, or fewer rewordings, fails here."""
+    import json
+    from collections import Counter
+
+    root = DEFAULT_DIR.parents[2] / "evaluation"
+    rows = [json.loads(line) for name in ("traps.jsonl", "near_misses.jsonl")
+            for line in (root / name).read_text().splitlines() if line.strip()]
+    served: Counter = Counter()
+    cache, embedder = await _policy_cache(tmp_path, clock, model, CE_POLICY)
+    try:
+        for i, row in enumerate(rows):
+            await put(cache, chat(row["a"], tenant=f"t{i}"))  # one tenant per pair: only its own candidate
+            served[row["kind"]] += (await cache.lookup(chat(row["b"], tenant=f"t{i}"))).status == "hit"
+    finally:
+        await cache.close()
+        await embedder.aclose()
+    kinds = Counter(row["kind"] for row in rows)
+    assert kinds == {"key_word": 40, "reworded": 20, "near_repeat": 40, "negation": 30, "numbers": 30,
+                     "entities": 25, "topic": 25}
+    assert served["key_word"] <= 2 and served["negation"] + served["numbers"] + served["topic"] == 0
+    assert served["entities"] <= 3
+    assert served["reworded"] >= 9 and served["near_repeat"] >= 28, served
+
+
 async def test_the_model_is_loaded_at_start_not_by_the_first_lookup(tmp_path, clock, caplog):
     gate = VerifierGate()
     cache = await _cache(tmp_path, clock, gate)
