@@ -1,0 +1,121 @@
+"""The shipped default policy with the cross-encoder deciding: its evidence, and the wrong answers it
+must not give (written near misses, hand-written traps) through the real embedder and model."""
+
+from __future__ import annotations
+
+import pytest
+
+from semcache import SemanticCache, SQLiteStore
+from semcache.verifier import CrossEncoderVerifier, VerifierGate
+from semcache.verifier.cross_encoder import DEFAULT_DIR
+
+from .test_cache import chat, put
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "model.onnx").exists(),
+                                reason="no trained cross-encoder (python -m evaluation.training.train_verifier --cross-encoder)")
+
+
+@pytest.fixture(scope="module")
+def model() -> CrossEncoderVerifier:
+    return CrossEncoderVerifier.load()
+
+
+CE_POLICY = DEFAULT_DIR.parents[2] / "policies" / "default.yaml"  # the shipped default: the model decides
+
+
+async def _policy_cache(tmp_path, clock, model, path):
+    from gpu_embed import EmbedderSettings, build_embedder
+    from semcache.config.policy import load_policies
+
+    embedder = build_embedder(EmbedderSettings())
+    cache = SemanticCache(policies=load_policies(path), store=SQLiteStore(tmp_path / f"{path.stem}.db"),
+                          embedder=embedder, clock=clock, purge_interval_s=0, verifier=VerifierGate(cross_encoder=model))
+    await cache.start()
+    return cache, embedder
+
+
+async def test_the_shipped_default_lets_the_cross_encoder_decide_within_its_evidence(tmp_path, clock, model):
+    from semcache.config.default_policy import DEFAULT_POLICY_FILE
+    from semcache.config.policy import load_policies
+
+    assert DEFAULT_POLICY_FILE.resolve() == CE_POLICY.resolve()
+    policy = load_policies(CE_POLICY).default
+    assert policy.verifier.enabled and policy.verifier.model == "cross-encoder" and policy.threshold == 0.70
+    cal, floor = policy.calibration, policy.under_load.calibration
+    assert cal.score == floor.score == "verifier" and cal.value == policy.verifier.min_probability
+    assert cal.upper_bound <= policy.max_false_hit_rate and floor.upper_bound <= policy.under_load.max_false_hit_rate
+    assert policy.under_load.relaxes == "verifier" and floor.value < cal.value
+    # Served and refused by the model, through the policy and the real embedder (guards on).
+    cache, embedder = await _policy_cache(tmp_path, clock, model, CE_POLICY)
+    try:
+        await put(cache, chat("How do I update my payment method?"))
+        hit = await cache.lookup(chat("how do i update my payment method please"))
+        assert hit.status == "hit" and hit.stage == "verifier", hit.reason
+        trap = await cache.lookup(chat("how do i remove my payment method please"))
+        assert trap.status == "miss" and trap.stage == "verifier", trap.reason
+    finally:
+        await cache.close()
+        await embedder.aclose()
+
+
+NEAR_MISSES = [  # (cached, asked): another question with the same words around it
+    ("How do I cancel my subscription?", "hi, how do I renew my subscription? please"),
+    ("How do I cancel my subscription?", "How can I cancel my order?"),
+    ("How do I change my shipping address?", "How do I change my billing address?"),
+]
+KNOWN_NEAR_MISSES = [  # still served by the shipped model (p 0.85 each): evaluation/RESULTS.md
+    ("How do I cancel my subscription?", "How do I pause my subscription?"),
+    ("How can I track my order?", "Where can I see my order history?"),
+]
+
+
+async def _served(tmp_path, clock, model, pairs) -> list[tuple[str, str, float]]:
+    cache, embedder = await _policy_cache(tmp_path, clock, model, CE_POLICY)
+    try:
+        served = []
+        for cached, asked in pairs:
+            await put(cache, chat(cached, tenant=asked))  # one tenant per pair: only its own candidate
+            result = await cache.lookup(chat(asked, tenant=asked))
+            if result.status == "hit":
+                served.append((asked, cached, result.probability))
+        return served
+    finally:
+        await cache.close()
+        await embedder.aclose()
+
+
+async def test_a_question_that_differs_in_its_key_word_is_not_served_another_ones_answer(tmp_path, clock, model):
+    # The previous model served all five of these and the first at p 0.94 (filler words raised it).
+    assert await _served(tmp_path, clock, model, NEAR_MISSES) == []
+
+
+@pytest.mark.xfail(strict=True, reason="known wrong answers of the shipped cross-encoder: one changed key word "
+                                       "between close intents; evaluation/RESULTS.md")
+async def test_known_key_word_near_misses_are_not_served(tmp_path, clock, model):
+    assert await _served(tmp_path, clock, model, KNOWN_NEAR_MISSES) == []
+
+
+async def test_the_shipped_default_on_the_hand_written_pairs_does_not_regress(tmp_path, clock, model):
+    """Ratchets on the shipped model + default policy (evaluation/RESULTS.md): a retrain that serves
+    more written traps or near misses, or fewer rewordings, fails here."""
+    import json
+    from collections import Counter
+
+    root = DEFAULT_DIR.parents[2] / "evaluation"
+    rows = [json.loads(line) for name in ("traps.jsonl", "near_misses.jsonl")
+            for line in (root / name).read_text().splitlines() if line.strip()]
+    served: Counter = Counter()
+    cache, embedder = await _policy_cache(tmp_path, clock, model, CE_POLICY)
+    try:
+        for i, row in enumerate(rows):
+            await put(cache, chat(row["a"], tenant=f"t{i}"))  # one tenant per pair: only its own candidate
+            served[row["kind"]] += (await cache.lookup(chat(row["b"], tenant=f"t{i}"))).status == "hit"
+    finally:
+        await cache.close()
+        await embedder.aclose()
+    kinds = Counter(row["kind"] for row in rows)
+    assert kinds == {"key_word": 40, "reworded": 20, "near_repeat": 40, "negation": 30, "numbers": 30,
+                     "entities": 25, "topic": 25}
+    assert served["key_word"] <= 2 and served["negation"] + served["numbers"] + served["topic"] == 0
+    assert served["entities"] <= 3
+    assert served["reworded"] >= 9 and served["near_repeat"] >= 28, served
