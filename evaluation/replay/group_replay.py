@@ -66,20 +66,20 @@ class StreamResult:
                                                if room > 0 else None)}
 
 
-def group_stream(source: str, seed: int) -> list[tuple[str, str]]:
-    """``(group, question)`` of every held-out group of ``qa/<source>``, shuffled."""
-    groups = {k: v for k, v in load_groups(source).items() if split_of(k, seed) == "test"}
+def group_stream(source: str, seed: int, split: str = "test") -> list[tuple[str, str]]:
+    """``(group, question)`` of every ``split`` group of ``qa/<source>`` (held out: ``test``), shuffled."""
+    groups = {k: v for k, v in load_groups(source).items() if split_of(k, seed) == split}
     stream = [(name, q) for name, g in groups.items() for q in g["questions"]]
     random.Random(f"{seed}:{source}").shuffle(stream)
     return stream
 
 
-def math_stream(seed: int, n: int = 300) -> list[tuple[str, str]]:
+def math_stream(seed: int, n: int = 300, split: str = "test") -> list[tuple[str, str]]:
     """A held-out GSM8K problem, then the same problem with one number changed (another group)."""
     from evaluation.training.verifier_rules import change_number
 
     rows = [json.loads(line) for line in (DATA / "qa" / "gsm8k" / "qa.jsonl").open(encoding="utf-8") if line.strip()]
-    rows = [r for r in rows if split_of(f"gsm8k:{r['id']}", seed) == "test"]
+    rows = [r for r in rows if split_of(f"gsm8k:{r['id']}", seed) == split]
     rng = random.Random(f"{seed}:gsm8k")
     out = []
     for r in rng.sample(rows, min(n, len(rows))):
@@ -128,11 +128,11 @@ async def replay(stream: list[tuple[str, str]], policy_path: Path, embedder: Any
     return out
 
 
-async def evaluate(policies: list[Path], seed: int) -> dict[str, dict[str, dict[str, Any]]]:
+async def evaluate(policies: list[Path], seed: int, split: str = "test") -> dict[str, dict[str, dict[str, Any]]]:
     from gpu_embed import EmbedderSettings, build_embedder
 
-    streams = {source: group_stream(source, seed) for source in SOURCES}
-    streams["gsm8k_numbers"] = math_stream(seed)
+    streams = {source: group_stream(source, seed, split) for source in SOURCES}
+    streams["gsm8k_numbers"] = math_stream(seed, split=split)
     real = build_embedder(EmbedderSettings(lru_size=0))
     try:
         vectors = await embed_all(real, [t for s in streams.values() for _, t in s], progress=False)
@@ -160,7 +160,7 @@ def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 def run_cli(args: Any) -> int:
     policies = [*(args.compare or []), args.policy]
-    results = asyncio.run(evaluate(policies, args.seed))
+    results = asyncio.run(evaluate(policies, args.seed, args.split))
     print(json.dumps(results, indent=1) if args.json else format_table(results))
     return 0
 
@@ -171,5 +171,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--policy", type=Path, required=True, help="policy YAML (after)")
     p.add_argument("--compare", type=Path, action="append", help="policy YAML to run first on the same stream (before)")
     p.add_argument("--seed", type=int, default=0, help="the split seed (the verifier's training used 0)")
+    p.add_argument("--split", choices=("test", "calib"), default="test",
+                   help="which held-out groups: test (report) or calib (choose a cut-off on)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_cli)

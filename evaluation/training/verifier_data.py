@@ -26,7 +26,8 @@ for b, "source", "kind"}``. Sources (all under ``../shared/data`` or ``$SEMCACHE
 Whole groups are split, never pairs of one group: a group's name hashed with
 the seed puts it in ``train`` (70%), ``calib`` (15%: what ``semcache calibrate``
 sees) or ``test`` (15%: what ``semcache eval pairs`` reports). Everything is
-seeded, so the same seed gives the same pairs.
+seeded, so the same seed gives the same pairs. Rule-made negatives
+(:data:`TRAP_KINDS`) carry ``"trap": true``.
 """
 
 from __future__ import annotations
@@ -269,7 +270,15 @@ def build(split: str, seed: int = 0, *, mine: bool = True) -> list[dict]:
     rng.shuffle(pairs)
     for i, p in enumerate(pairs):
         p["id"] = f"{split}-{i}"
+        if p["label"] == 0 and p["kind"] in TRAP_KINDS:
+            p["trap"] = True
     return pairs
+
+
+TRAP_KINDS = frozenset({"antonym", "negation", "numbers", "dates", "units", "entities", "scope", "math_numbers",
+                        "word_swap"})
+"""Negatives made by rule to be hard (``"trap": true``): ``semcache calibrate`` bounds the share of them
+served (``max_trap_rate``) apart from the false-hit rate of the other pairs, whose mix is traffic's."""
 
 
 def write(path: Path, pairs: list[dict]) -> None:

@@ -19,6 +19,14 @@ serve, so they are left as they are. A category with
 loosest cut-off meeting that budget, the floor load adaptation may relax to
 (:mod:`semcache.adaptive`): of ``verifier.min_probability`` where the
 verifier decides, else of the similarity threshold.
+
+A category that also sets ``max_trap_rate`` (``under_load.max_trap_rate`` for
+the floor) has two rates bounded apart: pairs marked ``"trap": true``
+(negatives made to be hard, label 0) count only toward the share of traps
+served, which must have an upper bound <= ``max_trap_rate``; the other pairs,
+whose mix should be traffic's, give the false-hit rate. A false-hit rate over
+a set holding many traps says more about how many traps were written than
+about what users will be served. The record then has a ``traps`` entry.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import numpy as np
 import yaml
 
 from semcache.decide import guards
-from semcache.config.calibration import choose
+from semcache.config.calibration import OperatingPoint, choose, clopper_pearson_upper, trap_cut
 from semcache.errors import ConfigError
 from semcache.config.policy import DEFAULT_CATEGORY, load_policies_text
 from semcache.verifier.cross_encoder import CrossEncoderVerifier
@@ -50,6 +58,34 @@ def _evidence(op, score: str, confidence: float, data: str) -> dict:
             "false_hits": op.false_hits, "estimated_rate": round(op.estimated_rate, 6),
             "upper_bound": round(op.upper_bound, 6), "bound": "clopper-pearson", "confidence": confidence,
             "data": data}
+
+
+def _operating(scores: np.ndarray, labels: np.ndarray, servable: np.ndarray, trap: np.ndarray, target: float,
+               trap_target: float | None, score: str, confidence: float, data: str) -> dict:
+    """The ``calibration`` record of the loosest cut-off meeting ``target`` (and ``trap_target``).
+
+    Without a trap budget every pair counts toward the false-hit rate. With
+    one, the trap pairs bound how low the cut-off may go (:func:`trap_cut`)
+    and the false-hit rate is that of the other pairs, above that floor.
+    """
+    if trap_target is None:
+        return _evidence(choose(scores, labels, target, confidence=confidence, servable=servable),
+                         score, confidence, data)
+    bound = trap_cut(scores[trap], trap_target, confidence=confidence, servable=servable[trap])
+    rest = ~trap
+    if bound.value is None:
+        op = OperatingPoint(None, int(rest.sum()), 0, 0, 0.0, 0.0, confidence)
+    else:
+        op = choose(scores[rest], labels[rest], target, confidence=confidence, servable=servable[rest],
+                    min_value=bound.value if np.isfinite(bound.value) else None)
+    evidence = _evidence(op, score, confidence, data)
+    if op.value is None:  # serves nothing semantically: no trap either, and no bound to show
+        return evidence
+    served = int((servable[trap] & (scores[trap] >= evidence["value"])).sum())
+    n = int(trap.sum())
+    evidence["traps"] = {"n": n, "served": served, "estimated_rate": round(served / n, 6) if n else 0.0,
+                         "upper_bound": round(clopper_pearson_upper(served, n, confidence), 6)}
+    return evidence
 
 
 def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifier: Verifier | None = None,
@@ -82,26 +118,21 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
             probs = np.zeros(len(sub))
             idx = np.flatnonzero(servable)
             probs[idx] = model.probabilities_of([(sub[i]["b"], sub[i]["a"], cos[i]) for i in idx])
+        trap = np.array([bool(p.get("trap")) for p in sub], dtype=bool)
+        # Where the verifier decides, its cut-off (the pre-filter stays); else a similarity cut-off.
+        scores, ok, kind = (probs, servable, "verifier") if probs is not None else (cos, passes, "similarity")
         if under_load is not None:
-            # The floor of load adaptation, meeting the (looser) under-load budget: the verifier's
-            # cut-off where the verifier decides (the pre-filter stays), else a similarity cut-off.
-            if probs is not None:
-                op = choose(probs, y, under_load, confidence=confidence, servable=servable)
-                evidence = _evidence(op, "verifier", confidence, data)
-            else:
-                op = choose(cos, y, under_load, confidence=confidence, servable=passes)
-                evidence = _evidence(op, "similarity", confidence, data)
+            # The floor of load adaptation, meeting the (looser) under-load budget.
+            evidence = _operating(scores, y, ok, trap, under_load, policy.under_load.max_trap_rate,
+                                  kind, confidence, data)
             body["under_load"] = {**(body.get("under_load") or {}), "calibration": evidence}
             summary[f"{policy.name} under_load"] = evidence
         if target is None:
             continue
+        evidence = _operating(scores, y, ok, trap, target, policy.max_trap_rate, kind, confidence, data)
         if probs is not None:
-            op = choose(probs, y, target, confidence=confidence, servable=servable)
-            evidence = _evidence(op, "verifier", confidence, data)
             body["verifier"] = {**(body.get("verifier") or {}), "min_probability": evidence["value"]}
         else:
-            op = choose(cos, y, target, confidence=confidence, servable=passes)
-            evidence = _evidence(op, "similarity", confidence, data)
             body["threshold"] = evidence["value"]
         body["calibration"] = evidence
         summary[policy.name] = evidence
@@ -161,9 +192,10 @@ def read_pairs(path: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             pair = None
         if not (isinstance(pair, dict) and isinstance(pair.get("a"), str) and isinstance(pair.get("b"), str)
-                and pair.get("label") in (0, 1) and isinstance(pair.get("category"), str | None)):
+                and pair.get("label") in (0, 1) and isinstance(pair.get("category"), str | None)
+                and pair.get("trap", False) in (False, True) and not (pair.get("trap") and pair["label"] == 1)):
             raise ConfigError(f"{path}:{number}: expected a JSON object {{\"a\": str, \"b\": str, "
-                              f"\"label\": 0 or 1[, \"category\": str]}}")
+                              f"\"label\": 0 or 1[, \"category\": str][, \"trap\": true (label 0 only)]}}")
         pairs.append(pair)
     if not pairs:
         raise ConfigError(f"{path}: no labelled pairs")
@@ -192,7 +224,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"{name}: {ev['score']} >= {ev['value']:.4f}  served {ev['served']}/{ev['n_labelled']}, "
               f"false hits {ev['false_hits']} (rate {ev['estimated_rate']:.4f}, "
-              f"{ev['confidence']:.0%} upper bound {ev['upper_bound']:.4f})")
+              f"{ev['confidence']:.0%} upper bound {ev['upper_bound']:.4f})"
+              + (f"; traps served {ev['traps']['served']}/{ev['traps']['n']} (upper bound "
+                 f"{ev['traps']['upper_bound']:.4f})" if "traps" in ev else ""))
     if not summary:
         print("no category sets max_false_hit_rate: nothing calibrated")
     return 0

@@ -110,3 +110,41 @@ def choose(scores, labels, target: float, *, confidence: float = 0.95, servable=
     served, false_hits = int(served_cum[chosen]), int(wrong_cum[chosen])
     return OperatingPoint(float(s[chosen]), len(scores), served, false_hits, false_hits / served,
                           clopper_pearson_upper(false_hits, served, confidence), confidence)
+
+
+@dataclass(frozen=True, slots=True)
+class TrapBound:
+    """The loosest cut-off serving few enough trap pairs (:func:`trap_cut`)."""
+
+    value: float | None
+    """Serve scores >= value; ``-inf`` when serving every servable trap still meets the target, ``None``
+    when there are too few traps to show the target met at all (serve nothing)."""
+    n: int
+    served: int
+    upper_bound: float
+
+
+def trap_cut(scores, target: float, *, confidence: float = 0.95, servable=None) -> TrapBound:
+    """The loosest cut-off at which the share of trap pairs served has an upper bound <= ``target``.
+
+    ``scores`` are the trap pairs' only (``servable`` as in :func:`choose`).
+    Unlike a false-hit rate, the share served of a fixed set of traps can only
+    grow as the cut-off falls, so the loosest passing cut-off is found
+    directly, with no sequence to test: the most traps ``k`` whose one-sided
+    Clopper-Pearson bound over all ``n`` traps still meets the target, then a
+    cut-off just above the ``k+1``-th highest servable trap score.
+    """
+    scores = np.asarray(scores, dtype=float)
+    n = len(scores)
+    ok = np.ones(n, bool) if servable is None else np.asarray(servable, bool)
+    s = np.sort(scores[ok])[::-1]
+    k = -1
+    while k + 1 <= len(s) and clopper_pearson_upper(k + 1, n, confidence) <= target:
+        k += 1
+    if k < 0:  # too few traps to show even zero served meets the target: no evidence, serve nothing
+        return TrapBound(None, n, 0, clopper_pearson_upper(0, n, confidence))
+    if k >= len(s):
+        return TrapBound(-math.inf, n, len(s), clopper_pearson_upper(len(s), n, confidence))
+    value = float(np.nextafter(s[k], np.inf))  # above the (k+1)-th: at most k traps (ties go unserved too)
+    served = int((s >= value).sum())
+    return TrapBound(value, n, served, clopper_pearson_upper(served, n, confidence))

@@ -74,6 +74,15 @@ class VerifierSettings(_Strict):
     """Serve a candidate only if the verifier's P(cached answer is right) reaches this."""
 
 
+class TrapEvidence(_Strict):
+    """How many of the labelled *trap* pairs (made to be hard to tell apart) a cut-off serves."""
+
+    n: int = Field(ge=0)
+    served: int = Field(ge=0)
+    estimated_rate: float = Field(ge=0.0, le=1.0)
+    upper_bound: float = Field(ge=0.0, le=1.0)
+
+
 class Calibration(_Strict):
     """Evidence written by ``semcache calibrate`` for the operating point it chose."""
 
@@ -88,6 +97,19 @@ class Calibration(_Strict):
     bound: str = "clopper-pearson"
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     data: str = ""
+    traps: TrapEvidence | None = None
+    """With ``max_trap_rate``: the trap pairs served at ``value`` (the other counts are the rest's)."""
+
+
+def _check_traps(cal: Calibration, budget: float | None, where: str) -> None:
+    """Trap evidence needs the budget it was made for, and must meet it."""
+    if cal.traps is None:
+        return
+    if budget is None:
+        raise ValueError(f"{where}calibration.traps needs the budget it was made for: {where}max_trap_rate")
+    if cal.traps.upper_bound > budget:
+        raise ValueError(f"{where}calibration.traps' upper bound {cal.traps.upper_bound} exceeds "
+                         f"{where}max_trap_rate {budget}")
 
 
 class UnderLoad(_Strict):
@@ -112,6 +134,8 @@ class UnderLoad(_Strict):
     enabled: bool = False
     max_false_hit_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
     """The false-hit budget under load (``semcache calibrate`` writes ``calibration`` for it)."""
+    max_trap_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """The share of trap pairs that may be served under load (see :attr:`CategoryPolicy.max_trap_rate`)."""
     calibration: Calibration | None = None
     """Evidence: the loosest similarity cut-off whose false-hit upper bound meets the budget."""
     threshold_floor: float = Field(default=-1.0, ge=-1.0, le=1.0)
@@ -136,6 +160,7 @@ class UnderLoad(_Strict):
         if cal.upper_bound > self.max_false_hit_rate:
             raise ValueError(f"under_load.calibration's upper bound {cal.upper_bound} exceeds "
                              f"max_false_hit_rate {self.max_false_hit_rate}")
+        _check_traps(cal, self.max_trap_rate, "under_load.")
         return self
 
     @property
@@ -218,6 +243,11 @@ class CategoryPolicy(_Strict):
     max_false_hit_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
     """Target for ``semcache calibrate``, which turns it into a concrete
     ``threshold`` / ``verifier.min_probability`` and records ``calibration``."""
+    max_trap_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """With it, ``semcache calibrate`` bounds two rates apart: of the pairs marked ``trap`` (negatives made
+    to be hard: negations, swapped words, numbers), the share served stays <= this, and of the other
+    pairs, whose mix is traffic's, ``max_false_hit_rate`` bounds the served ones that are wrong. Without
+    it every pair counts toward the false-hit rate, so the rate depends on how many traps the data hold."""
     calibration: Calibration | None = None
     match: MatchRules = Field(default_factory=MatchRules)
     cache_truncated: bool = False
@@ -242,6 +272,12 @@ class CategoryPolicy(_Strict):
     """A shared entry leaves serving once this many *distinct* tenants reported it
     wrong (one report from the admin is enough); fewer, and no one caller can
     remove what everyone is served."""
+
+    @model_validator(mode="after")
+    def _trap_evidence(self) -> CategoryPolicy:
+        if self.calibration is not None:
+            _check_traps(self.calibration, self.max_trap_rate, "")
+        return self
 
     @model_validator(mode="after")
     def _verifier_evidence_needs_the_verifier(self) -> CategoryPolicy:

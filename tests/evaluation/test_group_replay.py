@@ -41,6 +41,9 @@ def test_the_stream_holds_only_test_split_groups_in_a_seeded_order():
     assert a == b and a
     assert all(split_of(group, 0) == "test" for group, _ in a)
     assert group_stream("stackfaq", 1) != a
+    calib = group_stream("stackfaq", 0, "calib")  # what a cut-off may be chosen on: never the test groups
+    assert calib and all(split_of(group, 0) == "calib" for group, _ in calib)
+    assert not {g for g, _ in calib} & {g for g, _ in a}
 
 
 def test_the_command_is_registered_with_its_handler():
@@ -52,7 +55,8 @@ def test_the_command_is_registered_with_its_handler():
     parser = argparse.ArgumentParser()
     register_eval(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["eval", "groups", "--policy", "p.yaml", "--compare", "q.yaml"])
-    assert args.handler is run_cli and [str(p) for p in args.compare] == ["q.yaml"]
+    assert args.handler is run_cli and [str(p) for p in args.compare] == ["q.yaml"] and args.split == "test"
+    assert parser.parse_args(["eval", "groups", "--policy", "p.yaml", "--split", "calib"]).split == "calib"
 
 
 async def test_a_hit_on_another_group_with_the_same_gold_answer_is_not_false_by_answer(tmp_path):

@@ -40,11 +40,13 @@ async def test_the_shipped_default_lets_the_cross_encoder_decide_within_its_evid
 
     assert DEFAULT_POLICY_FILE.resolve() == CE_POLICY.resolve()
     policy = load_policies(CE_POLICY).default
-    assert policy.verifier.enabled and policy.verifier.model == "cross-encoder" and policy.threshold == 0.70
+    assert policy.verifier.enabled and policy.verifier.model == "cross-encoder" and policy.threshold == 0.60
     cal, floor = policy.calibration, policy.under_load.calibration
     assert cal.score == floor.score == "verifier" and cal.value == policy.verifier.min_probability
     assert cal.upper_bound <= policy.max_false_hit_rate and floor.upper_bound <= policy.under_load.max_false_hit_rate
     assert policy.under_load.relaxes == "verifier" and floor.value < cal.value
+    # Traps (rule-made hard negatives) are bounded apart from the false-hit rate of the rest.
+    assert cal.traps.upper_bound <= policy.max_trap_rate and floor.traps.upper_bound <= policy.under_load.max_trap_rate
     # Served and refused by the model, through the policy and the real embedder (guards on).
     cache, embedder = await _policy_cache(tmp_path, clock, model, CE_POLICY)
     try:
@@ -63,7 +65,7 @@ NEAR_MISSES = [  # (cached, asked): another question with the same words around 
     ("How do I cancel my subscription?", "How can I cancel my order?"),
     ("How do I change my shipping address?", "How do I change my billing address?"),
 ]
-KNOWN_NEAR_MISSES = [  # still served by the shipped model (p 0.85 each): evaluation/RESULTS.md
+KNOWN_NEAR_MISSES = [  # still served by the shipped model and default policy: evaluation/RESULTS.md
     ("How do I cancel my subscription?", "How do I pause my subscription?"),
     ("How can I track my order?", "Where can I see my order history?"),
 ]
@@ -116,6 +118,6 @@ async def test_the_shipped_default_on_the_hand_written_pairs_does_not_regress(tm
     kinds = Counter(row["kind"] for row in rows)
     assert kinds == {"key_word": 40, "reworded": 20, "near_repeat": 40, "negation": 30, "numbers": 30,
                      "entities": 25, "topic": 25}
-    assert served["key_word"] <= 2 and served["negation"] + served["numbers"] + served["topic"] == 0
+    assert served["key_word"] <= 3 and served["negation"] + served["numbers"] + served["topic"] == 0
     assert served["entities"] <= 3
-    assert served["reworded"] >= 9 and served["near_repeat"] >= 28, served
+    assert served["reworded"] >= 14 and served["near_repeat"] >= 35, served
