@@ -18,7 +18,9 @@ for b, "source", "kind"}``. Sources (all under ``../shared/data`` or ``$SEMCACHE
   GSM8K problems with one number changed (negatives);
 * *word swaps* (every split): a group question with one content word replaced
   by a word of a sibling intent's or a look-alike group's question, which its
-  own group never uses ("cancel purchase" -> "track purchase"), half of them
+  own group never uses ("cancel purchase" -> "track purchase"; in the held-out
+  splits a look-alike's word only where it stands next to the same word there:
+  "the nile river" -> "the colorado river"), half of them
   dressed in filler words or another case (:func:`swap_pairs`). In the train
   split 30% of the other negatives are dressed the same way, so form changes
   stop meaning "same question" (they were on positives only).
@@ -160,14 +162,17 @@ def _marks(name: str, groups: dict[str, dict], by_category: dict[str, list[str]]
     return frozenset(w for w, f in own.items() if f >= 0.05 and all(o.get(w, 0.0) * 5 <= f for o in others))
 
 
-def swap_pairs(groups: dict[str, dict], n: int, rng: random.Random, source: str) -> list[dict]:
+def swap_pairs(groups: dict[str, dict], n: int, rng: random.Random, source: str,
+               in_context: bool = False) -> list[dict]:
     """Up to ``n`` one-word-swap negatives ``{a: question, b: question with one word swapped}``.
 
     The donor of the new word is a question of a sibling intent (same Bitext
     category) when there is one, else the most word-overlapping of a sample of
     other groups' questions: the swaps a cache meets are between look-alikes.
     A word any question of the own group uses is never inserted (it may be a
-    paraphrase's synonym). Half the pairs get a form change on one side."""
+    paraphrase's synonym). Half the pairs get a form change on one side. ``in_context``: a
+    look-alike's word only where it shares a neighbour with the word it replaces
+    (:func:`verifier_rules.swap_word`)."""
     names = sorted(groups)
     if len(names) < 2:
         return []
@@ -191,7 +196,7 @@ def swap_pairs(groups: dict[str, dict], n: int, rng: random.Random, source: str)
         else:
             others = [o for o in rng.sample(names, min(40, len(names))) if o != name]
             donor = _closest(q, [rng.choice(groups[o]["questions"]) for o in others], rng)
-            changed = swap_word(q, donor, rng, vocab[name])
+            changed = swap_word(q, donor, rng, vocab[name], in_context=in_context)
         if changed is None:
             continue
         pair = {"a": q, "b": changed, "label": 0, "source": source, "kind": "word_swap"}
@@ -258,7 +263,10 @@ def build(split: str, seed: int = 0, *, mine: bool = True) -> list[dict]:
         if split == "train" and mine:  # held-out splits stay as they were: figures stay comparable
             pairs += mined_negatives(name, groups, rng)
         questions += [q for g in groups.values() for q in g["questions"]]
-        swaps += swap_pairs(groups, int(size["swap"] * _SWAP_SHARE[name]), swap_rng, name)
+        # Held-out swaps read like questions someone asks (the traps calibration bounds); the train
+        # split keeps the swaps the shipped model was trained on.
+        swaps += swap_pairs(groups, int(size["swap"] * _SWAP_SHARE[name]), swap_rng, name,
+                            in_context=split != "train")
     pairs += rule_pairs(questions, size["neg"], size["pos"], rng, "rules")
     if split == "train":  # held-out splits keep their negatives as they were: figures stay comparable
         pairs = [_dressed(p, dress_rng) if p["label"] == 0 and p["source"] in _GROUP_SOURCES

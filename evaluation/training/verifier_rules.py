@@ -206,14 +206,37 @@ def _near(a: str, b: str) -> bool:
     return difflib.SequenceMatcher(None, a, b).ratio() >= 0.75
 
 
+def _context(text: str, m: re.Match) -> set[tuple[str, str]]:
+    """The words either side of match ``m`` in ``text``: ``{("L", left), ("R", right)}``."""
+    left = re.findall(r"[A-Za-z'-]+", text[:m.start()])
+    right = re.findall(r"[A-Za-z'-]+", text[m.end():])
+    out = set()
+    if left:
+        out.add(("L", left[-1].lower()))
+    if right:
+        out.add(("R", right[0].lower()))
+    return out
+
+
+def _slots(donor: str) -> dict[str, set[tuple[str, str]]]:
+    """Each content word of ``donor`` (lower case) with the words either side of it."""
+    out: dict[str, set[tuple[str, str]]] = {}
+    for m in _CONTENT.finditer(donor):
+        out.setdefault(m.group(0).lower(), set()).update(_context(donor, m))
+    return out
+
+
 def swap_word(text: str, donor: str, rng: random.Random, own_words: frozenset[str] = frozenset(),
-              removable: frozenset[str] | None = None, insertable: frozenset[str] | None = None) -> str | None:
+              removable: frozenset[str] | None = None, insertable: frozenset[str] | None = None,
+              in_context: bool = False) -> str | None:
     """``text`` with one content word replaced by a content word of ``donor`` (another group's question).
 
     The inserted word is one ``text``'s own group never uses (``own_words``, lower case) and no
     spelling of the word it replaces, so the result asks something else; ``None`` when no such
     pair of words exists. ``removable`` / ``insertable`` narrow the two words further (to the
-    words that tell two intents apart, where intents are known). Capitalisation follows the
+    words that tell two intents apart, where intents are known). With ``in_context`` and no
+    ``removable``, the new word must also have the old one's left or right neighbour in
+    ``donor``, so the result reads like a question someone asks. Capitalisation follows the
     replaced word."""
     mine = {m.group(0).lower() for m in _CONTENT.finditer(text)}
     olds = [m for m in _CONTENT.finditer(text)
@@ -222,6 +245,12 @@ def swap_word(text: str, donor: str, rng: random.Random, own_words: frozenset[st
     if insertable is not None:
         news = [w for w in news if w in insertable]
     choices = [(m, w) for m in olds for w in news if not _near(m.group(0).lower(), w)]
+    if in_context and removable is None:
+        # Without intents to tell the words apart, the new word must stand in the donor where the
+        # old one stands in the text (the same word before or after it): "the largest peak" ->
+        # "the highest peak", never "kanye wests first amitabh", a question nobody asks.
+        slots = _slots(donor)
+        choices = [(m, w) for m, w in choices if _context(text, m) & slots.get(w, set())]
     if not choices:
         return None
     m, new = rng.choice(choices)

@@ -95,6 +95,22 @@ def test_a_word_swap_replaces_one_content_word_with_one_the_own_group_never_uses
     assert verifier_rules.swap_word("Cancel my purchase", "track it", rng, removable=frozenset({"cancel"})) == "Track my purchase"
 
 
+def test_a_held_out_look_alike_swap_puts_the_new_word_where_the_donor_has_it():
+    """In context, the new word must share a neighbour with the old one: a question someone could
+    ask ("the colorado river"), not "what was kanye wests first amitabh?"."""
+    rng = random.Random(0)
+    outs = {verifier_rules.swap_word("what sea does the nile river flow to?", "where does the colorado river start?",
+                                     rng, in_context=True) for _ in range(30)}
+    assert outs == {"what sea does the colorado river flow to?", "what sea does the nile river start to?"}
+    assert verifier_rules.swap_word("what was kanye wests first song?", "what is the real name of amitabh?", rng,
+                                    in_context=True) is None
+    assert verifier_rules.swap_word("what was kanye wests first song?", "what is the real name of amitabh?",
+                                    random.Random(1)) is not None  # the train split's swaps, as the model saw them
+    # Where intents are known (Bitext), the marks decide and no neighbour is needed.
+    assert verifier_rules.swap_word("Cancel my purchase", "I want to track it", rng, removable=frozenset({"cancel"}),
+                                    insertable=frozenset({"track"}), in_context=True) == "Track my purchase"
+
+
 def test_dressing_changes_only_the_form():
     rng = random.Random(3)
     for _ in range(40):

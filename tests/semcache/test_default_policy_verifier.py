@@ -118,6 +118,6 @@ async def test_the_shipped_default_on_the_hand_written_pairs_does_not_regress(tm
     kinds = Counter(row["kind"] for row in rows)
     assert kinds == {"key_word": 40, "reworded": 20, "near_repeat": 40, "negation": 30, "numbers": 30,
                      "entities": 25, "topic": 25}
-    assert served["key_word"] <= 3 and served["negation"] + served["numbers"] + served["topic"] == 0
+    assert served["key_word"] <= 2 and served["negation"] + served["numbers"] + served["topic"] == 0
     assert served["entities"] <= 3
-    assert served["reworded"] >= 14 and served["near_repeat"] >= 35, served
+    assert served["reworded"] >= 11 and served["near_repeat"] >= 30, served
