@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="labelled pairs, JSON lines {a, b, label[, category]}")
+    parser.add_argument("--data", required=True, help="labelled pairs, JSON lines {a, b, label[, category][, trap]}")
     parser.add_argument("--policy", required=True, help="input policy YAML")
     parser.add_argument("--out", required=True, help="output policy YAML")
     parser.add_argument("--confidence", type=_open_unit_interval, default=0.95,
