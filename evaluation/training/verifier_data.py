@@ -242,6 +242,11 @@ _DRESSED_NEGATIVES = 0.3  # of the train split's group, mined and rule negatives
 _GROUP_SOURCES = ("bitext_cs_4k5", "stackfaq", "comqa", "rules")
 
 
+TRAP_KINDS = frozenset({kind for kind, _ in NEGATIVE_RULES} | {"math_numbers", "word_swap"})
+"""Negatives made by rule to be hard (``"trap": true``): ``semcache calibrate`` bounds the share of them
+served (``max_trap_rate``) apart from the false-hit rate of the other pairs, whose mix is traffic's."""
+
+
 def build(split: str, seed: int = 0, *, mine: bool = True) -> list[dict]:
     """All pairs of one split, shuffled; deterministic for a seed.
 
@@ -281,12 +286,6 @@ def build(split: str, seed: int = 0, *, mine: bool = True) -> list[dict]:
         if p["label"] == 0 and p["kind"] in TRAP_KINDS:
             p["trap"] = True
     return pairs
-
-
-TRAP_KINDS = frozenset({"antonym", "negation", "numbers", "dates", "units", "entities", "scope", "math_numbers",
-                        "word_swap"})
-"""Negatives made by rule to be hard (``"trap": true``): ``semcache calibrate`` bounds the share of them
-served (``max_trap_rate``) apart from the false-hit rate of the other pairs, whose mix is traffic's."""
 
 
 def write(path: Path, pairs: list[dict]) -> None:
