@@ -28,6 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from semcache.config.evidence import Calibration, check_traps
 from semcache.errors import PolicyError
 from semcache.request.patterns import compile_pattern
 
@@ -72,44 +73,6 @@ class VerifierSettings(_Strict):
     """``trees``: the tree ensemble over pair features; ``cross-encoder``: MiniLM reading both queries."""
     min_probability: float = Field(default=0.5, ge=0.0, le=1.0)
     """Serve a candidate only if the verifier's P(cached answer is right) reaches this."""
-
-
-class TrapEvidence(_Strict):
-    """How many of the labelled *trap* pairs (made to be hard to tell apart) a cut-off serves."""
-
-    n: int = Field(ge=0)
-    served: int = Field(ge=0)
-    estimated_rate: float = Field(ge=0.0, le=1.0)
-    upper_bound: float = Field(ge=0.0, le=1.0)
-
-
-class Calibration(_Strict):
-    """Evidence written by ``semcache calibrate`` for the operating point it chose."""
-
-    score: Literal["similarity", "verifier"]
-    value: float
-    """The chosen ``threshold`` (similarity) or ``verifier.min_probability``."""
-    n_labelled: int = Field(ge=0)
-    served: int = Field(ge=0)
-    false_hits: int = Field(ge=0)
-    estimated_rate: float = Field(ge=0.0, le=1.0)
-    upper_bound: float = Field(ge=0.0, le=1.0)
-    bound: str = "clopper-pearson"
-    confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
-    data: str = ""
-    traps: TrapEvidence | None = None
-    """With ``max_trap_rate``: the trap pairs served at ``value`` (the other counts are the rest's)."""
-
-
-def _check_traps(cal: Calibration, budget: float | None, where: str) -> None:
-    """Trap evidence needs the budget it was made for, and must meet it."""
-    if cal.traps is None:
-        return
-    if budget is None:
-        raise ValueError(f"{where}calibration.traps needs the budget it was made for: {where}max_trap_rate")
-    if cal.traps.upper_bound > budget:
-        raise ValueError(f"{where}calibration.traps' upper bound {cal.traps.upper_bound} exceeds "
-                         f"{where}max_trap_rate {budget}")
 
 
 class UnderLoad(_Strict):
@@ -160,7 +123,7 @@ class UnderLoad(_Strict):
         if cal.upper_bound > self.max_false_hit_rate:
             raise ValueError(f"under_load.calibration's upper bound {cal.upper_bound} exceeds "
                              f"max_false_hit_rate {self.max_false_hit_rate}")
-        _check_traps(cal, self.max_trap_rate, "under_load.")
+        check_traps(cal, self.max_trap_rate, "under_load.")
         return self
 
     @property
@@ -276,7 +239,7 @@ class CategoryPolicy(_Strict):
     @model_validator(mode="after")
     def _trap_evidence(self) -> CategoryPolicy:
         if self.calibration is not None:
-            _check_traps(self.calibration, self.max_trap_rate, "")
+            check_traps(self.calibration, self.max_trap_rate, "")
         return self
 
     @model_validator(mode="after")
