@@ -88,6 +88,28 @@ def _operating(scores: np.ndarray, labels: np.ndarray, servable: np.ndarray, tra
     return evidence
 
 
+def _overrule_bars(policy, pairs: list[dict], passes: np.ndarray) -> np.ndarray:
+    """Per pair, the probability the verifier needs to overrule the guard that refused it
+    (``verifier.overrule``, as in :func:`semcache.decide.diffrule.check`); NaN where it may not."""
+    bars = np.full(len(pairs), np.nan)
+    overrule = policy.verifier.overrule if policy.verifier.enabled else {}
+    if not overrule:
+        return bars
+    for i in np.flatnonzero(~passes):
+        a, b = pairs[i]["a"], pairs[i]["b"]
+        verdict = guards.check(policy.guards, b, a)
+        if (verdict.guard in overrule and guards.overrulable(verdict, b, a)
+                and guards.check(policy.guards.model_copy(update={verdict.guard: False}), b, a).passed):
+            bars[i] = overrule[verdict.guard]  # and the cut-off: a served pair reaches both
+    return bars
+
+
+def _count_overruled(evidence: dict, scores: np.ndarray, overruled: np.ndarray, overrules: bool) -> None:
+    """Record how many served pairs a guard refused (where the policy lets the verifier overrule one)."""
+    if overrules and evidence["served"]:
+        evidence["overruled"] = int((overruled & (scores >= evidence["value"])).sum())
+
+
 def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifier: Verifier | None = None,
                    cross_encoder: CrossEncoderVerifier | None = None, confidence: float = 0.95,
                    source: str = "<policy>", data: str = "") -> tuple[str, dict]:
@@ -106,6 +128,9 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
         sub = [p for p, m in zip(pairs, mask) if m]
         cos, y = cosines[mask], labels[mask]
         passes = np.array([guards.check(policy.guards, p["b"], p["a"]).passed for p in sub], dtype=bool)
+        bars = _overrule_bars(policy, sub, passes)
+        lifted = ~np.isnan(bars)
+        overrules = bool(policy.verifier.enabled and policy.verifier.overrule)
         body = raw["categories"].get(policy.name) or {}
         raw["categories"][policy.name] = body
         probs = servable = None
@@ -113,11 +138,13 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
             model = cross_encoder if policy.verifier.model == "cross-encoder" else verifier
             if model is None:
                 raise ConfigError(f"category {policy.name} uses the verifier: calibration needs the model")
-            # Only candidates above the similarity pre-filter that pass the guards reach the verifier.
-            servable = passes & (cos >= policy.threshold)
+            # Only candidates above the similarity pre-filter that pass the guards reach the verifier;
+            # one a guard the verifier may overrule refused is served only at that guard's probability.
+            above = cos >= policy.threshold
             probs = np.zeros(len(sub))
-            idx = np.flatnonzero(servable)
+            idx = np.flatnonzero(above & (passes | lifted))
             probs[idx] = model.probabilities_of([(sub[i]["b"], sub[i]["a"], cos[i]) for i in idx])
+            servable = above & (passes | (lifted & (probs >= np.nan_to_num(bars, nan=2.0))))
         trap = np.array([bool(p.get("trap")) for p in sub], dtype=bool)
         # Where the verifier decides, its cut-off (the pre-filter stays); else a similarity cut-off.
         scores, ok, kind = (probs, servable, "verifier") if probs is not None else (cos, passes, "similarity")
@@ -125,11 +152,13 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
             # The floor of load adaptation, meeting the (looser) under-load budget.
             evidence = _operating(scores, y, ok, trap, under_load, policy.under_load.max_trap_rate,
                                   kind, confidence, data)
+            _count_overruled(evidence, scores, ok & lifted, overrules)
             body["under_load"] = {**(body.get("under_load") or {}), "calibration": evidence}
             summary[f"{policy.name} under_load"] = evidence
         if target is None:
             continue
         evidence = _operating(scores, y, ok, trap, target, policy.max_trap_rate, kind, confidence, data)
+        _count_overruled(evidence, scores, ok & lifted, overrules)
         if probs is not None:
             body["verifier"] = {**(body.get("verifier") or {}), "min_probability": evidence["value"]}
         else:

@@ -42,6 +42,8 @@ class Calibration(_Strict):
     data: str = ""
     traps: TrapEvidence | None = None
     """With ``max_trap_rate``: the trap pairs served at ``value`` (the other counts are the rest's)."""
+    overruled: int | None = Field(default=None, ge=0)
+    """With ``verifier.overrule``: of the pairs served (traps included), those a guard refused."""
 
 
 def check_traps(cal: Calibration, budget: float | None, where: str) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -65,14 +65,20 @@ class Guards(_Strict):
     form) must agree, and prompts sharing a long body are served only if the changed part passes."""
 
 
+_Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
 class VerifierSettings(_Strict):
     """The learned hit verifier (:mod:`semcache.verifier`), run after the guards."""
 
     enabled: bool = False
     model: Literal["trees", "cross-encoder"] = "trees"
     """``trees``: the tree ensemble over pair features; ``cross-encoder``: MiniLM reading both queries."""
-    min_probability: float = Field(default=0.5, ge=0.0, le=1.0)
+    min_probability: _Probability = 0.5
     """Serve a candidate only if the verifier's P(cached answer is right) reaches this."""
+    overrule: dict[Literal["numbers", "negation", "entities", "identifiers"], _Probability] = {}
+    """Guards whose refusal the verifier may overrule, each with the P that takes (and at least
+    ``min_probability``): ``{negation: 0.95}`` (never an antonym pair: ``guards.overrulable``)."""
 
 
 class UnderLoad(_Strict):

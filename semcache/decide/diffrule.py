@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import lru_cache
@@ -173,12 +173,14 @@ Embed = Callable[[Sequence[str]], Any]
 """An embedder's ``embed``: async, texts -> unit vectors."""
 
 
-def _decide(policy: Any, query: str, cached: str, similarity: float) -> GuardVerdict | TextDiff:
-    """Everything but the span embedding: a verdict, or the diff whose spans are still to be judged."""
-    if policy.guards.diff and query != cached and max(len(query), len(cached)) > MAX_COMPARE_CHARS:
+def _decide(policy: Any, query: str, cached: str, similarity: float, rules: Any) -> GuardVerdict | TextDiff:
+    """Everything but the span embedding: a verdict, or the diff whose spans are still to be judged.
+
+    ``rules``: the guards to run (the policy's, or those with one lifted for the verifier)."""
+    if rules.diff and query != cached and max(len(query), len(cached)) > MAX_COMPARE_CHARS:
         return GuardVerdict(False, "diff", "exact-only: texts too long to compare")
-    verdict = guards.check(policy.guards, query, cached)
-    if not verdict.passed or not policy.guards.diff or query == cached:
+    verdict = guards.check(rules, query, cached)
+    if not verdict.passed or not rules.diff or query == cached:
         return verdict
     differing = atom_difference(query, cached)
     if differing:
@@ -192,22 +194,40 @@ def _decide(policy: Any, query: str, cached: str, similarity: float) -> GuardVer
     if why is not None:
         return GuardVerdict(False, "diff", f"exact-only: {why}")
     for span in diff.spans:
-        verdict = guards.check(policy.guards, span.query, span.cached)
+        verdict = guards.check(rules, span.query, span.cached)
         if not verdict.passed:
             return GuardVerdict(False, verdict.guard, f"{verdict.detail} in a changed span")
     return diff
 
 
-async def check(policy: Any, query: str, cached: str, similarity: float, embed: Embed) -> GuardVerdict:
+async def check(policy: Any, query: str, cached: str, similarity: float, embed: Embed,
+                overrule: Collection[str] = ()) -> GuardVerdict:
     """The guards on the whole texts, then (with ``policy.guards.diff``) the diff rule above.
 
     Long texts are judged in a worker thread: the guards and the diff of two
     8k-token prompts take tens of milliseconds (``evaluation/bench/bench_diffrule.py``).
+
+    ``overrule``: guards the verifier may overrule (``policy.verifier.overrule``). When the
+    first guard to refuse is one and the refusal may be overruled (:func:`guards.overrulable`:
+    never an antonym pair), the pair is judged again with that guard alone lifted; if
+    everything else passes, the verdict passes with ``overruled`` set, and only the verifier
+    (at that guard's probability) may still serve it.
     """
+    verdict = await _check(policy, query, cached, similarity, embed, policy.guards)
+    if verdict.passed or verdict.guard not in overrule or not guards.overrulable(verdict, query, cached):
+        return verdict
+    lifted = policy.guards.model_copy(update={verdict.guard: False})
+    again = await _check(policy, query, cached, similarity, embed, lifted)
+    if not again.passed:
+        return again
+    return GuardVerdict(True, verdict.guard, verdict.detail, overruled=True)
+
+
+async def _check(policy: Any, query: str, cached: str, similarity: float, embed: Embed, rules: Any) -> GuardVerdict:
     if len(query) + len(cached) > THREAD_CHARS:
-        decided = await asyncio.to_thread(_decide, policy, query, cached, similarity)
+        decided = await asyncio.to_thread(_decide, policy, query, cached, similarity, rules)
     else:
-        decided = _decide(policy, query, cached, similarity)
+        decided = _decide(policy, query, cached, similarity, rules)
     if isinstance(decided, GuardVerdict):
         return decided
     spans = decided.spans

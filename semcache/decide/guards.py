@@ -78,9 +78,13 @@ class GuardVerdict:
     passed: bool
     guard: str | None = None
     detail: str = ""
+    overruled: bool = False
+    """Passed only because ``guard``, which refused, is one the verifier may overrule (it must now)."""
 
     @property
     def reason(self) -> str:
+        if self.overruled:
+            return f"guard: {self.guard} differ ({self.detail}), left to the verifier"
         return "guards passed" if self.passed else f"guard: {self.guard} differ ({self.detail})"
 
 
@@ -120,11 +124,12 @@ def _negation_profile(text: str) -> tuple[int, frozenset[str]]:
     return negations % 2, frozenset(_stem(w) for w in words) | frozenset(words)
 
 
-def negation_conflict(a: str, b: str) -> str | None:
-    """Describe a negation or antonym mismatch between two texts, or None."""
+def negation_conflict(a: str, b: str, *, parity: bool = True) -> str | None:
+    """Describe a negation or antonym mismatch between two texts, or None (antonyms only
+    without ``parity``)."""
     parity_a, words_a = _negation_profile(a)
     parity_b, words_b = _negation_profile(b)
-    if parity_a != parity_b:
+    if parity and parity_a != parity_b:
         return "negation"
     # Only words of the antonym vocabulary present in one text can conflict.
     for x in words_a & _OPPOSITES.keys():
@@ -151,6 +156,16 @@ def identifiers_in(text: str) -> frozenset[str]:
 def entities_in(text: str) -> frozenset[str]:
     """Capitalised names not at the start of a sentence, lower-cased."""
     return frozenset(m.lower() for m in _ENTITY_RE.findall(text) if m.lower() not in {"i", "i'm", "i've"})
+
+
+def overrulable(verdict: GuardVerdict, query: str, cached_query: str) -> bool:
+    """Whether a verifier allowed to overrule ``verdict.guard`` (``verifier.overrule``) may overrule this
+    refusal. Of the negation guard only a negation word one text has and the other lacks ("I don't
+    know how to cancel" / "help me cancel"), in texts with no antonym pair: the cross-encoder told
+    those apart, but scored "lock" / "unlock my screen rotation" 0.96 (``evaluation/traps.jsonl``)."""
+    if verdict.guard != "negation":
+        return True
+    return verdict.detail == "negation" and negation_conflict(query, cached_query, parity=False) is None
 
 
 def check(guards: Guards, query: str, cached_query: str) -> GuardVerdict:

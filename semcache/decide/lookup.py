@@ -79,6 +79,7 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
     ctx.candidates = found  # kept for the lookup log (what-if replays)
     best_sim, nearest, reason, stage = None, None, "no candidate in this context", "similarity"
     verdicts: dict[str, VerifierVerdict] = {}  # verifier verdicts judged ahead, in one hop
+    overrule = policy.verifier.overrule if policy.verifier.enabled else {}  # guards the verifier may overrule
     rejected = False
     for position, (cand_id, sim) in enumerate(found):
         meta = cache.catalog.get(cand_id)
@@ -95,7 +96,7 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
             if reason.startswith("no candidate"):
                 reason = f"similarity {sim:.3f} < threshold {eff.threshold:.2f} ({policy.name})"
             break
-        verdict = await diffrule.check(policy, norm.text, meta.query, sim, cache.embedder.embed)
+        verdict = await diffrule.check(policy, norm.text, meta.query, sim, cache.embedder.embed, overrule)
         if not verdict.passed:
             cache.stats[policy.name].guard_rejections[verdict.guard] += 1
             reason, stage = verdict.reason + f" at similarity {sim:.3f}", "guard"
@@ -110,6 +111,14 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
             if judged is not None:
                 verdicts.update(zip([i for i, _, _ in batch], judged, strict=True))
                 verified = verdicts[cand_id]
+        if verdict.overruled:
+            # Served against a guard only if the verifier, run and sure enough, says so.
+            bar = max(policy.verifier.overrule[verdict.guard], eff.min_probability)
+            if verified is None or verified.probability < bar:
+                cache.stats[policy.name].guard_rejections[verdict.guard] += 1
+                reason, stage = verdict.reason + f": verifier p {_p(verified)} < {bar:.2f}", "guard"
+                rejected = True
+                continue
         if verified is not None and not verified.passed:
             rejected = True
             cache.stats[policy.name].verifier_rejections += 1
@@ -120,11 +129,19 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
             continue
         hit_reason = f"similarity {sim:.3f} >= threshold {eff.threshold:.2f} ({policy.name})"
         return LookupResult(
-            "hit", reason=verified.reason if verified else hit_reason, similarity=sim, entry=entry,
+            "hit", reason=_hit_reason(verified, verdict) if verified else hit_reason, similarity=sim, entry=entry,
             stage="verifier" if verified else "similarity",
             probability=verified.probability if verified else None, **base,
         )
     return LookupResult("miss", reason=reason, similarity=best_sim, stage=stage, nearest=nearest, **base)
+
+
+def _hit_reason(verified: VerifierVerdict, verdict) -> str:
+    return verified.reason + (f", overruling guard {verdict.guard} ({verdict.detail})" if verdict.overruled else "")
+
+
+def _p(verified: VerifierVerdict | None) -> str:
+    return "-" if verified is None else f"{verified.probability:.3f}"
 
 
 def _still_eligible(cache: SemanticCache, later: list[tuple[str, float]], fresh_at: float, threshold: float,
