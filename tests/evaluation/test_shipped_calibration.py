@@ -28,6 +28,7 @@ def _same(evidence, recorded) -> None:
     assert (evidence["n_labelled"], evidence["served"], evidence["false_hits"]) == (
         recorded.n_labelled, recorded.served, recorded.false_hits)
     assert evidence["traps"]["n"] == recorded.traps.n and evidence["traps"]["served"] == recorded.traps.served
+    assert evidence.get("overruled") == recorded.overruled
 
 
 def test_calibrate_on_fresh_calibration_pairs_reproduces_the_shipped_evidence(monkeypatch):

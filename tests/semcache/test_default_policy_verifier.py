@@ -60,6 +60,31 @@ async def test_the_shipped_default_lets_the_cross_encoder_decide_within_its_evid
         await embedder.aclose()
 
 
+async def test_the_verifier_overrules_a_negation_word_but_never_an_antonym(tmp_path, clock, model):
+    strict = CE_POLICY.parent / "default-strict.yaml"  # the same model, without overrule
+    for path, overrules in ((CE_POLICY, True), (strict, False)):
+        cache, embedder = await _policy_cache(tmp_path, clock, model, path)
+        try:
+            await put(cache, chat("help me track my refund", tenant="a"))
+            asked = await cache.lookup(chat("I do not know how to track my refund", tenant="a"))  # p 0.99
+            if overrules:
+                assert asked.status == "hit" and "overruling guard negation" in asked.reason, asked.reason
+            else:
+                assert asked.status == "miss" and asked.stage == "guard", asked.reason
+            # The model scores this antonym pair 0.96: only the guard keeps it out.
+            await put(cache, chat("How do I lock my iPhone screen rotation?", tenant="b"))
+            antonym = await cache.lookup(chat("How do I unlock my iPhone screen rotation?", tenant="b"))
+            assert antonym.status == "miss" and antonym.stage == "guard", antonym.reason
+            # A negation that changes the question: lifted, and refused by the model (p 0.008).
+            await put(cache, chat("Is it safe to eat raw eggs?", tenant="c"))
+            negated = await cache.lookup(chat("Is it not safe to eat raw eggs?", tenant="c"))
+            assert negated.status == "miss" and negated.stage == "guard", negated.reason
+            assert ("verifier p 0.0" in negated.reason) is overrules, negated.reason
+        finally:
+            await cache.close()
+            await embedder.aclose()
+
+
 NEAR_MISSES = [  # (cached, asked): another question with the same words around it
     ("How do I cancel my subscription?", "hi, how do I renew my subscription? please"),
     ("How do I cancel my subscription?", "How can I cancel my order?"),
