@@ -127,6 +127,7 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
         entry = await fetch_for_hit(cache, meta, policy, now, fresh_at)
         if entry is None:
             continue
+        cache.stats[policy.name].overruled_hits += verdict.overruled
         hit_reason = f"similarity {sim:.3f} >= threshold {eff.threshold:.2f} ({policy.name})"
         return LookupResult(
             "hit", reason=_hit_reason(verified, verdict) if verified else hit_reason, similarity=sim, entry=entry,

@@ -34,6 +34,7 @@ class CategoryStats:
     invalidations: int = 0
     guard_rejections: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     verifier_rejections: int = 0
+    overruled_hits: int = 0  # served by the verifier against a guard it may overrule (verifier.overrule)
     lookup_seconds: float = 0.0
     hit_similarity: list[int] = field(default_factory=lambda: [0] * HIST_BINS)
     near_miss_similarity: list[int] = field(default_factory=lambda: [0] * HIST_BINS)
@@ -63,6 +64,7 @@ class CategoryStats:
             "invalidations": self.invalidations,
             "guard_rejections": dict(self.guard_rejections),
             "verifier_rejections": self.verifier_rejections,
+            "overruled_hits": self.overruled_hits,
             "mean_lookup_ms": 1000 * self.lookup_seconds / self.lookups if self.lookups else 0.0,
             "hit_similarity_hist": list(self.hit_similarity),
             "near_miss_similarity_hist": list(self.near_miss_similarity),

@@ -69,6 +69,7 @@ async def test_the_verifier_overrules_a_negation_word_but_never_an_antonym(tmp_p
             asked = await cache.lookup(chat("I do not know how to track my refund", tenant="a"))  # p 0.99
             if overrules:
                 assert asked.status == "hit" and "overruling guard negation" in asked.reason, asked.reason
+                assert cache.stats.snapshot()["categories"]["default"]["overruled_hits"] == 1
             else:
                 assert asked.status == "miss" and asked.stage == "guard", asked.reason
             # The model scores this antonym pair 0.96: only the guard keeps it out.
