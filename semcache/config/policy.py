@@ -56,6 +56,8 @@ class Guards(_Strict):
     """Numbers, dates and versions in both queries must agree."""
     negation: bool = True
     """Negations and antonyms (enable/disable, include/exclude, ...) must agree."""
+    actions: bool = False
+    """Requests (edit / delete / pause / renew / track ... an account, order, file) must agree."""
     entities: bool = False
     """Capitalised names (people, places, products) must agree."""
     identifiers: bool = False
@@ -76,7 +78,7 @@ class VerifierSettings(_Strict):
     """``trees``: the tree ensemble over pair features; ``cross-encoder``: MiniLM reading both queries."""
     min_probability: _Probability = 0.5
     """Serve a candidate only if the verifier's P(cached answer is right) reaches this."""
-    overrule: dict[Literal["numbers", "negation", "entities", "identifiers"], _Probability] = {}
+    overrule: dict[Literal["numbers", "negation", "actions", "entities", "identifiers"], _Probability] = {}
     """Guards whose refusal the verifier may overrule, each with the P that takes (and at least
     ``min_probability``): ``{negation: 0.95}`` (never an antonym pair: ``guards.overrulable``)."""
 

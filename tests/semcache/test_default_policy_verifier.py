@@ -53,8 +53,11 @@ async def test_the_shipped_default_lets_the_cross_encoder_decide_within_its_evid
         await put(cache, chat("How do I update my payment method?"))
         hit = await cache.lookup(chat("how do i update my payment method please"))
         assert hit.status == "hit" and hit.stage == "verifier", hit.reason
-        trap = await cache.lookup(chat("how do i remove my payment method please"))
+        trap = await cache.lookup(chat("how do i update my payment address please"))
         assert trap.status == "miss" and trap.stage == "verifier", trap.reason
+        # Another request on the same thing: the actions guard leaves it to the model at 0.95 (p 0.010).
+        trap = await cache.lookup(chat("how do i remove my payment method please"))
+        assert trap.status == "miss" and trap.stage == "guard" and "verifier p 0.0" in trap.reason, trap.reason
     finally:
         await cache.close()
         await embedder.aclose()
@@ -90,10 +93,13 @@ NEAR_MISSES = [  # (cached, asked): another question with the same words around 
     ("How do I cancel my subscription?", "hi, how do I renew my subscription? please"),
     ("How do I cancel my subscription?", "How can I cancel my order?"),
     ("How do I change my shipping address?", "How do I change my billing address?"),
+    # Served by the model alone (p 0.85, 0.80); the actions guard leaves them to it only at 0.95.
+    ("How do I cancel my subscription?", "How do I pause my subscription?"),
+    ("deleting freemium account", "edit info on freemium account"),
 ]
 KNOWN_NEAR_MISSES = [  # still served by the shipped model and default policy: evaluation/RESULTS.md
-    ("How do I cancel my subscription?", "How do I pause my subscription?"),
     ("How can I track my order?", "Where can I see my order history?"),
+    ("modifying Gold account", "i need help to remove my Gold account"),  # p 0.97: over the actions bar
 ]
 
 

@@ -48,3 +48,31 @@ def test_disabled_guards_do_not_reject():
 def test_extractors():
     assert numbers_in("v1.2.3 released on 2024-01-05, cost 1,200") >= {"1.2.3", "2024-01-05", "1200"}
     assert {"snake_case", "camelCase", "os.path.join"} <= identifiers_in("use snake_case, camelCase or os.path.join()")
+
+
+ACTIONS_ON = Guards(actions=True)
+
+
+@pytest.mark.parametrize(("a", "b", "conflict"), [
+    ("edit info on freemium account", "deleting freemium account", "edit/delete"),
+    ("How do I pause my subscription?", "How do I cancel my subscription?", "pause/delete"),
+    ("How do I change my password?", "How do I reset my password?", "edit/recover"),
+    ("I need to track my refund", "I need to renew my plan", "refund/renew"),  # and track: one conflict is enough
+])
+def test_the_actions_guard_refuses_another_request_on_the_same_thing(a, b, conflict):
+    verdict = check(ACTIONS_ON, a, b)
+    assert not verdict.passed and verdict.guard == "actions"
+    assert verdict.detail == conflict  # what the new query asks / what the cached one asked
+    assert check(Guards(), a, b).passed  # off by default
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("remove my account", "cancel my account"),  # one request, two words
+    ("I cancelled my order", "cancel order please"),
+    ("updating my address", "modify my address"),
+    ("I want to sign up", "help me register"),
+    ("track my order", "where is my order"),  # a request named on one side only
+    ("How do I update my payment method?", "update payment method"),
+])
+def test_the_actions_guard_lets_one_request_in_other_words_pass(a, b):
+    assert check(ACTIONS_ON, a, b).passed
