@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from semcache.decide.guards import check, identifiers_in, numbers_in
+from semcache.decide.guards import action_conflict, check, identifiers_in, numbers_in
 from semcache.config.policy import Guards
 
 ALL = Guards(numbers=True, negation=True, entities=True, identifiers=True)
@@ -76,3 +78,15 @@ def test_the_actions_guard_refuses_another_request_on_the_same_thing(a, b, confl
 ])
 def test_the_actions_guard_lets_one_request_in_other_words_pass(a, b):
     assert check(ACTIONS_ON, a, b).passed
+
+
+_REQUEST_WORDS = ["delete", "cancel", "edit", "update", "pause", "renew", "track", "refund", "my", "account",
+                  "order", "how", "do", "i", "the", "subscription", "please", "reset", "password"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_REQUEST_WORDS), max_size=8), st.lists(st.sampled_from(_REQUEST_WORDS), max_size=8))
+def test_the_actions_guard_is_symmetric_and_never_refuses_a_text_its_own_words(a, b):
+    a, b = " ".join(a), " ".join(b)
+    assert (action_conflict(a, b) is None) == (action_conflict(b, a) is None)
+    assert action_conflict(a, a) is None and action_conflict(a, a + " " + b) is None  # adding a request is not one replaced
