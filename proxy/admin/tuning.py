@@ -56,7 +56,7 @@ class TuningChange(BaseModel):
     category: StrictStr = Field(max_length=128)
     threshold: float | None = Field(None, ge=-1.0, le=1.0)
     ttl_seconds: float | None = Field(None, gt=0, description="null (given explicitly): never expires")
-    guards: dict[Literal["numbers", "negation", "entities", "identifiers", "diff"], StrictBool] | None = None
+    guards: dict[Literal["numbers", "negation", "actions", "entities", "identifiers", "diff"], StrictBool] | None = None
     """Guard switches to change (the others keep their values)."""
 
     def ttl(self) -> Any:

@@ -251,7 +251,7 @@ def _long(policy: Any, query: str, cached: str) -> bool:
     return bool(policy.guards.diff) and min(len(query.split()), len(cached.split())) >= diffrule.SHARED_BODY
 
 
-GUARDS = ("numbers", "negation", "entities", "identifiers", "diff")
+GUARDS = ("numbers", "negation", "actions", "entities", "identifiers", "diff")
 
 
 async def _flipped(policy: Any, query: str, cached: str, similarity: float, embed) -> dict[str, bool]:

@@ -163,20 +163,22 @@ GUARDED = """
 categories:
   default:
     threshold: 0.5
-    guards: {{numbers: {numbers}, negation: {negation}, entities: false, identifiers: false, diff: true}}
+    guards: {{numbers: {numbers}, negation: {negation}, actions: false, entities: false, identifiers: false, diff: true}}
 """
 
 
-@pytest.mark.parametrize("flip", ["numbers", "negation", "entities", "identifiers", "diff"])
+@pytest.mark.parametrize("flip", ["numbers", "negation", "actions", "entities", "identifiers", "diff"])
 async def test_replayed_guard_switch_predicts_the_decisions_after_applying_it(make_cache, flip):
     cache = await make_cache(GUARDED.format(numbers="true", negation="true"))
     cache.lookup_log = LookupLog(guard_floor=-1.0)
-    stored = [*STORED, "call Alice at 5 pm about the order_total field", "release version 2.1 notes"]
+    stored = [*STORED, "call Alice at 5 pm about the order_total field", "release version 2.1 notes",
+              "how do I update my shipping address for the order"]
     for text in stored:
         res = await cache.lookup(chat(text))
         assert (await cache.store(chat(text), res, response=answer(f"answer to {text}"))).stored
     asked = [*ASKED, "call Bob at 5 pm about the order_total field", "call Alice at 6 pm about the order_total field",
-             "call Alice at 5 pm about the orderTotal field", "release version 2.2 notes"]
+             "call Alice at 5 pm about the orderTotal field", "release version 2.2 notes",
+             "how do I delete my shipping address for the order"]
     cache.lookup_log = LookupLog(guard_floor=-1.0)
     for text in asked:
         await cache.lookup(chat(text))
@@ -196,4 +198,4 @@ async def test_replayed_guard_switch_predicts_the_decisions_after_applying_it(ma
     assert "?" in [replay_one(r, 0.5, KEEP_TTL, two) for r in records]
 
 
-CHANGES_SOMETHING = {"negation", "entities", "identifiers"}  # numbers and diff (atoms) back each other up
+CHANGES_SOMETHING = {"negation", "actions", "entities", "identifiers"}  # numbers and diff (atoms) back each other up

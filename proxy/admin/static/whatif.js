@@ -9,7 +9,7 @@
   let ready = false;
   let lastChange = null; // the change whose prediction is on screen (Apply applies exactly that)
   let currentGuards = {};
-  const GUARDS = ["numbers", "negation", "entities", "identifiers", "diff"];
+  const GUARDS = ["numbers", "negation", "actions", "entities", "identifiers", "diff"];
 
   const pct = (x) => (x === null || x === undefined ? "-" : (100 * x).toFixed(1) + "%");
   const ttlText = (t) => (t === null || t === undefined ? "never expires" : t + " s");
