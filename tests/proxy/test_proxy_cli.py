@@ -222,3 +222,23 @@ def test_any_scalar_setting_given_as_a_flag_comes_back_unchanged(data):
     got = load_settings(settings_overrides(_parser().parse_args(["serve", *argv]), ProxySettings))
     got_value = getattr(getattr(got, path[0]), path[1]) if len(path) == 2 else getattr(got, path[0])
     assert got_value == expected and path[0] in got.model_fields_set
+
+
+def test_a_ctrl_c_dropped_during_the_start_is_still_noted():
+    """A KeyboardInterrupt raised in a finalizer is printed and dropped by Python; the start checks the note."""
+    import os
+    import signal
+
+    from proxy.cli import _noting_ctrl_c
+
+    before = signal.getsignal(signal.SIGINT)
+    with _noting_ctrl_c() as interrupted:
+        assert not interrupted()
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs at the next bytecode boundary
+                pass
+        except KeyboardInterrupt:
+            pass  # as a finalizer would: reported, then dropped
+        assert interrupted()
+    assert signal.getsignal(signal.SIGINT) is before
