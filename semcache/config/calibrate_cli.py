@@ -88,17 +88,14 @@ def _operating(scores: np.ndarray, labels: np.ndarray, servable: np.ndarray, tra
     return evidence
 
 
-def _overrule_bars(policy, pairs: list[dict], passes: np.ndarray) -> np.ndarray:
+def _overrule_bars(policy, pairs: list[dict], verdicts: list[guards.GuardVerdict]) -> np.ndarray:
     """Per pair, the probability the verifier needs to overrule the guard that refused it
     (``verifier.overrule``, as in :func:`semcache.decide.diffrule.check`); NaN where it may not."""
     bars = np.full(len(pairs), np.nan)
-    overrule = policy.verifier.overrule if policy.verifier.enabled else {}
-    if not overrule:
-        return bars
-    for i in np.flatnonzero(~passes):
+    overrule = policy.verifier.active_overrule
+    for i, verdict in enumerate(verdicts):
         a, b = pairs[i]["a"], pairs[i]["b"]
-        verdict = guards.check(policy.guards, b, a)
-        if (verdict.guard in overrule and guards.overrulable(verdict, b, a)
+        if (not verdict.passed and verdict.guard in overrule and guards.overrulable(verdict, b, a)
                 and guards.check(policy.guards.model_copy(update={verdict.guard: False}), b, a).passed):
             bars[i] = overrule[verdict.guard]  # and the cut-off: a served pair reaches both
     return bars
@@ -127,10 +124,11 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
         mask = categories == policy.name
         sub = [p for p, m in zip(pairs, mask) if m]
         cos, y = cosines[mask], labels[mask]
-        passes = np.array([guards.check(policy.guards, p["b"], p["a"]).passed for p in sub], dtype=bool)
-        bars = _overrule_bars(policy, sub, passes)
+        verdicts = [guards.check(policy.guards, p["b"], p["a"]) for p in sub]
+        passes = np.array([v.passed for v in verdicts], dtype=bool)
+        bars = _overrule_bars(policy, sub, verdicts)
         lifted = ~np.isnan(bars)
-        overrules = bool(policy.verifier.enabled and policy.verifier.overrule)
+        overrules = bool(policy.verifier.active_overrule)
         body = raw["categories"].get(policy.name) or {}
         raw["categories"][policy.name] = body
         probs = servable = None

@@ -79,7 +79,7 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
     ctx.candidates = found  # kept for the lookup log (what-if replays)
     best_sim, nearest, reason, stage = None, None, "no candidate in this context", "similarity"
     verdicts: dict[str, VerifierVerdict] = {}  # verifier verdicts judged ahead, in one hop
-    overrule = policy.verifier.overrule if policy.verifier.enabled else {}  # guards the verifier may overrule
+    overrule = policy.verifier.active_overrule  # guards the verifier may overrule
     rejected = False
     for position, (cand_id, sim) in enumerate(found):
         meta = cache.catalog.get(cand_id)

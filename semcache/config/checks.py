@@ -1,0 +1,53 @@
+"""What a candidate must pass before it is served: the guards, then the learned verifier.
+
+Per category (:class:`semcache.config.policy.CategoryPolicy` ``guards`` / ``verifier``); the
+checks themselves are :mod:`semcache.decide.guards`, :mod:`semcache.decide.diffrule` and
+:mod:`semcache.verifier`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from semcache.config.evidence import _Strict
+
+
+class Guards(_Strict):
+    """Cheap false-hit guards run on a candidate before it is served."""
+
+    numbers: bool = True
+    """Numbers, dates and versions in both queries must agree."""
+    negation: bool = True
+    """Negations and antonyms (enable/disable, include/exclude, ...) must agree."""
+    actions: bool = False
+    """Requests (edit / delete / pause / renew / track ... an account, order, file) must agree."""
+    entities: bool = False
+    """Capitalised names (people, places, products) must agree."""
+    identifiers: bool = False
+    """Code identifiers (snake_case, camelCase, dotted.names, `quoted`) must agree."""
+    diff: bool = True
+    """Judge by what differs (:mod:`semcache.decide.diffrule`): atoms (ids, hashes, URLs, paths, numbers in any
+    form) must agree, and prompts sharing a long body are served only if the changed part passes."""
+
+
+_Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class VerifierSettings(_Strict):
+    """The learned hit verifier (:mod:`semcache.verifier`), run after the guards."""
+
+    enabled: bool = False
+    model: Literal["trees", "cross-encoder"] = "trees"
+    """``trees``: the tree ensemble over pair features; ``cross-encoder``: MiniLM reading both queries."""
+    min_probability: _Probability = 0.5
+    """Serve a candidate only if the verifier's P(cached answer is right) reaches this."""
+    overrule: dict[Literal["numbers", "negation", "actions", "entities", "identifiers"], _Probability] = {}
+    """Guards whose refusal the verifier may overrule, each with the P that takes (and at least
+    ``min_probability``): ``{negation: 0.95}`` (never an antonym pair: ``guards.overrulable``)."""
+
+    @property
+    def active_overrule(self) -> dict[str, float]:
+        """``overrule`` while the verifier is on; a verifier that does not run overrules nothing."""
+        return self.overrule if self.enabled else {}
