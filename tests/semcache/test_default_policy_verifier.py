@@ -153,3 +153,16 @@ async def test_the_shipped_default_on_the_hand_written_pairs_does_not_regress(tm
     assert served["key_word"] <= 2 and served["negation"] + served["numbers"] + served["topic"] == 0
     assert served["entities"] <= 3
     assert served["reworded"] >= 11 and served["near_repeat"] >= 30, served
+
+
+async def test_an_overruled_guard_needs_its_own_bar_not_the_cut_off(tmp_path, clock, model):
+    # The model scores this pair 0.92: above min_probability (0.77), below the overrule's 0.95.
+    cache, embedder = await _policy_cache(tmp_path, clock, model, CE_POLICY)
+    try:
+        await put(cache, chat("How can I check my invoice?"))
+        result = await cache.lookup(chat("I don't know how I can check my invoice"))
+        assert result.status == "miss" and result.stage == "guard", result.reason
+        assert "verifier p 0.9" in result.reason and "< 0.95" in result.reason, result.reason
+    finally:
+        await cache.close()
+        await embedder.aclose()
