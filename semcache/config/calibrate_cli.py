@@ -109,8 +109,12 @@ def _count_overruled(evidence: dict, scores: np.ndarray, overruled: np.ndarray, 
 
 def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifier: Verifier | None = None,
                    cross_encoder: CrossEncoderVerifier | None = None, confidence: float = 0.95,
-                   source: str = "<policy>", data: str = "") -> tuple[str, dict]:
-    """The calibrated policy YAML for ``text`` and a summary per category."""
+                   source: str = "<policy>", data: str = "", embedder: str = "") -> tuple[str, dict]:
+    """The calibrated policy YAML for ``text`` and a summary per category.
+
+    ``embedder``: the identity of the embedder that made ``cosines``, recorded with the evidence
+    (its int8 variant depends on the CPU, and the cosines, so the cut-offs, move with it).
+    """
     policies = load_policies_text(text, source=source)
     raw = yaml.safe_load(text)
     cosines = np.asarray(cosines, dtype=float)
@@ -151,12 +155,16 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
             evidence = _operating(scores, y, ok, trap, under_load, policy.under_load.max_trap_rate,
                                   kind, confidence, data)
             _count_overruled(evidence, scores, ok & lifted, overrules)
+            if embedder:
+                evidence["embedder"] = embedder
             body["under_load"] = {**(body.get("under_load") or {}), "calibration": evidence}
             summary[f"{policy.name} under_load"] = evidence
         if target is None:
             continue
         evidence = _operating(scores, y, ok, trap, target, policy.max_trap_rate, kind, confidence, data)
         _count_overruled(evidence, scores, ok & lifted, overrules)
+        if embedder:
+            evidence["embedder"] = embedder
         if probs is not None:
             body["verifier"] = {**(body.get("verifier") or {}), "min_probability": evidence["value"]}
         else:
@@ -192,7 +200,8 @@ def _leading_comments(text: str) -> str:
     return "".join(line + "\n" for line in kept) + ("#\n" if kept else "")
 
 
-async def _cosines(pairs: list[dict]) -> np.ndarray:
+async def cosines_and_embedder(pairs: list[dict]) -> tuple[np.ndarray, str]:
+    """Each pair's cosine with the default embedder, and that embedder's identity."""
     import gpu_embed  # only this command needs a real embedder
 
     emb = gpu_embed.build_embedder(gpu_embed.EmbedderSettings())
@@ -201,7 +210,11 @@ async def _cosines(pairs: list[dict]) -> np.ndarray:
         vb = await emb.embed([p["b"] for p in pairs])
     finally:
         await emb.aclose()
-    return np.einsum("ij,ij->i", va, vb)
+    return np.einsum("ij,ij->i", va, vb), emb.identity
+
+
+async def _cosines(pairs: list[dict]) -> np.ndarray:
+    return (await cosines_and_embedder(pairs))[0]
 
 
 def read_pairs(path: str | Path) -> list[dict]:
@@ -239,10 +252,10 @@ def run(args: argparse.Namespace) -> int:
     used = {p.verifier.model for p in policies if p.verifier.enabled}
     verifier = Verifier.load() if "trees" in used else None
     cross_encoder = CrossEncoderVerifier.load() if "cross-encoder" in used else None
-    cosines = asyncio.run(_cosines(pairs))
+    cosines, embedder = asyncio.run(cosines_and_embedder(pairs))
     out, summary = calibrate_text(text, pairs, cosines, verifier=verifier, cross_encoder=cross_encoder,
-                                  confidence=args.confidence,
-                                  source=str(args.policy), data=Path(args.data).name)
+                                  confidence=args.confidence, source=str(args.policy), data=Path(args.data).name,
+                                  embedder=embedder)
     Path(args.out).write_text(out, encoding="utf-8")
     for name, ev in summary.items():
         if ev["served"] == 0:

@@ -44,6 +44,9 @@ class Calibration(_Strict):
     """With ``max_trap_rate``: the trap pairs served at ``value`` (the other counts are the rest's)."""
     overruled: int | None = Field(default=None, ge=0)
     """With ``verifier.overrule``: of the pairs served (traps included), those a guard refused."""
+    embedder: str = ""
+    """The embedder whose cosines the evidence used (``all-MiniLM-L6-v2@.../onnx/int8-avx2``): its
+    int8 variant follows the CPU, so on another CPU the same pairs move the cut-off a little."""
 
 
 def check_traps(cal: Calibration, budget: float | None, where: str) -> None:
