@@ -9,9 +9,11 @@ rejects the hit when they disagree. They are per-category switches
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from semcache.config.policy import Guards
 
@@ -31,6 +33,7 @@ _NUMBER_WORDS = {
 # Versions, dates, decimals, ordinals and plain integers, with "1,000" read as 1000.
 _NUMBER_RE = re.compile(r"v?\d+(?:[.,:/-]\d+)*(?:st|nd|rd|th)?", re.IGNORECASE)
 _WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_SIGN_UP_RE = re.compile(r"\bsign[\s-]+up\b", re.IGNORECASE)  # "Sign Up", "sign-up": one request word
 
 _NEGATORS = frozenset({
     "not", "no", "never", "none", "nothing", "nobody", "neither", "nor", "without", "cannot",
@@ -97,6 +100,61 @@ def _inflected(word: str) -> tuple[str, ...]:
 
 
 _ACTION_OF = {form: action for action, words in _ACTIONS.items() for w in words for form in _inflected(w)}
+
+# Misspelt request words. Typed support questions are full of them ("deleet", "acncel", "edlete"
+# in Bitext's held-out groups), and the cross-encoder reads "what do I have to do to deleet a
+# premium account?" as the same request as "edit premium account" (p 0.82-0.96). A word that is
+# not an English word (not a whole word of the verifier's WordPiece vocabulary), five letters or
+# more, is read as the request word it is one slip from: two neighbouring letters swapped, one
+# letter dropped or one added. Not one letter replaced: "chances" / "changes" and "remotes" /
+# "removes" are words too, and a slip that two requests share is no request.
+_SLIP_MIN = 5
+_VOCAB = Path(__file__).parents[1] / "verifier" / "cross_encoder" / "tokenizer.json"
+
+
+def _dropped(word: str) -> set[str]:
+    return {word[:i] + word[i + 1:] for i in range(len(word))}
+
+
+def _swapped(word: str) -> set[str]:
+    return {word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(len(word) - 1)} - {word}
+
+
+def _slip_index() -> dict[str, str]:
+    out: dict[str, str | None] = {}
+    for form, action in _ACTION_OF.items():
+        if len(form) >= _SLIP_MIN:
+            for slip in _dropped(form) | _swapped(form):
+                out[slip] = action if out.get(slip, action) == action else None
+    return {slip: action for slip, action in out.items() if action is not None and slip not in _ACTION_OF}
+
+
+_SLIP_OF = _slip_index()
+
+
+@lru_cache(maxsize=1)
+def _english() -> frozenset[str]:
+    """Whole lower-case words of the shipped WordPiece vocabulary (~22k); empty if it is missing."""
+    try:
+        vocab = json.loads(_VOCAB.read_text(encoding="utf-8"))["model"]["vocab"]
+    except (OSError, ValueError, KeyError):
+        return frozenset()
+    return frozenset(w for w in vocab if w.isalpha() and w.islower())
+
+
+def _action_of(word: str) -> str | None:
+    """The request ``word`` names, reading a non-word one slip from a request word as that word."""
+    action = _ACTION_OF.get(word)
+    if action is not None or len(word) < _SLIP_MIN:
+        return action
+    english = _english()
+    if not english or word in english:  # without the vocabulary, no word is taken for a slip
+        return None
+    action = _SLIP_OF.get(word)  # one letter dropped, or two swapped
+    if action is None:  # one letter added
+        found = {_ACTION_OF[w] for w in _dropped(word) if w in _ACTION_OF}
+        action = found.pop() if len(found) == 1 else None
+    return action
 _OPPOSITES: dict[str, set[str]] = {}
 for _x, _y in _ANTONYMS:
     _OPPOSITES.setdefault(_x, set()).add(_y)
@@ -185,7 +243,8 @@ def negation_conflict(a: str, b: str, *, parity: bool = True) -> str | None:
 @lru_cache(maxsize=8192)
 def actions_in(text: str) -> frozenset[str]:
     """The requests (:data:`_ACTIONS`: delete, edit, pause, renew, track, ...) a text names."""
-    return frozenset(_ACTION_OF[w] for w in _words(text.replace("sign up", "signup")) if w in _ACTION_OF)
+    found = (_action_of(w) for w in _words(_SIGN_UP_RE.sub("signup", text)))
+    return frozenset(a for a in found if a is not None)
 
 
 def action_conflict(a: str, b: str) -> str | None:

@@ -40,7 +40,7 @@ async def test_the_shipped_default_lets_the_cross_encoder_decide_within_its_evid
 
     assert DEFAULT_POLICY_FILE.resolve() == CE_POLICY.resolve()
     policy = load_policies(CE_POLICY).default
-    assert policy.verifier.enabled and policy.verifier.model == "cross-encoder" and policy.threshold == 0.60
+    assert policy.verifier.enabled and policy.verifier.model == "cross-encoder" and policy.threshold == 0.55
     cal, floor = policy.calibration, policy.under_load.calibration
     assert cal.score == floor.score == "verifier" and cal.value == policy.verifier.min_probability
     assert cal.upper_bound <= policy.max_false_hit_rate and floor.upper_bound <= policy.under_load.max_false_hit_rate
@@ -96,10 +96,14 @@ NEAR_MISSES = [  # (cached, asked): another question with the same words around 
     # Served by the model alone (p 0.85, 0.80); the actions guard leaves them to it only at 0.95.
     ("How do I cancel my subscription?", "How do I pause my subscription?"),
     ("deleting freemium account", "edit info on freemium account"),
+    # Held-out Bitext groups: the misspelt request word went unseen and the model served it (p 0.82, 0.87).
+    ("what do I have to do to deleet a premium account?", "update Premium account"),
+    ("what do I have to do to deleet a premium account?", "edit premium account"),
 ]
 KNOWN_NEAR_MISSES = [  # still served by the shipped model and default policy: evaluation/RESULTS.md
     ("How can I track my order?", "Where can I see my order history?"),
     ("modifying Gold account", "i need help to remove my Gold account"),  # p 0.97: over the actions bar
+    ("How do I reset my password?", "how do i recover my username"),  # cosine 0.55-0.60: since pre-filter 0.55
 ]
 
 

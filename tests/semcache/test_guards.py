@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from semcache.decide.guards import action_conflict, check, identifiers_in, numbers_in
+from semcache.decide.guards import _ACTION_OF, _english, action_conflict, actions_in, check, identifiers_in, numbers_in
 from semcache.config.policy import Guards
 
 ALL = Guards(numbers=True, negation=True, entities=True, identifiers=True)
@@ -59,7 +59,8 @@ ACTIONS_ON = Guards(actions=True)
     ("edit info on freemium account", "deleting freemium account", "edit/delete"),
     ("How do I pause my subscription?", "How do I cancel my subscription?", "pause/delete"),
     ("How do I change my password?", "How do I reset my password?", "edit/recover"),
-    ("I need to track my refund", "I need to renew my plan", "refund/renew"),  # and track: one conflict is enough
+    ("I need to track my refund", "I need to renew my plan", "refund/renew"),
+    ("How do I Sign Up for Gold?", "How do I cancel Gold?", "create/delete"),  # and track: one conflict is enough
 ])
 def test_the_actions_guard_refuses_another_request_on_the_same_thing(a, b, conflict):
     verdict = check(ACTIONS_ON, a, b)
@@ -73,11 +74,41 @@ def test_the_actions_guard_refuses_another_request_on_the_same_thing(a, b, confl
     ("I cancelled my order", "cancel order please"),
     ("updating my address", "modify my address"),
     ("I want to sign up", "help me register"),
+    ("How do I Sign Up?", "help me register"),  # any case and spelling of the two-word request
+    ("sign-up   for the newsletter", "registration for the newsletter"),
     ("track my order", "where is my order"),  # a request named on one side only
     ("How do I update my payment method?", "update payment method"),
 ])
 def test_the_actions_guard_lets_one_request_in_other_words_pass(a, b):
     assert check(ACTIONS_ON, a, b).passed
+
+
+@pytest.mark.parametrize(("a", "b", "conflict"), [
+    # Bitext's held-out edit/delete groups: misspelt, the request word went unseen and was served
+    ("update Premium account", "what do I have to do to deleet a premium account?", "edit/delete"),  # swapped
+    ("editing data on pro account", "acncel pro account", "edit/delete"),
+    ("modifying my free account", "I have to edlete the free account", "edit/delete"),
+    ("udpate my address", "remove my address", "edit/delete"),
+    ("help me delte my account", "change my account", "delete/edit"),  # a letter dropped
+    ("cancell my plan", "renew my plan", "delete/renew"),  # a letter added
+])
+def test_the_actions_guard_reads_a_misspelt_request_word(a, b, conflict):
+    assert check(ACTIONS_ON, a, b).detail == conflict
+
+
+@pytest.mark.parametrize("text", [
+    "is there a crate for my account",  # create with a letter dropped, but a word
+    "remote access to my account", "what are the chances of a refund",  # one letter replaced: words too
+    "cirrect information",  # a slip of no request word
+])
+def test_the_actions_guard_never_reads_a_word_as_a_slip(text):
+    assert actions_in(text) <= {"refund"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(_english())))
+def test_an_english_word_is_a_request_only_when_listed(word):
+    assert actions_in(word) == ({_ACTION_OF[word]} if word in _ACTION_OF else set())
 
 
 _REQUEST_WORDS = ["delete", "cancel", "edit", "update", "pause", "renew", "track", "refund", "my", "account",
