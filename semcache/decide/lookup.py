@@ -113,7 +113,8 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
                 verified = verdicts[cand_id]
         if verdict.overruled:
             # Served against a guard only if the verifier, run and sure enough, says so.
-            bar = max(policy.verifier.overrule[verdict.guard], eff.min_probability)
+            cut = policy.verifier.min_probability if eff.min_probability is None else eff.min_probability
+            bar = max(policy.verifier.overrule[verdict.guard], cut)
             if verified is None or verified.probability < bar:
                 cache.stats[policy.name].guard_rejections[verdict.guard] += 1
                 reason, stage = verdict.reason + f": verifier p {_p(verified)} < {bar:.2f}", "guard"

@@ -116,3 +116,21 @@ async def test_without_the_verifier_an_overrule_lifts_nothing(make_cache):
     result = await cache.lookup(chat("how do I not cancel my order today"))
     assert result.status == "miss" and result.stage == "guard" and "negation" in result.reason, result.reason
     assert (await cache.lookup(chat("how do I cancel my order today please"))).status == "hit"  # a hit is possible
+
+
+async def test_a_category_without_load_adaptation_serves_and_refuses_overruled_pairs(make_cache):
+    """The overrule's bar once read the load-adapted cut-off, which is None when the category does
+    not adapt: every overrulable refusal failed the lookup (the request went uncached)."""
+    from semcache.verifier import VerifierGate
+
+    from .test_cache import chat, put
+
+    cache = await make_cache(POLICY.replace("threshold: 0.7", "threshold: 0.1"))
+    assert not cache.policies.default.under_load.enabled
+    cache.verifier = VerifierGate(cross_encoder=OverlapModel())
+    await put(cache, chat("help me cancel my order", tenant="a"))
+    served = await cache.lookup(chat("I don't know how to cancel my order", tenant="a"))  # p 1.0 >= 0.9
+    assert served.status == "hit" and "overruling guard negation" in served.reason, served.reason
+    await put(cache, chat("help me cancel my big order", tenant="b"))
+    refused = await cache.lookup(chat("I don't know how to cancel my order", tenant="b"))  # p 0.75 < 0.9
+    assert refused.status == "miss" and refused.stage == "guard" and "< 0.90" in refused.reason, refused.reason
