@@ -30,6 +30,8 @@ class KeyContext:
     """When the lookup decided (``perf_counter``): lookup-to-store is the miss's upstream time."""
     candidates: list[tuple[str, float]] | None = None
     """The index's nearest entries (id, similarity) when a semantic search ran."""
+    probabilities: dict[str, float] | None = None
+    """The verifier's P(right) for the candidates (by entry id) it judged in this lookup."""
 
 
 @dataclass(slots=True)

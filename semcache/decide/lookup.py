@@ -111,6 +111,7 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
             if judged is not None:
                 verdicts.update(zip([i for i, _, _ in batch], judged, strict=True))
                 verified = verdicts[cand_id]
+                ctx.probabilities = {i: v.probability for i, v in verdicts.items()}  # for the lookup log
         if verdict.overruled:
             # Served against a guard only if the verifier, run and sure enough, says so.
             cut = policy.verifier.min_probability if eff.min_probability is None else eff.min_probability

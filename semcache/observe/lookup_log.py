@@ -62,8 +62,11 @@ class Candidate:
     """Quarantined for this query by an audit."""
     verdict: str = UNKNOWN
     """``pass``, ``exact``, ``guard:<name>``, ``verifier`` or ``unknown`` (never checked)."""
-    flipped: dict[str, bool] | None = None
-    """Per guard: would the candidate pass with that one guard switched (short texts only)."""
+    flipped: dict[str, bool | None] | None = None
+    """Per guard: would the candidate pass with that one guard switched (short texts only); where the
+    verifier decides, only if its probability is known (``None``: not known, the replay says "?")."""
+    probability: float | None = None
+    """The verifier's P(right) for this pair, where the lookup ran it."""
     span_threshold: float | None = None
     """Set when the diff rule judged changed spans by embedding them against the category's
     threshold (long prompts): the verdict then holds only at that threshold."""
@@ -158,12 +161,13 @@ class LookupLog:
         threshold = ctx.policy.threshold
         served = result.entry.id if result.entry is not None else None
         found, seen_served, unchecked = [], False, []
+        probabilities = ctx.probabilities or {}
         for cand_id, sim in ctx.candidates or ():
             meta = cache.catalog.get(cand_id)
             if meta is None:
                 continue
             cand = Candidate(cand_id, float(sim), now - meta.created_at, meta.expired(now),
-                             ctx.text_digest in meta.blocked)
+                             ctx.text_digest in meta.blocked, probability=probabilities.get(cand_id))
             if cand_id == served:
                 cand.verdict, seen_served = PASS, True
                 unchecked.append((cand, meta.query))  # for its verdicts with a guard switched
@@ -192,24 +196,25 @@ class LookupLog:
         # Checked threshold-free (changed spans never fail on similarity), so the verdict holds at
         # any threshold; where spans were judged by similarity, at the category's threshold only.
         free, strict = policy.model_copy(update={"threshold": -1.0}), policy.model_copy(update={"threshold": 2.0})
-        embed = cache.embedder.embed
+        embed, overrule = cache.embedder.embed, policy.verifier.active_overrule
         for cand, cached in unchecked:
             try:
-                verdict = await diffrule.check(free, text, cached, cand.similarity, embed)
+                verdict = await diffrule.check(free, text, cached, cand.similarity, embed, overrule)
                 if verdict.passed and _long(policy, text, cached):
-                    spans = await diffrule.check(strict, text, cached, cand.similarity, embed)
+                    spans = await diffrule.check(strict, text, cached, cand.similarity, embed, overrule)
                     if not spans.passed:  # only a changed span's similarity can fail at threshold 2
                         cand.span_threshold = policy.threshold
-                        verdict = await diffrule.check(policy, text, cached, cand.similarity, embed)
+                        verdict = await diffrule.check(policy, text, cached, cand.similarity, embed, overrule)
             except Exception as exc:  # an embedder failure leaves the candidate unknown
                 log.debug("lookup log: guard check failed: %s", exc)
                 return
-            if not verdict.passed:
+            if not verdict.passed or (verdict.overruled and cand.verdict != PASS):
+                # An overruled guard refused it unless the verifier served it (then it is the hit: PASS).
                 cand.verdict = f"guard:{verdict.guard}"
             elif cand.verdict != VERIFIER:
                 cand.verdict = PASS
             if not _long(policy, text, cached):  # long texts would embed their spans once per switch
-                cand.flipped = await _flipped(policy, text, cached, cand.similarity, embed)
+                cand.flipped = await _flipped(policy, text, cached, cand.similarity, embed, cand.probability)
 
     def cancel(self) -> None:
         """Drop the pending checks (the cache is closing); their candidates stay unknown."""
@@ -254,10 +259,21 @@ def _long(policy: Any, query: str, cached: str) -> bool:
 GUARDS = ("numbers", "negation", "actions", "entities", "identifiers", "diff")
 
 
-async def _flipped(policy: Any, query: str, cached: str, similarity: float, embed) -> dict[str, bool]:
-    out = {}
+async def _flipped(policy: Any, query: str, cached: str, similarity: float, embed,
+                   probability: float | None) -> dict[str, bool | None]:
+    """Per guard, whether the pair would be served with that guard switched: the guards (an
+    overrulable one left to the verifier) and, where the verifier decides, its probability at the
+    bar that then applies (unknown where the lookup did not run it)."""
+    out: dict[str, bool | None] = {}
     for name in GUARDS:
         guards = policy.guards.model_copy(update={name: not getattr(policy.guards, name)})
-        verdict = await diffrule.check(policy.model_copy(update={"guards": guards}), query, cached, similarity, embed)
-        out[name] = verdict.passed
+        switched = policy.model_copy(update={"guards": guards})
+        verdict = await diffrule.check(switched, query, cached, similarity, embed, switched.verifier.active_overrule)
+        passed: bool | None = verdict.passed
+        if passed and policy.verifier.enabled:
+            bar = policy.verifier.min_probability
+            if verdict.overruled:
+                bar = max(bar, policy.verifier.overrule[verdict.guard])
+            passed = None if probability is None else probability >= bar
+        out[name] = passed
     return out

@@ -21,11 +21,17 @@ enough audits" rather than a number.
 
 Guards: each candidate's verdict is also known with any *one* guard switched
 (checked in the background for texts under the diff rule's long-body size);
-switching two guards at once, or one on a long prompt, is undetermined.
+switching two guards at once, or one on a long prompt, is undetermined. Where
+the verifier decides, a switched guard serves a candidate only if the
+verifier's recorded probability for it reaches the bar that then applies
+(``min_probability``, or an ``overrule`` bar); a candidate the verifier never
+judged is undetermined under a switch. A hit the verifier served against an
+overrulable guard is recorded as the hit it was.
 
 Limits: the verifier's verdict on a candidate is replayed as recorded (a
-verifier cut-off move is not predicted), and a replay knows only the
-``candidates`` nearest entries of each lookup.
+verifier cut-off move is not predicted); with the threshold lowered, a
+candidate the verifier never judged counts on its guards alone; and a replay
+knows only the ``candidates`` nearest entries of each lookup.
 """
 
 from __future__ import annotations
@@ -92,7 +98,10 @@ def replay_one(rec: LookupRecord, threshold: float, ttl_seconds: Any = _KEEP,
         if flips:
             if len(flips) > 1 or cand.flipped is None:
                 return "?"
-            if cand.flipped[flips[0]]:
+            served = cand.flipped[flips[0]]
+            if served is None:
+                return "?"  # the verifier would decide, and its probability for this pair is not known
+            if served:
                 return cand.entry_id
             continue
         if cand.verdict == PASS:
