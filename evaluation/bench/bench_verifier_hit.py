@@ -43,7 +43,7 @@ from pathlib import Path
 
 import yaml
 
-from evaluation.bench.bench_proxy import ROOT, MODEL, chat_request, free_port, pct, wait_ready
+from evaluation.bench.bench_proxy import ROOT, MODEL, chat_request, free_port, machine, pct, wait_ready
 
 CACHED = "How do I reset my password?"
 ASKED = "how do i reset my password please"
@@ -162,7 +162,8 @@ def run(args: argparse.Namespace) -> dict:
             out[f"near_miss_{name}_served"] = len(asks) - len(t)  # another question's answer served (see NEAR_MISSES)
         return {**out, "unique_asked_per_side": len(unique), "near_miss_asked_per_side": len(asks),
                 "after": str(args.after),
-                "before": str(args.before or "verifier off"), "load_average": os.getloadavg()}
+                "before": str(args.before or "verifier off"), "load_average": os.getloadavg(),
+                "machine": machine()}
     finally:
         for p in procs:
             p.terminate()
