@@ -130,6 +130,7 @@ def _slip_index() -> dict[str, str]:
 
 
 _SLIP_OF = _slip_index()
+_SLIP_MAX = max(map(len, _ACTION_OF)) + 1
 
 
 @lru_cache(maxsize=1)
@@ -145,7 +146,7 @@ def _english() -> frozenset[str]:
 def _action_of(word: str) -> str | None:
     """The request ``word`` names, reading a non-word one slip from a request word as that word."""
     action = _ACTION_OF.get(word)
-    if action is not None or len(word) < _SLIP_MIN:
+    if action is not None or not _SLIP_MIN <= len(word) <= _SLIP_MAX:  # bounded: a 40 kB "word" is no slip
         return action
     english = _english()
     if not english or word in english:  # without the vocabulary, no word is taken for a slip
@@ -155,6 +156,8 @@ def _action_of(word: str) -> str | None:
         found = {_ACTION_OF[w] for w in _dropped(word) if w in _ACTION_OF}
         action = found.pop() if len(found) == 1 else None
     return action
+
+
 _OPPOSITES: dict[str, set[str]] = {}
 for _x, _y in _ANTONYMS:
     _OPPOSITES.setdefault(_x, set()).add(_y)

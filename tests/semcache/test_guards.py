@@ -105,6 +105,16 @@ def test_the_actions_guard_never_reads_a_word_as_a_slip(text):
     assert actions_in(text) <= {"refund"}
 
 
+def test_a_huge_word_is_never_checked_for_slips(monkeypatch):
+    from semcache.decide import guards
+
+    seen = []  # a slip check builds every one-letter variant of a word: 40 kB -> 1.6 GB of strings
+    monkeypatch.setattr(guards, "_dropped", lambda w: seen.append(len(w)) or set())
+    word = "x" * 40_000
+    assert actions_in(f"delete {word} please") == {"delete"} and action_conflict(word + "s", "edit " + word) is None
+    assert actions_in("cancell it") == set() and seen and max(seen) <= len("cancellation") + 1
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(sorted(_english())))
 def test_an_english_word_is_a_request_only_when_listed(word):
