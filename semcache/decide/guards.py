@@ -143,6 +143,9 @@ def _english() -> frozenset[str]:
     return frozenset(w for w in vocab if w.isalpha() and w.islower())
 
 
+_english()  # read here (~20 ms), not inside the first lookup that meets a misspelt word
+
+
 def _action_of(word: str) -> str | None:
     """The request ``word`` names, reading a non-word one slip from a request word as that word."""
     action = _ACTION_OF.get(word)
