@@ -44,7 +44,7 @@ def load_backend(name: str, settings: EmbedderSettings, *, require_quality: bool
 
         backend = OnnxBackend(info, settings.cache_dir, name.split("-")[1],
                               threads=settings.onnx_threads, head_tokens=settings.head_tokens,
-                              lanes=settings.onnx_lanes)
+                              lanes=settings.onnx_lanes, spin_between_runs=settings.onnx_spin_between_runs)
         verdict = backend.verdict
         if verdict is not None and not verdict.passed:
             message = (f"int8 quality check failed for {info.name} on this CPU "

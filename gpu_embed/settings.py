@@ -68,6 +68,10 @@ class EmbedderSettings(BaseModel):
                                                                       "(a lone query); unset = the CPU cores")
     onnx_lanes: int | None = Field(default=None, ge=1, description="rows of a micro-batch computed side by side by "
                                                                     "one-thread ONNX sessions; unset = the CPU cores")
+    onnx_spin_between_runs: bool = Field(default=False, description="let the all-cores session's threads keep "
+                                                                   "spinning after a run returns (ORT's default); off, "
+                                                                   "they spin only inside a run and leave the cores "
+                                                                   "to the verifier's run that follows")
     cuda_batch_size: int = Field(default=256, ge=1, description="largest batch on CUDA")
 
     remote_url: str | None = Field(None, description="the embedding service's base URL (backend remote)")

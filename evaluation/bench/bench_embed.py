@@ -4,7 +4,9 @@
 
 A backend name ending in ``-1lane`` (e.g. ``onnx-int8-1lane``) is that backend
 with ``onnx_lanes=1`` -- one row at a time on the all-cores session, the
-baseline for the side-by-side lanes the default uses.
+baseline for the side-by-side lanes the default uses. ``-spin`` / ``-stopspin``
+set ``onnx_spin_between_runs`` (the all-cores session's threads keep spinning after
+a run, ORT's default, or stop when it returns).
 
 Per backend, in one run: single-query latency p50/p99 calling the backend
 directly and through the micro-batching embedder (LRU off, every query a
@@ -34,6 +36,11 @@ from gpu_embed.probe import PROBE_SENTENCES
 from gpu_embed.settings import EmbedderSettings
 from evaluation.workloads.data import DATA
 
+
+
+_VARIANTS = (("-1lane", "onnx_lanes", 1), ("-spin", "onnx_spin_between_runs", True),
+             ("-stopspin", "onnx_spin_between_runs", False))
+"""Backend-name suffixes and the setting each stands for (``onnx-int8-spin-1lane``: both)."""
 
 
 def load_texts(n: int = 4000) -> list[str]:
@@ -145,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for round_no in range(args.rounds):
         for name in names:
-            base, one_lane = (name[: -len("-1lane")], True) if name.endswith("-1lane") else (name, False)
-            backend = load_backend(base, settings.model_copy(update={"onnx_lanes": 1}) if one_lane else settings)
+            base, update = name, {}
+            for suffix, field, value in _VARIANTS:
+                if base.endswith(suffix):
+                    base, update = base[: -len(suffix)], {**update, field: value}
+            backend = load_backend(base, settings.model_copy(update=update))
             rows.append({"backend": name, "round": round_no, **asyncio.run(measure(backend, texts, settings,
                                                                                     args.singles, args.duration))})
             backend.close()

@@ -1,28 +1,30 @@
-"""The cross-encoder's ORT session: one spinning thread (before) vs all cores, not spinning (after).
+"""The verifier and embedder's ORT sessions: spinning between runs (before) vs stopping when a run returns.
 
     .venv/bin/python -m evaluation.bench.bench_verifier_threads [--rounds 3]
 
 In process, through :meth:`SemanticCache.lookup` with the shipped default policy
 and the default CPU embedder (the path of a first-seen rewording: embed, index,
-guards, the model), two caches that differ only in the verifier's session
-options, the same 10 cached questions:
+guards, the model), three caches that differ only in session options, the same
+10 cached questions:
 
-* **first-seen rewordings** (``bench_verifier_hit.unique_rewordings``: 350 texts,
-  each new to the embedder and the model; memos cleared between rounds) and
-  **near misses** (``near_misses``: 540 texts, the model judges up to 4
-  candidates), one lookup at a time: p50 of the lookup and of one model run;
-* **8 lookups at once** (the near misses in groups of 8, ``asyncio.gather``):
-  lookups per second, so a change that helps one request cannot hide a loss
-  under concurrency.
+* before: the model on one thread, both sessions spinning between runs (ORT's default);
+* the model on all cores and stopping when a run returns, the embedder spinning;
+* after (the defaults): both on all cores, both stopping when a run returns
+  (``session.force_spinning_stop``: threads spin inside a run only).
 
-The two sessions alternate by round so load on the shared box hits both alike.
-Prints the CPU and int8 variant the figures belong to.
+Measured per side: **first-seen rewordings** (``bench_verifier_hit.unique_rewordings``:
+350 texts, each new to the embedder and the model; memos cleared between
+rounds) and **near misses** (``near_misses``: 540 texts, the model judges up to
+4 candidates), one lookup at a time: p50 of the lookup and of one model run;
+and **8 lookups at once** (the near misses in groups of 8, ``asyncio.gather``):
+lookups per second, so a change that helps one request cannot hide a loss
+under concurrency. The sides rotate by round so load on the shared box hits
+them alike. Prints the CPU and int8 variant the figures belong to.
 
-Why it matters: ORT's intra-op threads spin for a while after a run. With one
-spinning thread per session the model's run waits for the embedder's
-spinning threads; with several spinning threads it is worse (measured: a
-first-seen rewording 14 -> 20 ms p50 on 2 cores). Scores are identical for
-any thread count (checked on 600 calibration pairs: max difference 0.0).
+Why: ORT's intra-op threads keep spinning for a while after a run, so the
+embedder's threads hold the cores while the model runs next, and the model's
+while the next embedding runs. Scores are identical for any thread count
+(checked on 600 calibration pairs: max difference 0.0).
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ from semcache.verifier import VerifierGate
 from semcache.verifier.cross_encoder import DEFAULT_DIR, CrossEncoderVerifier
 
 POLICY = Path(__file__).parents[2] / "policies" / "default.yaml"
-SIDES = {"before: 1 thread, spinning": {"threads": 1, "spinning": True},
-         "after: all cores, not spinning": {"threads": None, "spinning": False}}
+SIDES = {"before: model on 1 thread; both spin between runs": {"threads": 1, "spin_between_runs": True},
+         "model on all cores, stops spinning; embedder spins": {"threads": None, "spin_between_runs": False},
+         "after: both stop spinning when a run returns": {"threads": None, "spin_between_runs": False}}
+EMBEDDER_SPINS = {"after: both stop spinning when a run returns": False}  # the others: the embedder spins
 
 
 def _request(text: str) -> CacheRequest:
@@ -100,14 +104,15 @@ async def _eight_at_once(cache, texts) -> float:
 async def run(rounds: int) -> dict:
     from gpu_embed import EmbedderSettings, build_embedder
 
-    embedder = build_embedder(EmbedderSettings(lru_size=0))  # every text is embedded: first-seen
+    embedders = {spin: build_embedder(EmbedderSettings(lru_size=0, onnx_spin_between_runs=spin))  # lru off: new texts
+                 for spin in (True, False)}
     timed = {name: _Timed(CrossEncoderVerifier.load(DEFAULT_DIR, **opts)) for name, opts in SIDES.items()}
-    caches = {name: await _cache(embedder, t.model) for name, t in timed.items()}
+    caches = {name: await _cache(embedders[EMBEDDER_SPINS.get(name, True)], t.model) for name, t in timed.items()}
     unique, near = unique_rewordings(350), near_misses(540)
     got = {name: {"unique": [], "near": [], "runs": [], "concurrent": []} for name in SIDES}
     try:
         for r in range(rounds):
-            for name in (list(SIDES) if r % 2 == 0 else list(SIDES)[::-1]):
+            for name in list(SIDES)[r % len(SIDES):] + list(SIDES)[:r % len(SIDES)]:  # rotate the order
                 t, cache, g = timed[name], caches[name], got[name]
                 t.model.memo.clear()
                 t.runs.clear()
@@ -119,7 +124,8 @@ async def run(rounds: int) -> dict:
     finally:
         for cache in caches.values():
             await cache.close()
-        await embedder.aclose()
+        for embedder in embedders.values():
+            await embedder.aclose()
     return {"machine": machine(), "rounds": rounds, **{
         name: {"first_seen_rewording_p50_ms": round(statistics.median(g["unique"]), 2),
                "near_miss_p50_ms": round(statistics.median(g["near"]), 2),

@@ -42,7 +42,7 @@ from gpu_embed.model_dir import ModelInfo
 from gpu_embed.probe import ProbeVerdict
 from gpu_embed.tokenize import TextTokenizer
 
-def _session(path: Path, threads: int | None):
+def _session(path: Path, threads: int | None, spin_between_runs: bool = False):
     try:
         import onnxruntime as ort
     except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
@@ -55,6 +55,10 @@ def _session(path: Path, threads: int | None):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    if not spin_between_runs:
+        # Threads spin inside a run (its many short parallel sections need them hot) but stop
+        # when it returns, instead of holding the cores the verifier's run needs next.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -69,9 +73,9 @@ class OnnxRunner:
     """
 
     def __init__(self, path: Path, info: ModelInfo, *, threads: int | None = None, head_tokens: int = 64,
-                 lanes: int | None = None):
+                 lanes: int | None = None, spin_between_runs: bool = False):
         self.path = Path(path)
-        self._session = _session(self.path, threads)
+        self._session = _session(self.path, threads, spin_between_runs)
         self._tokenizer = TextTokenizer(info.path, info.max_seq_length, head_tokens)
         self._inputs = {i.name for i in self._session.get_inputs()}
         self.dim = info.dim
@@ -123,7 +127,8 @@ class OnnxBackend:
     kind = "onnx"
 
     def __init__(self, info: ModelInfo, cache_dir: Path, precision: str = "int8", *,
-                 threads: int | None = None, head_tokens: int = 64, lanes: int | None = None):
+                 threads: int | None = None, head_tokens: int = 64, lanes: int | None = None,
+                 spin_between_runs: bool = False):
         if precision == "fp32":
             path = ensure_fp32(info, cache_dir)
             self.verdict: ProbeVerdict | None = None
@@ -134,7 +139,8 @@ class OnnxBackend:
             self.precision = f"int8-{variant}"
         else:
             raise EmbedderError(f"unknown ONNX precision {precision!r} (fp32 or int8)")
-        self._runner = OnnxRunner(path, info, threads=threads, head_tokens=head_tokens, lanes=lanes)
+        self._runner = OnnxRunner(path, info, threads=threads, head_tokens=head_tokens, lanes=lanes,
+                                  spin_between_runs=spin_between_runs)
         self.model_file = path
         self.dim = info.dim
         self.identity = make_identity(info, self.kind, self.precision, head_tokens)

@@ -84,16 +84,17 @@ class CrossEncoderVerifier:
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_DIR, *, threads: int | None = None,
-             spinning: bool = False) -> CrossEncoderVerifier:
+             spin_between_runs: bool = False) -> CrossEncoderVerifier:
         """The model in ``path``, on ``threads`` intra-op threads (default: the cores this process may use).
 
-        Not spinning: ORT's threads otherwise busy-wait after a run, and the
-        embedder's next run waits for them (two spinning threads made a
-        first-seen rewording 13.5 -> 20 ms p50 on 2 cores). Measured with
+        ``spin_between_runs=False``: the threads spin inside a run but stop when
+        it returns (ORT's ``session.force_spinning_stop``), as the embedder's do
+        (``gpu_embed`` ``onnx_spin_between_runs``); otherwise each session's
+        idle threads hold the cores the other's next run needs. Measured with
         ``evaluation/bench/bench_verifier_threads.py`` on 2 AVX2 cores, same
-        run: a first-seen rewording's lookup 12.6 -> 11.7 ms p50, one model run
-        7.8 -> 6.9 ms, 8 lookups at once 159 vs 157 per second. Scores are the
-        same for any thread count (600 calibration pairs, max difference 0.0).
+        run: a first-seen rewording's lookup 15.2 -> 10.1 ms p50, one model run
+        8.4 -> 5.1 ms. Scores are the same for any thread count (600
+        calibration pairs, max difference 0.0).
         """
         path = Path(path)
         try:
@@ -104,8 +105,8 @@ class CrossEncoderVerifier:
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads or _cores()
             opts.inter_op_num_threads = 1
-            if not spinning:
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if not spin_between_runs:  # spin inside a run, stop when it returns
+                opts.add_session_config_entry("session.force_spinning_stop", "1")
             session = ort.InferenceSession(str(path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # OSError, bad JSON, and onnxruntime's own types for a bad model file
             raise ConfigError(f"cannot load cross-encoder verifier {path}: {exc}") from exc
