@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from semcache.entries.entry import CacheEntry
 from semcache.request.keys import NormalizedRequest
 from semcache.config.policy import CategoryPolicy
+
+if TYPE_CHECKING:
+    from semcache.verifier import VerifierVerdict
 
 Status = Literal["hit", "miss", "bypass"]
 
@@ -30,8 +33,8 @@ class KeyContext:
     """When the lookup decided (``perf_counter``): lookup-to-store is the miss's upstream time."""
     candidates: list[tuple[str, float]] | None = None
     """The index's nearest entries (id, similarity) when a semantic search ran."""
-    probabilities: dict[str, float] | None = None
-    """The verifier's P(right) for the candidates (by entry id) it judged in this lookup."""
+    verdicts: dict[str, VerifierVerdict] | None = None
+    """The verifier's verdicts on the candidates (by entry id) it judged in this lookup."""
 
 
 @dataclass(slots=True)

@@ -79,6 +79,7 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
     ctx.candidates = found  # kept for the lookup log (what-if replays)
     best_sim, nearest, reason, stage = None, None, "no candidate in this context", "similarity"
     verdicts: dict[str, VerifierVerdict] = {}  # verifier verdicts judged ahead, in one hop
+    ctx.verdicts = verdicts  # the lookup log reads them
     overrule = policy.verifier.active_overrule  # guards the verifier may overrule
     rejected = False
     for position, (cand_id, sim) in enumerate(found):
@@ -111,7 +112,6 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
             if judged is not None:
                 verdicts.update(zip([i for i, _, _ in batch], judged, strict=True))
                 verified = verdicts[cand_id]
-                ctx.probabilities = {i: v.probability for i, v in verdicts.items()}  # for the lookup log
         if verdict.overruled:
             # Served against a guard only if the verifier, run and sure enough, says so.
             cut = policy.verifier.min_probability if eff.min_probability is None else eff.min_probability

@@ -161,13 +161,15 @@ class LookupLog:
         threshold = ctx.policy.threshold
         served = result.entry.id if result.entry is not None else None
         found, seen_served, unchecked = [], False, []
-        probabilities = ctx.probabilities or {}
+        verdicts = ctx.verdicts or {}
         for cand_id, sim in ctx.candidates or ():
             meta = cache.catalog.get(cand_id)
             if meta is None:
                 continue
             cand = Candidate(cand_id, float(sim), now - meta.created_at, meta.expired(now),
-                             ctx.text_digest in meta.blocked, probability=probabilities.get(cand_id))
+                             ctx.text_digest in meta.blocked)
+            if (verified := verdicts.get(cand_id)) is not None:
+                cand.probability = verified.probability
             if cand_id == served:
                 cand.verdict, seen_served = PASS, True
                 unchecked.append((cand, meta.query))  # for its verdicts with a guard switched
