@@ -10,6 +10,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from semcache.cores import cpu_count  # re-exported: the backends and benchmarks import it from here
+
 
 @lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
@@ -55,11 +57,3 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
-
-
-def cpu_count() -> int:
-    """CPU cores usable by this process (respects affinity masks and cgroups pins)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from semcache.cores import cpu_count
 from semcache.errors import ConfigError
 from semcache.lru import CountingLRU
 from semcache.verifier.focus import focus
@@ -40,13 +40,6 @@ DEFAULT_DIR = Path(__file__).with_name("cross_encoder")
 MAX_CHARS = 2000  # far beyond max_len tokens; bounds the tokenizer's work on hostile input
 MEMO_PAIRS = 65_536
 """Pairs whose scores are remembered (~10 MB): the popular rewordings of the popular entries."""
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 class PairMemo(CountingLRU[bytes, float]):
@@ -103,7 +96,7 @@ class CrossEncoderVerifier:
             card = json.loads((path / "card.json").read_text()) if (path / "card.json").exists() else {}
             tokenizer_json = (path / "tokenizer.json").read_text(encoding="utf-8")
             opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads or _cores()
+            opts.intra_op_num_threads = threads or cpu_count()
             opts.inter_op_num_threads = 1
             if not spin_between_runs:  # spin inside a run, stop when it returns
                 opts.add_session_config_entry("session.force_spinning_stop", "1")
