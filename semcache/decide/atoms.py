@@ -22,7 +22,8 @@ the cached query and the new one to agree as multisets:
   ``1_000`` = ``1000`` = ``1e3``, ``0x10`` = ``0o20`` = ``0b10000`` = ``16``,
   ``+5`` = ``5``, ``5%`` = ``5``; decimals, dates, versions, times and
   leading zeros are kept as written (``3.10`` is not ``3.1``); a number
-  spelled out on the other side (``3`` / ``three``) agrees.
+  or an ordinal spelled out on the other side (``3`` / ``three``, ``2nd`` /
+  ``second``) agrees.
 
 Only whitespace-separated chunks that contain a digit or one of ``:/@\\_``,
 a camelCase hump, or are long are looked at, so a page of prose costs one
@@ -54,10 +55,11 @@ _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 _PATH_RE = re.compile(r"(?:~|\.{1,2})?/[^\s/]+(?:/[^\s/]*)*|[A-Za-z]:\\\S*|[\w.-]+(?:/[\w.-]+)*/[\w-]+\.\w{1,8}")
 _IDENT_RE = re.compile(r"[A-Za-z_][\w]*(?:_\w+|[a-z][A-Z]\w*|\.[A-Za-z_]\w*)+")
 # A number not glued to letters (sign only when not after a word character),
-# else a word that mixes letters and digits.
+# else a word that mixes letters and digits. The number must end where its digits
+# do: "12th" is one word, not 1 and "2th".
 _NUMBER_OR_WORD_RE = re.compile(
     r"(?P<num>(?:(?<!\w)[-+])?(?<![^\W\d_])"
-    r"(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|\d+(?:[.,:/_-]\d+)*(?:[eE][-+]?\d+)?)(?![^\W\d_]))"
+    r"(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|\d+(?:[.,:/_-]\d+)*(?:[eE][-+]?\d+)?)(?![^\W_]))"
     r"|(?P<word>\w*\d\w*)"
 )
 _NUMBER_RE = re.compile(r"[-+]?(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|\d+(?:[.,_]\d+)*(?:[eE][-+]?\d+)?)")
@@ -130,25 +132,34 @@ def atoms_in(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(found.items()))
 
 
+_ORDINAL_RE = re.compile(r"\d+(?:st|nd|rd|th)")
+
+
 def _spelled_numbers(text: str) -> Counter:
-    """Numbers written as words ("three", "twenty"), as ``num:`` atoms."""
-    return Counter("num:" + _NUMBER_WORDS[w] for w in _WORD_RE.findall(text.lower()) if w in _NUMBER_WORDS)
+    """Numbers written as words ("three", "twenty"), as ``num:`` atoms, and ordinals ("second")
+    as the ``word:`` atom their digit form makes ("2nd")."""
+    spelled = (_NUMBER_WORDS[w] for w in _WORD_RE.findall(text.lower()) if w in _NUMBER_WORDS)
+    return Counter(("word:" if _ORDINAL_RE.fullmatch(v) else "num:") + v for v in spelled)
+
+
+def _numeric(atoms: Counter) -> bool:
+    return any(k.startswith("num:") or (k.startswith("word:") and _ORDINAL_RE.fullmatch(k[5:])) for k in atoms)
 
 
 def atom_difference(a: str, b: str) -> list[str]:
     """Atoms whose counts differ between ``a`` and ``b`` (empty when they agree).
 
-    A number in digits on one side is forgiven when the other side spells it
-    ("World War 3" / "World War three"); spelled numbers are not atoms
-    themselves, since "one" is as often a pronoun.
+    A number or an ordinal in digits on one side is forgiven when the other side
+    spells it ("World War 3" / "World War three", "2nd" / "second"); spelled
+    numbers are not atoms themselves, since "one" is as often a pronoun.
     """
     ta, tb = atoms_in(a), atoms_in(b)
     if ta == tb:
         return []
     ca, cb = Counter(dict(ta)), Counter(dict(tb))
     only_a, only_b = ca - cb, cb - ca
-    if any(k.startswith("num:") for k in only_a):
+    if _numeric(only_a):
         only_a -= _spelled_numbers(b)
-    if any(k.startswith("num:") for k in only_b):
+    if _numeric(only_b):
         only_b -= _spelled_numbers(a)
     return sorted((only_a + only_b).keys())

@@ -23,6 +23,8 @@ _NUMBER_WORDS = {
     "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "hundred": "100",
     "thousand": "1000", "million": "1000000", "billion": "1000000000",
     "first": "1st", "second": "2nd", "third": "3rd", "fourth": "4th", "fifth": "5th",
+    "sixth": "6th", "seventh": "7th", "eighth": "8th", "ninth": "9th", "tenth": "10th",
+    "eleventh": "11th", "twelfth": "12th", "twentieth": "20th", "hundredth": "100th",
     "january": "m01", "february": "m02", "march": "m03", "april": "m04", "june": "m06",
     "july": "m07", "august": "m08", "september": "m09", "october": "m10", "november": "m11",
     "december": "m12", "jan": "m01", "feb": "m02", "mar": "m03", "apr": "m04", "jun": "m06",
