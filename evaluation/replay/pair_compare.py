@@ -71,7 +71,9 @@ def policy_scores(pairs: list[dict], vectors: dict[str, np.ndarray], policies) -
         model = CrossEncoderVerifier.load() if policy.verifier.model == "cross-encoder" else Verifier.load()
         idx = np.flatnonzero(ok)
         scores = np.full(len(pairs), -np.inf)
-        scores[idx] = model.probabilities_of([(pairs[i]["b"], pairs[i]["a"], cos[i]) for i in idx])
+        triples = [(pairs[i]["b"], pairs[i]["a"], cos[i]) for i in idx]
+        scores[idx] = (model.probabilities_of(triples, both_orders=True) if policy.verifier.both_orders
+                       else model.probabilities_of(triples))
     scores[~ok] = -np.inf
     return scores
 

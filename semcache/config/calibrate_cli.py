@@ -145,7 +145,9 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
             above = cos >= policy.threshold
             probs = np.zeros(len(sub))
             idx = np.flatnonzero(above & (passes | lifted))
-            probs[idx] = model.probabilities_of([(sub[i]["b"], sub[i]["a"], cos[i]) for i in idx])
+            triples = [(sub[i]["b"], sub[i]["a"], cos[i]) for i in idx]
+            probs[idx] = (model.probabilities_of(triples, both_orders=True) if policy.verifier.both_orders
+                          else model.probabilities_of(triples))
             servable = above & (passes | (lifted & (probs >= np.nan_to_num(bars, nan=2.0))))
         trap = np.array([bool(p.get("trap")) for p in sub], dtype=bool)
         # Where the verifier decides, its cut-off (the pre-filter stays); else a similarity cut-off.

@@ -101,7 +101,7 @@ class VerifierGate:
             probs = [verifier.probability(query, cached, sim) for cached, sim in candidates]
         else:
             triples = [(query, cached, sim) for cached, sim in candidates]
-            probs = list(await asyncio.to_thread(verifier.probabilities_of, triples))
+            probs = list(await asyncio.to_thread(verifier.probabilities_of, triples, both_orders=settings.both_orders))
         cut = settings.min_probability if min_probability is None else min_probability
         out = []
         for p, (_, sim) in zip(probs, candidates, strict=True):

@@ -55,9 +55,10 @@ class PairMemo(CountingLRU[bytes, float]):
     """
 
     @staticmethod
-    def key(query: str, cached: str) -> bytes:
+    def key(query: str, cached: str, both_orders: bool = False) -> bytes:
         q = query.encode("utf-8", "surrogatepass")
-        h = hashlib.blake2b(len(q).to_bytes(8, "little"), digest_size=16)  # (a, bc) and (ab, c) differ
+        # (a, bc) and (ab, c) differ; so do a pair's one-order and both-orders scores.
+        h = hashlib.blake2b(len(q).to_bytes(8, "little"), digest_size=16, person=b"both" if both_orders else b"")
         h.update(q)
         h.update(cached.encode("utf-8", "surrogatepass"))
         return h.digest()
@@ -139,7 +140,7 @@ class CrossEncoderVerifier:
         z = c["bias"] + c["w_logit"] * np.log(q / (1 - q)) + c["w_cosine"] * np.asarray(cosines, dtype=np.float64)
         return 1.0 / (1.0 + np.exp(-z))
 
-    def probabilities_of(self, triples: list[tuple[str, str, float]]) -> np.ndarray:
+    def probabilities_of(self, triples: list[tuple[str, str, float]], *, both_orders: bool = False) -> np.ndarray:
         """P(right) for each ``(query, cached query, cosine)``: serving, calibration and evaluation alike.
 
         Each pair is scored in a run of its own. The int8 model quantises its
@@ -148,19 +149,30 @@ class CrossEncoderVerifier:
         pairs, by up to 0.12 (same length, no padding) to 0.46 (batches of 64)
         from its score alone. Serving scores one pair at a time, so
         calibration must too, or its cut-off certifies other numbers.
+
+        ``both_orders`` (the policy's ``verifier.both_orders``): the run holds
+        the pair in both orders, and the score is the mean of their logits;
+        still a function of the two texts alone.
         """
         if not triples:
             return np.zeros(0)
         raw = np.empty(len(triples))
         for i, (q, c, _) in enumerate(triples):
-            key = PairMemo.key(q, c)
+            key = PairMemo.key(q, c, both_orders)
             score = self.memo.get(key)
             if score is None:
                 # A long pair is read as its changed spans (semcache.verifier.focus), not its shared head.
-                score = float(self.scores([focus(q, c)])[0])
+                fq, fc = focus(q, c)
+                score = self._both_orders(fq, fc) if both_orders else float(self.scores([(fq, fc)])[0])
                 self.memo.put(key, score)
             raw[i] = score
         return self._combine(raw, np.array([s for _, _, s in triples]))
+
+    def _both_orders(self, query: str, cached: str) -> float:
+        """P from the mean logit of ``(query, cached)`` and ``(cached, query)``, read in one run."""
+        p = np.clip(self.scores([(query, cached), (cached, query)]), 1e-6, 1 - 1e-6)
+        z = float(np.log(p / (1 - p)).mean())
+        return 1.0 / (1.0 + np.exp(-z))
 
     def scores_alone(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """The model's P for each ``(query, cached query)`` pair, each in a run of its own (as served).
@@ -169,9 +181,9 @@ class CrossEncoderVerifier:
         """
         return np.array([self.scores([pair])[0] for pair in pairs], dtype=np.float64)
 
-    def probabilities(self, query: str, cached: list[tuple[str, float]]) -> np.ndarray:
+    def probabilities(self, query: str, cached: list[tuple[str, float]], *, both_orders: bool = False) -> np.ndarray:
         """Same interface as the tree verifier: ``(cached query, cosine)`` candidates of ``query``."""
-        return self.probabilities_of([(query, c, s) for c, s in cached])
+        return self.probabilities_of([(query, c, s) for c, s in cached], both_orders=both_orders)
 
-    def probability(self, query: str, cached_query: str, cosine: float) -> float:
-        return float(self.probabilities_of([(query, cached_query, cosine)])[0])
+    def probability(self, query: str, cached_query: str, cosine: float, *, both_orders: bool = False) -> float:
+        return float(self.probabilities_of([(query, cached_query, cosine)], both_orders=both_orders)[0])

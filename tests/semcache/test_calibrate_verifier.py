@@ -26,7 +26,7 @@ class OverlapModel:
     def __init__(self):
         self.seen = 0
 
-    def probabilities_of(self, triples):
+    def probabilities_of(self, triples, *, both_orders=False):  # symmetric: either order is the same
         self.seen += len(triples)
         out = []
         for q, c, _ in triples:
