@@ -225,6 +225,23 @@ def numbers_in(text: str) -> frozenset[str]:
 
 
 @lru_cache(maxsize=8192)
+def _one_only_spelled(text: str) -> bool:
+    """Whether ``text``'s number 1 comes from the word "one" alone, never from a digit."""
+    return not any(m.lower().lstrip("v") == "1" for m in _NUMBER_RE.findall(text))
+
+
+def _without_a_lone_one(numbers: frozenset[str], other: frozenset[str], text: str) -> frozenset[str]:
+    """``numbers`` without a 1 spelled "one" when the other text states no number at all: "one"
+    is as often a pronoun or a determiner ("from one computer to another", "the one I give") as
+    a count, and then nothing contradicts it. "one" / "two", "one" / "2" and "add one and 3" /
+    "add 3" still differ; "1" in digits always counts. (The diff rule's atoms never read spelled
+    numbers as atoms, for the same reason.)"""
+    if not other and "1" in numbers and _one_only_spelled(text):
+        return numbers - {"1"}
+    return numbers
+
+
+@lru_cache(maxsize=8192)
 def _negation_profile(text: str) -> tuple[int, frozenset[str]]:
     words = [w.replace("'", "") for w in _words(text)]
     negations = sum(1 for w in words if w in _NEGATORS)
@@ -296,6 +313,8 @@ def check(guards: Guards, query: str, cached_query: str) -> GuardVerdict:
         return PASSED
     if guards.numbers:
         a, b = numbers_in(query), numbers_in(cached_query)
+        if a != b:
+            a, b = _without_a_lone_one(a, b, query), _without_a_lone_one(b, a, cached_query)
         if a != b:
             return GuardVerdict(False, "numbers", f"{sorted(a ^ b)[:4]}")
     if guards.negation:
