@@ -45,7 +45,8 @@ class VerifierSettings(_Strict):
     """Serve a candidate only if the verifier's P(cached answer is right) reaches this."""
     overrule: dict[Literal["numbers", "negation", "actions", "entities", "identifiers"], _Probability] = {}
     """Guards whose refusal the verifier may overrule, each with the P that takes (and at least
-    ``min_probability``): ``{negation: 0.95}`` (never an antonym pair: ``guards.overrulable``)."""
+    ``min_probability``): ``{negation: 0.95}`` (never an antonym pair, never a number in digits:
+    ``guards.overrulable``)."""
     both_orders: bool = False
     """Cross-encoder only: read the pair as (cached, new) and as (new, cached), in one run, and
     average the two logits. Whether a cached answer fits a new query is the same question either

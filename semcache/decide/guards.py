@@ -301,10 +301,24 @@ def overrulable(verdict: GuardVerdict, query: str, cached_query: str) -> bool:
     """Whether a verifier allowed to overrule ``verdict.guard`` (``verifier.overrule``) may overrule this
     refusal. Of the negation guard only a negation word one text has and the other lacks ("I don't
     know how to cancel" / "help me cancel"), in texts with no antonym pair: the cross-encoder told
-    those apart, but scored "lock" / "unlock my screen rotation" 0.96 (``evaluation/traps.jsonl``)."""
+    those apart, but scored "lock" / "unlock my screen rotation" 0.96 (``evaluation/traps.jsonl``).
+    Of the numbers guard only a number one text spells out and the other does not state at all
+    ("the first mail" / "the oldest mail", "my two accounts" / "my accounts"); never a number in
+    digits, nor two texts that state different numbers."""
+    if verdict.guard == "numbers":
+        return _spelled_on_one_side_only(query, cached_query)
     if verdict.guard != "negation":
         return True
     return verdict.detail == "negation" and negation_conflict(query, cached_query, parity=False) is None
+
+
+def _spelled_on_one_side_only(a: str, b: str) -> bool:
+    """One text states no number at all; the other states its numbers as words only."""
+    na, nb = numbers_in(a), numbers_in(b)
+    if na and nb:
+        return False
+    stated = a if na else b
+    return bool(na or nb) and not _NUMBER_RE.search(stated)
 
 
 def check(guards: Guards, query: str, cached_query: str) -> GuardVerdict:

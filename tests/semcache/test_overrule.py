@@ -39,7 +39,24 @@ def test_only_a_negation_word_may_be_overruled_not_an_antonym():
     a, b = "I can't turn on the wifi", "how do I turn off the wifi"
     v = verdict(a, b)
     assert v.detail == "negation" and not guards.overrulable(v, a, b)
-    assert guards.overrulable(verdict("2 apples", "3 apples"), "2 apples", "3 apples")  # another guard, if named
+    a, b = "edit my account", "delete my account"
+    v = guards.check(Guards(actions=True), a, b)
+    assert v.guard == "actions" and guards.overrulable(v, a, b)  # another guard, if named
+
+
+@pytest.mark.parametrize(("a", "b", "may"), [
+    ("How can I find the first mail a friend sent me?", "How can I find the oldest mail from a friend?", True),
+    ("what are the two rivers in portugal?", "which rivers flow through portugal?", True),
+    ("flights in March", "cheap flights", True),
+    ("2 apples", "3 apples", False),  # digits that differ: never
+    ("top five movies", "top ten movies", False),  # both texts state a number, and they differ
+    ("the 1st mail", "the oldest mail", False),  # a number in digits is never left to the model
+    ("add 2 and two", "add them", False),
+])
+def test_of_the_numbers_guard_only_a_spelled_number_the_other_text_lacks_may_be_overruled(a, b, may):
+    v = guards.check(Guards(), a, b)
+    assert v.guard == "numbers", v
+    assert guards.overrulable(v, a, b) is may and guards.overrulable(v, b, a) is may
 
 
 async def test_the_diff_rule_lifts_only_the_named_guard_and_keeps_the_others():
