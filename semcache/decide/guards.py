@@ -136,7 +136,7 @@ _SLIP_MAX = max(map(len, _ACTION_OF)) + 1
 
 
 @lru_cache(maxsize=1)
-def _english() -> frozenset[str]:
+def english_words() -> frozenset[str]:
     """Whole lower-case words of the shipped WordPiece vocabulary (~22k); empty if it is missing."""
     try:
         vocab = json.loads(_VOCAB.read_text(encoding="utf-8"))["model"]["vocab"]
@@ -145,7 +145,7 @@ def _english() -> frozenset[str]:
     return frozenset(w for w in vocab if w.isalpha() and w.islower())
 
 
-_english()  # read here (~20 ms), not inside the first lookup that meets a misspelt word
+english_words()  # read here (~20 ms), not inside the first lookup that meets a misspelt word
 
 
 def _action_of(word: str) -> str | None:
@@ -153,7 +153,7 @@ def _action_of(word: str) -> str | None:
     action = _ACTION_OF.get(word)
     if action is not None or not _SLIP_MIN <= len(word) <= _SLIP_MAX:  # bounded: a 40 kB "word" is no slip
         return action
-    english = _english()
+    english = english_words()
     if not english or word in english:  # without the vocabulary, no word is taken for a slip
         return None
     action = _SLIP_OF.get(word)  # one letter dropped, or two swapped

@@ -13,7 +13,8 @@ two-weight logistic regression in the card's ``combiner`` (fitted by
 model alone, :meth:`probability` the combined P(right) the gate uses.
 
 Inputs are two short texts; a long pair is first reduced to its changed
-spans (:mod:`semcache.verifier.focus`); each text is cut to :data:`MAX_CHARS`
+spans (:mod:`semcache.verifier.focus`), a word misspelt on one side is read as
+the other side spells it (:mod:`semcache.verifier.typos`); each text is cut to :data:`MAX_CHARS`
 characters before the tokenizer sees it, and the pair to the model's
 ``max_len`` tokens (longest first), so the cost per candidate is bounded.
 
@@ -35,6 +36,7 @@ from semcache.cores import cpu_count
 from semcache.errors import ConfigError
 from semcache.lru import CountingLRU
 from semcache.verifier.focus import focus
+from semcache.verifier.typos import fold
 
 DEFAULT_DIR = Path(__file__).with_name("cross_encoder")
 MAX_CHARS = 2000  # far beyond max_len tokens; bounds the tokenizer's work on hostile input
@@ -161,8 +163,10 @@ class CrossEncoderVerifier:
             key = PairMemo.key(q, c, both_orders)
             score = self.memo.get(key)
             if score is None:
-                # A long pair is read as its changed spans (semcache.verifier.focus), not its shared head.
+                # A long pair is read as its changed spans (semcache.verifier.focus), not its shared
+                # head; a word misspelt on one side as the other side spells it (semcache.verifier.typos).
                 fq, fc = focus(q, c)
+                fq, fc = fold(fq[:MAX_CHARS], fc[:MAX_CHARS])
                 score = self._both_orders(fq, fc) if both_orders else float(self.scores([(fq, fc)])[0])
                 self.memo.put(key, score)
             raw[i] = score

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from semcache.decide.guards import _ACTION_OF, _english, action_conflict, actions_in, check, identifiers_in, numbers_in
+from semcache.decide.guards import _ACTION_OF, english_words, action_conflict, actions_in, check, identifiers_in, numbers_in
 from semcache.config.policy import Guards
 
 ALL = Guards(numbers=True, negation=True, entities=True, identifiers=True)
@@ -125,7 +125,7 @@ def test_a_huge_word_is_never_checked_for_slips(monkeypatch):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(sorted(_english())))
+@given(st.sampled_from(sorted(english_words())))
 def test_an_english_word_is_a_request_only_when_listed(word):
     assert actions_in(word) == ({_ACTION_OF[word]} if word in _ACTION_OF else set())
 
