@@ -211,7 +211,7 @@ def _stem(word: str) -> str:
 
 @lru_cache(maxsize=8192)
 def numbers_in(text: str) -> frozenset[str]:
-    """Numbers, dates, versions, ordinals, months and weekdays, normalised."""
+    """Numbers, dates, versions, ordinals, months, weekdays and Roman numerals, normalised."""
     found = set()
     for match in _NUMBER_RE.findall(text):
         token = match.lower().lstrip("v")
@@ -221,7 +221,29 @@ def numbers_in(text: str) -> frozenset[str]:
     for word in _words(text):
         if word in _NUMBER_WORDS:
             found.add(_NUMBER_WORDS[word])
+    found.update(_roman_numbers(text))
     return frozenset(found)
+
+
+# Roman numerals made of I, V and X, two letters or more, in capitals ("World War II", "Henry
+# VIII", "Part IV"); after "war" any case and one letter too ("world war i"). Not L, C, D or M:
+# those spell acronyms ("DC", "CD", "CLI", "XL"), and neither a lone capital I (the pronoun).
+_ROMAN_RE = re.compile(r"\b(?:(?P<cap>X{0,3}(?:IX|IV|VI{0,3}|I{2,3})|X{1,3}(?:IX|IV|V?I{0,3}))"
+                       r"|(?i:(?<=\bwar )(?P<war>x{0,3}(?:ix|iv|v?i{0,3}))))\b")
+_ROMAN_VALUE = {"i": 1, "v": 5, "x": 10}
+
+
+def _roman_value(numeral: str) -> int:
+    values = [_ROMAN_VALUE[c] for c in numeral.lower()]
+    return sum(-v if i + 1 < len(values) and v < values[i + 1] else v for i, v in enumerate(values))
+
+
+def _roman_numbers(text: str) -> set[str]:
+    """Roman numerals in ``text`` (see :data:`_ROMAN_RE`), as decimal numbers: "II" and "2" agree."""
+    if "I" not in text.upper() and "V" not in text.upper() and "X" not in text.upper():
+        return set()
+    return {str(_roman_value(m.group(0))) for m in _ROMAN_RE.finditer(text)
+            if m.group("war") or len(m.group(0)) >= 2}
 
 
 @lru_cache(maxsize=8192)

@@ -28,6 +28,11 @@ ALL = Guards(numbers=True, negation=True, entities=True, identifiers=True)
     ("book 1 ticket", "book tickets", "numbers"),
     ("who was the first president", "who was the president", "numbers"),
     ("add one and 3", "add 3", "numbers"),  # "one" is forgiven only where the other text has no number
+    # Roman numerals (a held-out MeanCache pair: the model served World War I's causes at p 0.86)
+    ("What are the main causes of World War II?", "Explain the reasons behind World War I.", "numbers"),
+    ("who won world war ii", "who won world war i", "numbers"),
+    ("How many wives did Henry VIII have?", "How many wives did Henry VII have?", "numbers"),
+    ("Who won Super Bowl XIV?", "Who won Super Bowl XV?", "numbers"),
     ("how to use df.sort_values", "how to use df.sort_index", "identifiers"),
     ("what does `map` do", "what does `filter` do", "identifiers"),
     ("Who founded Apple?", "Who founded Microsoft?", "entities"),
@@ -46,6 +51,8 @@ def test_guard_rejects_trap(a, b, guard):
     ("How can I transfer my bookmarks from one computer to another?", "Transfering bookmarks to a new computer?"),
     ("Is there a search engine that finds images like the one I give?", "Searching the web with an image"),
     ("book one ticket", "book 1 ticket"),
+    ("what started world war ii", "what started world war 2"),  # a Roman numeral is its number
+    ("Can I see the X-ray from DC?", "Can I see the X-ray from DC please?"),  # no numeral in either
 ])
 def test_guard_passes_paraphrase(a, b):
     assert check(ALL, a, b).passed
@@ -140,3 +147,12 @@ def test_the_actions_guard_is_symmetric_and_never_refuses_a_text_its_own_words(a
     a, b = " ".join(a), " ".join(b)
     assert (action_conflict(a, b) is None) == (action_conflict(b, a) is None)
     assert action_conflict(a, a) is None and action_conflict(a, a + " " + b) is None  # adding a request is not one replaced
+
+
+@pytest.mark.parametrize(("text", "numbers"), [
+    ("World War II", {"2"}), ("world war i", {"1"}), ("Louis XIV", {"14"}), ("Part IV and part IX", {"4", "9"}),
+    ("Can I go?", set()), ("Washington DC", set()), ("the CLI and size XL", set()), ("X-ray", set()),
+    ("mix it in the mid", set()), ("Xi Jinping", set()), ("War is over", set()),
+])
+def test_roman_numerals_are_numbers_and_acronyms_and_the_pronoun_are_not(text, numbers):
+    assert numbers_in(text) == frozenset(numbers)
