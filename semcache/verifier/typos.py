@@ -7,21 +7,25 @@ methods" / "check allowed pamyent methods" 0.15, "who was the last supper and
 mona lisa painter?" / "... paitner?" 0.64. :func:`fold` gives the model the
 other text's word instead.
 
-The rule (the actions guard reads request words the same way,
-:func:`semcache.decide.guards.english_words`): a word of one text that is not an
-English word of the model's vocabulary (~22k), 4 to :data:`MAX_WORD` letters,
-and is one swapped pair of neighbouring letters, one dropped or one added letter
-away from exactly one word of the other text, is replaced by that word. Never
-one replaced letter, and never a word the vocabulary knows: "chances" /
-"changes" are two words, not a slip.
+The rule: a word of one text that is not an English word of the model's
+vocabulary (~22k, :func:`semcache.decide.guards.english_words`), 4 to
+:data:`MAX_WORD` letters, written without capitals (a capitalised word inside
+a text, an acronym or a camel-cased name is left alone), is read as the one
+English word of the other text it is a slip of (:func:`_slip`): two
+neighbouring letters swapped, a doubled letter typed once or a letter typed
+twice, or a plural "s", never at the first letter and never one replaced letter.
+
+Why so narrow: a word one letter away from another is very often another word.
+A first version that took any swapped, dropped or added letter made the shipped
+default serve "methanol" for "ethanol", "GDPR" for "GDP", "SFTP" for "FTP",
+"gzip" for "zip" and "Ben Jonson" for "Ben Johnson" (model p 0.82-0.99, each
+refused before; ``test_typos.py`` keeps them). On the calibration pairs the
+narrow rule keeps what the wide one gained: both orders, shipped 2% budgets,
+same cut-off, 983 -> 1,008 other pairs served (wide: 1,012), none wrong, the
+same 15 traps; every pair it changes there is a rewording.
 
 Only the model's input changes; the guards, the diff rule's atoms, the cosine
-and the pair memo's key read the texts as written, so a name that is one letter
-from another ("carsn" / "carson") can make the model read one person, but the
-entities and numbers the guards check stay as written.
-
-Measured on the calibration pairs (both orders, shipped 2% budgets, same
-cut-off): 983 -> 1,012 other pairs served, none wrong, the same 15 traps.
+and the pair memo's key read the texts as written.
 Cost: set lookups per word, ~2 x its letters; texts are cut to
 ``MAX_CHARS`` before (``test_typos.py`` bounds a hostile pair).
 """
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import re
 
-from semcache.decide.guards import english_words
+from semcache.decide.guards import _dropped, _swapped, english_words  # the actions guard's slips
 
 MIN_WORD = 4
 MAX_WORD = 21
@@ -40,14 +44,6 @@ HEAD_WORDS = 64
 pair. Bounds the work on a hostile pair: two 2,000-character texts of made-up words took 15 ms
 read whole, ~2 ms read this far (``test_typos.py``)."""
 _WORD_RE = re.compile(r"[A-Za-z]+")
-
-
-def _dropped(word: str) -> set[str]:
-    return {word[:i] + word[i + 1:] for i in range(len(word))}
-
-
-def _swapped(word: str) -> set[str]:
-    return {word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(len(word) - 1)}
 
 
 def _head(text: str) -> int:
@@ -77,13 +73,38 @@ def _fold_into(text: str, other: str) -> str:
     def read(m: re.Match) -> str:
         word = m.group(0)
         lower = word.lower()
-        if not MIN_WORD <= len(lower) <= MAX_WORD or lower in theirs or lower in english:
+        if (not MIN_WORD <= len(lower) <= MAX_WORD or lower in theirs or lower in english
+                or _named(word, m.start(), text)):
             return word
         found = ((_swapped(lower) | _dropped(lower)) & theirs) | added.get(lower, set())
+        found = {w for w in found if w in english and _slip(lower, w)}
         return found.pop() if len(found) == 1 else word
 
     cut = _head(text)
     return _WORD_RE.sub(read, text[:cut]) + text[cut:]
+
+
+def _named(word: str, start: int, text: str) -> bool:
+    """A capital inside the word (GDPR, iPhone), or a capitalised word inside the text (Jonson):
+    a name or an acronym, whose neighbours one letter away are other names (GDP, Johnson)."""
+    return any(c.isupper() for c in word[1:]) or (word[0].isupper() and bool(text[:start].strip()))
+
+
+def _slip(ours: str, theirs: str) -> bool:
+    """Whether ``ours`` -> ``theirs`` is a slip of the keys inside a word: the first letter stays
+    (methanol / ethanol, atypical / typical, gzip / zip are other words); a letter comes or goes
+    only as a doubled letter typed once or a letter typed twice (adress, pasword, acount), or as
+    a plural "s" at the end (spreadsheets / spreadsheet), never another letter (Jonson / Johnson
+    are two writers)."""
+    if ours[0] != theirs[0]:
+        return False
+    if len(ours) == len(theirs):
+        return True  # two neighbours swapped (pamyent)
+    longer, shorter = (ours, theirs) if len(ours) > len(theirs) else (theirs, ours)
+    if longer[:-1] == shorter:
+        return longer[-1] == "s"
+    i = next(i for i, (a, b) in enumerate(zip(longer, shorter)) if a != b)  # the extra letter
+    return longer[i] == longer[i - 1] or longer[i] == longer[i + 1]
 
 
 def fold(query: str, cached: str) -> tuple[str, str]:
