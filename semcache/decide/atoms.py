@@ -38,7 +38,7 @@ from collections import Counter
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
-from semcache.decide.guards import _NUMBER_WORDS, _WORD_RE
+from semcache.decide.numbers import _NUMBER_WORDS, _WORD_RE, _roman_numbers
 
 LONG_TOKEN = 20
 """A chunk longer than this is an atom whatever it is made of (the embedder splits it into noise)."""
@@ -136,9 +136,10 @@ _ORDINAL_RE = re.compile(r"\d+(?:st|nd|rd|th)")
 
 
 def _spelled_numbers(text: str) -> Counter:
-    """Numbers written as words ("three", "twenty"), as ``num:`` atoms, and ordinals ("second")
-    as the ``word:`` atom their digit form makes ("2nd")."""
-    spelled = (_NUMBER_WORDS[w] for w in _WORD_RE.findall(text.lower()) if w in _NUMBER_WORDS)
+    """Numbers written as words ("three", "twenty") or Roman numerals ("II"), as ``num:`` atoms,
+    and ordinals ("second") as the ``word:`` atom their digit form makes ("2nd")."""
+    spelled = [_NUMBER_WORDS[w] for w in _WORD_RE.findall(text.lower()) if w in _NUMBER_WORDS]
+    spelled += _roman_numbers(text)  # "World War II" / "world war 2"
     return Counter(("word:" if _ORDINAL_RE.fullmatch(v) else "num:") + v for v in spelled)
 
 

@@ -16,24 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from semcache.config.policy import Guards
+from semcache.decide.numbers import numbers_in, spelled_on_one_side_only, without_a_lone_one
 
-_NUMBER_WORDS = {
-    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
-    "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "hundred": "100",
-    "thousand": "1000", "million": "1000000", "billion": "1000000000",
-    "first": "1st", "second": "2nd", "third": "3rd", "fourth": "4th", "fifth": "5th",
-    "sixth": "6th", "seventh": "7th", "eighth": "8th", "ninth": "9th", "tenth": "10th",
-    "eleventh": "11th", "twelfth": "12th", "twentieth": "20th", "hundredth": "100th",
-    "january": "m01", "february": "m02", "march": "m03", "april": "m04", "june": "m06",
-    "july": "m07", "august": "m08", "september": "m09", "october": "m10", "november": "m11",
-    "december": "m12", "jan": "m01", "feb": "m02", "mar": "m03", "apr": "m04", "jun": "m06",
-    "jul": "m07", "aug": "m08", "sep": "m09", "sept": "m09", "oct": "m10", "nov": "m11", "dec": "m12",
-    "monday": "d1", "tuesday": "d2", "wednesday": "d3", "thursday": "d4", "friday": "d5",
-    "saturday": "d6", "sunday": "d7", "yesterday": "rel-1", "today": "rel0", "tomorrow": "rel+1",
-}
-# Versions, dates, decimals, ordinals and plain integers, with "1,000" read as 1000.
-_NUMBER_RE = re.compile(r"v?\d+(?:[.,:/-]\d+)*(?:st|nd|rd|th)?", re.IGNORECASE)
 _WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _SIGN_UP_RE = re.compile(r"\bsign[\s-]+up\b", re.IGNORECASE)  # "Sign Up", "sign-up": one request word
 
@@ -210,60 +194,6 @@ def _stem(word: str) -> str:
 
 
 @lru_cache(maxsize=8192)
-def numbers_in(text: str) -> frozenset[str]:
-    """Numbers, dates, versions, ordinals, months, weekdays and Roman numerals, normalised."""
-    found = set()
-    for match in _NUMBER_RE.findall(text):
-        token = match.lower().lstrip("v")
-        if re.fullmatch(r"\d{1,3}(,\d{3})+", token):
-            token = token.replace(",", "")
-        found.add(token)
-    for word in _words(text):
-        if word in _NUMBER_WORDS:
-            found.add(_NUMBER_WORDS[word])
-    found.update(_roman_numbers(text))
-    return frozenset(found)
-
-
-# Roman numerals made of I, V and X, two letters or more, in capitals ("World War II", "Henry
-# VIII", "Part IV"); after "war" any case and one letter too ("world war i"). Not L, C, D or M:
-# those spell acronyms ("DC", "CD", "CLI", "XL"), and neither a lone capital I (the pronoun).
-_ROMAN_RE = re.compile(r"\b(?:(?P<cap>X{0,3}(?:IX|IV|VI{0,3}|I{2,3})|X{1,3}(?:IX|IV|V?I{0,3}))"
-                       r"|(?i:(?<=\bwar )(?P<war>x{0,3}(?:ix|iv|v?i{0,3}))))\b")
-_ROMAN_VALUE = {"i": 1, "v": 5, "x": 10}
-
-
-def _roman_value(numeral: str) -> int:
-    values = [_ROMAN_VALUE[c] for c in numeral.lower()]
-    return sum(-v if i + 1 < len(values) and v < values[i + 1] else v for i, v in enumerate(values))
-
-
-def _roman_numbers(text: str) -> set[str]:
-    """Roman numerals in ``text`` (see :data:`_ROMAN_RE`), as decimal numbers: "II" and "2" agree."""
-    if "I" not in text.upper() and "V" not in text.upper() and "X" not in text.upper():
-        return set()
-    return {str(_roman_value(m.group(0))) for m in _ROMAN_RE.finditer(text)
-            if m.group("war") or len(m.group(0)) >= 2}
-
-
-@lru_cache(maxsize=8192)
-def _one_only_spelled(text: str) -> bool:
-    """Whether ``text``'s number 1 comes from the word "one" alone, never from a digit."""
-    return not any(m.lower().lstrip("v") == "1" for m in _NUMBER_RE.findall(text))
-
-
-def _without_a_lone_one(numbers: frozenset[str], other: frozenset[str], text: str) -> frozenset[str]:
-    """``numbers`` without a 1 spelled "one" when the other text states no number at all: "one"
-    is as often a pronoun or a determiner ("from one computer to another", "the one I give") as
-    a count, and then nothing contradicts it. "one" / "two", "one" / "2" and "add one and 3" /
-    "add 3" still differ; "1" in digits always counts. (The diff rule's atoms never read spelled
-    numbers as atoms, for the same reason.)"""
-    if not other and "1" in numbers and _one_only_spelled(text):
-        return numbers - {"1"}
-    return numbers
-
-
-@lru_cache(maxsize=8192)
 def _negation_profile(text: str) -> tuple[int, frozenset[str]]:
     words = [w.replace("'", "") for w in _words(text)]
     negations = sum(1 for w in words if w in _NEGATORS)
@@ -284,6 +214,25 @@ def negation_conflict(a: str, b: str, *, parity: bool = True) -> str | None:
         for y in _OPPOSITES[x]:
             if y in words_b and y not in words_a:
                 return f"{x}/{y}" if (x, y) in _PAIR_ORDER else f"{y}/{x}"
+    return _prefixed(words_a, words_b) or _prefixed(words_b, words_a)
+
+
+# Prefixes that negate the word they make: "atypical", "unsafe", "illegal", "nonprofit".
+_NEGATING_PREFIXES = ("non", "dis", "un", "in", "im", "il", "ir", "a")
+
+
+def _prefixed(words: frozenset[str], other: frozenset[str]) -> str | None:
+    """``"base/prefixed"`` where one text has a word the other has without its negating prefix
+    ("typical" / "atypical", "safe" / "unsafe", "legal" / "illegal"). The model served "is chest
+    pain an atypical symptom" for "... a typical symptom" at p 0.79. A word of another meaning
+    ("inform" / "form", "around" / "round") is refused too: a different question either way."""
+    for word in words - other:
+        if len(word) < 6:
+            continue
+        for prefix in _NEGATING_PREFIXES:
+            base = word[len(prefix):]
+            if word.startswith(prefix) and len(base) >= 4 and base in other and base not in words:
+                return f"{base}/{word}"
     return None
 
 
@@ -328,19 +277,10 @@ def overrulable(verdict: GuardVerdict, query: str, cached_query: str) -> bool:
     ("the first mail" / "the oldest mail", "my two accounts" / "my accounts"); never a number in
     digits, nor two texts that state different numbers."""
     if verdict.guard == "numbers":
-        return _spelled_on_one_side_only(query, cached_query)
+        return spelled_on_one_side_only(query, cached_query)
     if verdict.guard != "negation":
         return True
     return verdict.detail == "negation" and negation_conflict(query, cached_query, parity=False) is None
-
-
-def _spelled_on_one_side_only(a: str, b: str) -> bool:
-    """One text states no number at all; the other states its numbers as words only."""
-    na, nb = numbers_in(a), numbers_in(b)
-    if na and nb:
-        return False
-    stated = a if na else b
-    return bool(na or nb) and not _NUMBER_RE.search(stated)
 
 
 def check(guards: Guards, query: str, cached_query: str) -> GuardVerdict:
@@ -350,7 +290,7 @@ def check(guards: Guards, query: str, cached_query: str) -> GuardVerdict:
     if guards.numbers:
         a, b = numbers_in(query), numbers_in(cached_query)
         if a != b:
-            a, b = _without_a_lone_one(a, b, query), _without_a_lone_one(b, a, cached_query)
+            a, b = without_a_lone_one(a, b, query, cached_query), without_a_lone_one(b, a, cached_query, query)
         if a != b:
             return GuardVerdict(False, "numbers", f"{sorted(a ^ b)[:4]}")
     if guards.negation:

@@ -233,6 +233,8 @@ def test_each_kind_of_atom_must_agree(a, b):
     ("what is nicki minaj's first album?", "what was nicki minaj 1st album?"),
     ("what is the 2nd largest american city?", "what city in the us is the second largest?"),
     ("Who won the 3rd and the twelfth race?", "who won the third and 12th race"),
+    ("what started world war ii", "what started world war 2"),  # a Roman numeral is its number
+    ("Louis XIV", "Louis 14"),
     ("Why is it marked as improvement/clarification needed?", "Why is it marked as needing improvement?"),
 ])
 def test_numbers_and_ids_in_equivalent_forms_agree(a, b):

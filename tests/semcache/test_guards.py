@@ -23,11 +23,21 @@ ALL = Guards(numbers=True, negation=True, entities=True, identifiers=True)
     ("flights in March", "flights in April", "numbers"),
     ("changes in python 3.11", "changes in python 3.12", "numbers"),
     ("top five movies", "top ten movies", "numbers"),
+    ("Is chest pain a typical symptom of a heart attack?", "Is chest pain an atypical symptom of a heart attack?",
+     "negation"),  # a negating prefix (the model served this pair at p 0.79)
+    ("is it safe to eat raw eggs", "is it unsafe to eat raw eggs", "negation"),
+    ("is this legal in texas", "is this illegal in texas", "negation"),
+    ("what is a directed cyclic graph", "what is a directed acyclic graph", "negation"),
     ("I have one account", "I have two accounts", "numbers"),
     ("book one ticket", "book 2 tickets", "numbers"),
     ("book 1 ticket", "book tickets", "numbers"),
     ("who was the first president", "who was the president", "numbers"),
     ("add one and 3", "add 3", "numbers"),  # "one" is forgiven only where the other text has no number
+    # ... nor a count the guard cannot read (a review found the model served this one at p 0.80)
+    ("What should I do if I missed one dose of my antibiotics?",
+     "What should I do if I missed multiple doses of my antibiotics?", "numbers"),
+    ("can I bring one bag", "can I bring several bags", "numbers"),
+    ("buy thirteen eggs", "buy fourteen eggs", "numbers"),
     # Roman numerals (a held-out MeanCache pair: the model served World War I's causes at p 0.86)
     ("What are the main causes of World War II?", "Explain the reasons behind World War I.", "numbers"),
     ("who won world war ii", "who won world war i", "numbers"),
