@@ -104,6 +104,32 @@ KNOWN_NEAR_MISSES = [  # still served by the shipped model and default policy: e
     ("How can I track my order?", "Where can I see my order history?"),
     ("modifying Gold account", "i need help to remove my Gold account"),  # p 0.97: over the actions bar
     ("How do I reset my password?", "how do i recover my username"),  # cosine 0.55-0.60: since pre-filter 0.55
+    ("How do I install packages with npm?", "How do I install packages with pnpm?"),  # p 0.79, no guard reads it
+    ("What is the capital of the Dominican Republic?", "What is the capital of Dominica?"),  # p 0.90
+]
+# Other words one letter or one prefix away, and counts the numbers guard must read (session 13's
+# review: the first typo reading served the first fifteen at p 0.82-0.99, the model alone the chest
+# pain pair at 0.79, the "one dose" pair after "one" was forgiven at 0.80, World War I at 0.86).
+ONE_LETTER_OR_PREFIX = [
+    ("Is ethanol safe to drink?", "Is methanol safe to drink?"),
+    ("What is the boiling point of ethanol?", "What is the boiling point of methanol?"),
+    ("What does GDP stand for?", "What does GDPR stand for?"),
+    ("What is the contribution limit for an FSA?", "What is the contribution limit for a TFSA?"),
+    ("How do I connect to a server with FTP?", "How do I connect to a server with SFTP?"),
+    ("How do I define variables in CSS?", "How do I define variables in SCSS?"),
+    ("How do I compress a folder with zip?", "How do I compress a folder with gzip?"),
+    ("How do I convert mph to m/s?", "How do I convert kmph to m/s?"),
+    ("What is a directed cyclic graph?", "What is a directed acyclic graph?"),
+    ("How do I use React hooks?", "How do I use Preact hooks?"),
+    ("How do I kill a process by name in Linux?", "How do I pkill a process by name in Linux?"),
+    ("Who was Ben Johnson?", "Who was Ben Jonson?"),
+    ("What did Ben Johnson write?", "what did ben jonson write?"),
+    ("How do I set up Gmail on my iPhone?", "How do I set up Mail on my iPhone?"),
+    ("What is a typical presentation of pneumonia?", "What is an atypical presentation of pneumonia?"),
+    ("Is chest pain a typical symptom of a heart attack?", "Is chest pain an atypical symptom of a heart attack?"),
+    ("What should I do if I missed multiple doses of my antibiotics?",
+     "What should I do if I missed one dose of my antibiotics?"),
+    ("What are the main causes of World War II?", "Explain the reasons behind World War I."),
 ]
 
 
@@ -125,6 +151,13 @@ async def _served(tmp_path, clock, model, pairs) -> list[tuple[str, str, float]]
 async def test_a_question_that_differs_in_its_key_word_is_not_served_another_ones_answer(tmp_path, clock, model):
     # The previous model served all five of these and the first at p 0.94 (filler words raised it).
     assert await _served(tmp_path, clock, model, NEAR_MISSES) == []
+
+
+async def test_another_word_one_letter_or_one_prefix_away_is_not_served_but_a_slip_is(tmp_path, clock, model):
+    assert await _served(tmp_path, clock, model, ONE_LETTER_OR_PREFIX) == []
+    slips = [("check allowed payment methods", "check allowed pamyent methods"),
+             ("How do I update my shipping address?", "how do i update my shipping adress")]
+    assert [asked for asked, _, _ in await _served(tmp_path, clock, model, slips)] == [b for _, b in slips]
 
 
 @pytest.mark.xfail(strict=True, reason="known wrong answers of the shipped cross-encoder: one changed key word "
