@@ -46,27 +46,24 @@ read whole, ~2 ms read this far (``test_typos.py``)."""
 _WORD_RE = re.compile(r"[A-Za-z]+")
 
 
-def _head(text: str) -> int:
-    """Where ``text``'s first :data:`HEAD_WORDS` words end."""
-    end = 0
+def _head_words(text: str) -> tuple[int, set[str]]:
+    """Where ``text``'s first :data:`HEAD_WORDS` words end, and those words in lower case."""
+    end, words = 0, set()
     for n, m in enumerate(_WORD_RE.finditer(text), 1):
         end = m.end()
+        words.add(m.group(0).lower())
         if n == HEAD_WORDS:
             break
-    return end
+    return end, words
 
 
-def _fold_into(text: str, other: str) -> str:
-    """``text`` with each slip of a word of ``other`` written as that word (in their first words)."""
-    theirs = {m.group(0).lower() for m in _WORD_RE.finditer(other, 0, _head(other))}
-    theirs = {w for w in theirs if MIN_WORD - 1 <= len(w) <= MAX_WORD}
-    if not theirs:
+def _fold_into(text: str, cut: int, theirs: set[str], english: frozenset[str]) -> str:
+    """``text`` (its words before ``cut``) with each slip of an English word of ``theirs`` written as that word."""
+    targets = {w for w in theirs if w in english and MIN_WORD - 1 <= len(w) <= MAX_WORD}
+    if not targets:
         return text
-    english = english_words()
-    if not english:  # without the vocabulary no word is taken for a slip
-        return text
-    added: dict[str, set[str]] = {}  # their word with one letter dropped -> their word (ours added one)
-    for w in theirs:
+    added: dict[str, set[str]] = {}  # a target with one letter dropped -> the target (ours added one)
+    for w in targets:
         for v in _dropped(w):
             added.setdefault(v, set()).add(w)
 
@@ -76,11 +73,10 @@ def _fold_into(text: str, other: str) -> str:
         if (not MIN_WORD <= len(lower) <= MAX_WORD or lower in theirs or lower in english
                 or _named(word, m.start(), text)):
             return word
-        found = ((_swapped(lower) | _dropped(lower)) & theirs) | added.get(lower, set())
-        found = {w for w in found if w in english and _slip(lower, w)}
+        found = ((_swapped(lower) | _dropped(lower)) & targets) | added.get(lower, set())
+        found = {w for w in found if _slip(lower, w)}
         return found.pop() if len(found) == 1 else word
 
-    cut = _head(text)
     return _WORD_RE.sub(read, text[:cut]) + text[cut:]
 
 
@@ -109,4 +105,9 @@ def _slip(ours: str, theirs: str) -> bool:
 
 def fold(query: str, cached: str) -> tuple[str, str]:
     """Both texts with their slips of the other's words written as those words."""
-    return _fold_into(query, cached), _fold_into(cached, query)
+    english = english_words()
+    if not english:  # without the vocabulary no word is taken for a slip
+        return query, cached
+    (query_cut, query_words), (cached_cut, cached_words) = _head_words(query), _head_words(cached)
+    return (_fold_into(query, query_cut, cached_words, english),
+            _fold_into(cached, cached_cut, query_words, english))
