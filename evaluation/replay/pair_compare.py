@@ -60,7 +60,7 @@ def recall_at_precision(scores: np.ndarray, labels: np.ndarray, precision: float
 def policy_scores(pairs: list[dict], vectors: dict[str, np.ndarray], policies) -> np.ndarray:
     """The score the ``default`` category decides on (pair files carry no category), ``-inf``
     where the pre-filter or a guard stops a pair."""
-    from semcache.verifier import CrossEncoderVerifier, Verifier
+    from semcache.verifier import CrossEncoderVerifier, Verifier, policy_probabilities
 
     policy = policies.get("default")
     cos = np.array([float(vectors[p["a"]] @ vectors[p["b"]]) for p in pairs])
@@ -72,8 +72,7 @@ def policy_scores(pairs: list[dict], vectors: dict[str, np.ndarray], policies) -
         idx = np.flatnonzero(ok)
         scores = np.full(len(pairs), -np.inf)
         triples = [(pairs[i]["b"], pairs[i]["a"], cos[i]) for i in idx]
-        scores[idx] = (model.probabilities_of(triples, both_orders=True) if policy.verifier.both_orders
-                       else model.probabilities_of(triples))
+        scores[idx] = policy_probabilities(policy.verifier, model, triples)
     scores[~ok] = -np.inf
     return scores
 

@@ -45,6 +45,7 @@ from semcache.decide import guards
 from semcache.config.calibration import OperatingPoint, choose, clopper_pearson_upper, trap_cut
 from semcache.errors import ConfigError
 from semcache.config.policy import DEFAULT_CATEGORY, load_policies_text
+from semcache.verifier import policy_probabilities
 from semcache.verifier.cross_encoder import CrossEncoderVerifier
 from semcache.verifier.model import Verifier
 
@@ -145,9 +146,7 @@ def calibrate_text(text: str, pairs: list[dict], cosines: np.ndarray, *, verifie
             above = cos >= policy.threshold
             probs = np.zeros(len(sub))
             idx = np.flatnonzero(above & (passes | lifted))
-            triples = [(sub[i]["b"], sub[i]["a"], cos[i]) for i in idx]
-            probs[idx] = (model.probabilities_of(triples, both_orders=True) if policy.verifier.both_orders
-                          else model.probabilities_of(triples))
+            probs[idx] = policy_probabilities(policy.verifier, model, [(sub[i]["b"], sub[i]["a"], cos[i]) for i in idx])
             servable = above & (passes | (lifted & (probs >= np.nan_to_num(bars, nan=2.0))))
         trap = np.array([bool(p.get("trap")) for p in sub], dtype=bool)
         # Where the verifier decides, its cut-off (the pre-filter stays); else a similarity cut-off.

@@ -28,6 +28,15 @@ from semcache.verifier.model import DEFAULT_ARTEFACT, Verifier
 log = logging.getLogger("semcache.verifier")
 
 
+def policy_probabilities(settings, model, triples: list[tuple[str, str, float]]):
+    """P(right) for each ``(query, cached query, cosine)`` as the category's ``verifier`` settings
+    score it (both orders where they say so): the gate, ``semcache calibrate`` and ``semcache eval
+    pairs`` alike, so a cut-off certifies the numbers serving computes."""
+    if settings.both_orders:  # cross-encoder only (VerifierSettings checks it)
+        return model.probabilities_of(triples, both_orders=True)
+    return model.probabilities_of(triples)
+
+
 @dataclass(frozen=True, slots=True)
 class VerifierVerdict:
     passed: bool
@@ -101,7 +110,7 @@ class VerifierGate:
             probs = [verifier.probability(query, cached, sim) for cached, sim in candidates]
         else:
             triples = [(query, cached, sim) for cached, sim in candidates]
-            probs = list(await asyncio.to_thread(verifier.probabilities_of, triples, both_orders=settings.both_orders))
+            probs = list(await asyncio.to_thread(policy_probabilities, settings, verifier, triples))
         cut = settings.min_probability if min_probability is None else min_probability
         out = []
         for p, (_, sim) in zip(probs, candidates, strict=True):
@@ -113,4 +122,4 @@ class VerifierGate:
         return out
 
 
-__all__ = ["CrossEncoderVerifier", "Verifier", "VerifierGate", "VerifierVerdict"]
+__all__ = ["CrossEncoderVerifier", "Verifier", "VerifierGate", "VerifierVerdict", "policy_probabilities"]

@@ -44,6 +44,11 @@ MEMO_PAIRS = 65_536
 """Pairs whose scores are remembered (~10 MB): the popular rewordings of the popular entries."""
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
 class PairMemo(CountingLRU[bytes, float]):
     """A bounded LRU of the model's score per ``(query, cached query)`` pair; thread-safe.
 
@@ -138,8 +143,7 @@ class CrossEncoderVerifier:
         c = self.card.get("combiner")
         if not c:
             return p
-        q = np.clip(p, 1e-6, 1 - 1e-6)
-        z = c["bias"] + c["w_logit"] * np.log(q / (1 - q)) + c["w_cosine"] * np.asarray(cosines, dtype=np.float64)
+        z = c["bias"] + c["w_logit"] * _logit(p) + c["w_cosine"] * np.asarray(cosines, dtype=np.float64)
         return 1.0 / (1.0 + np.exp(-z))
 
     def probabilities_of(self, triples: list[tuple[str, str, float]], *, both_orders: bool = False) -> np.ndarray:
@@ -174,8 +178,7 @@ class CrossEncoderVerifier:
 
     def _both_orders(self, query: str, cached: str) -> float:
         """P from the mean logit of ``(query, cached)`` and ``(cached, query)``, read in one run."""
-        p = np.clip(self.scores([(query, cached), (cached, query)]), 1e-6, 1 - 1e-6)
-        z = float(np.log(p / (1 - p)).mean())
+        z = float(_logit(self.scores([(query, cached), (cached, query)])).mean())
         return 1.0 / (1.0 + np.exp(-z))
 
     def scores_alone(self, pairs: list[tuple[str, str]]) -> np.ndarray:

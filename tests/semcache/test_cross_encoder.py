@@ -300,6 +300,17 @@ async def test_a_both_orders_policy_decides_by_both_readings(tmp_path, clock, mo
         await cache.close()
 
 
+def test_serving_calibration_and_evaluation_score_as_the_policy_says(model):
+    from semcache.verifier import policy_probabilities
+
+    (c, q), cos = LARGER, 0.93
+    for both in (False, True):
+        settings = load_policies_text(POLICY.replace("min_probability: %s}", f"both_orders: {str(both).lower()}}}")
+                                      ).default.verifier
+        assert policy_probabilities(settings, _unmemoised(model), [(q, c, cos)])[0] == pytest.approx(
+            _unmemoised(model).probability(q, c, cos, both_orders=both), abs=1e-12)
+
+
 def test_both_orders_needs_the_cross_encoder():
     with pytest.raises(PolicyError, match="both_orders"):
         load_policies_text("categories: {default: {verifier: {enabled: true, both_orders: true}}}")
