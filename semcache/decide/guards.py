@@ -116,6 +116,14 @@ def _slip_index() -> dict[str, str]:
 
 
 _SLIP_OF = _slip_index()
+_ENDS = frozenset((form[0], form[-1]) for form in _ACTION_OF)
+
+
+def _may_have_one_letter_added(word: str) -> bool:
+    """A cheap test before building ``word``'s variants: a request word with one letter added keeps
+    its first and last letters, unless the added letter is one of them (a hostile 16 kB text of
+    made-up words spent ~15 ms here building variants of every word)."""
+    return (word[0], word[-1]) in _ENDS or word[1:] in _ACTION_OF or word[:-1] in _ACTION_OF
 _SLIP_MAX = max(map(len, _ACTION_OF)) + 1
 
 
@@ -141,7 +149,7 @@ def _action_of(word: str) -> str | None:
     if not english or word in english:  # without the vocabulary, no word is taken for a slip
         return None
     action = _SLIP_OF.get(word)  # one letter dropped, or two swapped
-    if action is None:  # one letter added
+    if action is None and _may_have_one_letter_added(word):
         found = {_ACTION_OF[w] for w in _dropped(word) if w in _ACTION_OF}
         action = found.pop() if len(found) == 1 else None
     return action
@@ -214,25 +222,36 @@ def negation_conflict(a: str, b: str, *, parity: bool = True) -> str | None:
         for y in _OPPOSITES[x]:
             if y in words_b and y not in words_a:
                 return f"{x}/{y}" if (x, y) in _PAIR_ORDER else f"{y}/{x}"
-    return _prefixed(words_a, words_b) or _prefixed(words_b, words_a)
+    return _prefixed(a, words_a, words_b) or _prefixed(b, words_b, words_a)
 
 
 # Prefixes that negate the word they make: "atypical", "unsafe", "illegal", "nonprofit".
 _NEGATING_PREFIXES = ("non", "dis", "un", "in", "im", "il", "ir", "a")
+_NEGATING_PREFIX_RE = re.compile("|".join(_NEGATING_PREFIXES))  # at most one fits a word: they start apart
 
 
-def _prefixed(words: frozenset[str], other: frozenset[str]) -> str | None:
-    """``"base/prefixed"`` where one text has a word the other has without its negating prefix
+@lru_cache(maxsize=8192)
+def _prefixed_words(text: str) -> tuple[tuple[str, str], ...]:
+    """``(base, word)`` for each word of ``text`` (6+ letters) that is a negating prefix and a base
+    of 4+ letters. Per text and cached, like its negation profile: a candidate's check then costs
+    a set lookup per such word (a hostile 16 kB pair: ~17 ms on the event loop when each check
+    scanned every word)."""
+    found = []
+    for word in _negation_profile(text)[1]:
+        m = _NEGATING_PREFIX_RE.match(word) if len(word) >= 6 else None
+        if m and len(word) - m.end() >= 4:
+            found.append((word[m.end():], word))
+    return tuple(found)
+
+
+def _prefixed(text: str, words: frozenset[str], other: frozenset[str]) -> str | None:
+    """``"base/prefixed"`` where ``text`` has a word the other text has without its negating prefix
     ("typical" / "atypical", "safe" / "unsafe", "legal" / "illegal"). The model served "is chest
     pain an atypical symptom" for "... a typical symptom" at p 0.79. A word of another meaning
     ("inform" / "form", "around" / "round") is refused too: a different question either way."""
-    for word in words - other:
-        if len(word) < 6:
-            continue
-        for prefix in _NEGATING_PREFIXES:
-            base = word[len(prefix):]
-            if word.startswith(prefix) and len(base) >= 4 and base in other and base not in words:
-                return f"{base}/{word}"
+    for base, word in _prefixed_words(text):
+        if base in other and base not in words and word not in other:
+            return f"{base}/{word}"
     return None
 
 

@@ -166,3 +166,22 @@ def test_the_actions_guard_is_symmetric_and_never_refuses_a_text_its_own_words(a
 ])
 def test_roman_numerals_are_numbers_and_acronyms_and_the_pronoun_are_not(text, numbers):
     assert numbers_in(text) == frozenset(numbers)
+
+
+def test_a_hostile_pair_below_the_worker_thread_size_is_checked_in_milliseconds():
+    """Guards run on the event loop below 16k characters: every guard reads a text once (cached),
+    and a candidate's check is then set lookups. Measured ~21 ms for this pair on 2 busy cores."""
+    import random
+    import string
+    import time
+
+    rng = random.Random(0)
+
+    def made_up(prefix: str) -> str:
+        return " ".join(prefix + "".join(rng.choice(string.ascii_lowercase) for _ in range(6))
+                        for _ in range(2000))[:16000]
+
+    a, b = made_up("un"), made_up("")
+    started = time.perf_counter()
+    check(Guards(numbers=True, negation=True, actions=True), a, b)
+    assert time.perf_counter() - started < 0.25
