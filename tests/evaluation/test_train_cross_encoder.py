@@ -42,6 +42,40 @@ def test_a_tiny_model_trains_exports_to_int8_and_the_runtime_scores_like_torch(t
     assert np.abs(ours - ref).max() < 0.1  # int8 quantisation moves a probability a little, not a lot
 
 
+def test_distillation_targets_mix_the_teachers_probability_with_the_label_and_symmetric_reads_both_orders(monkeypatch):
+    import evaluation.training.train_cross_encoder as tce
+
+    seen = []
+    real = tce._encode
+
+    def spy(tokenizer, batch, max_len):
+        seen.extend((p["a"], p["b"], p.get("target")) for p in batch)
+        return real(tokenizer, batch, max_len)
+
+    monkeypatch.setattr(tce, "_encode", spy)
+    teacher = np.array([2.0, -2.0, 0.0, 4.0] * 4)  # logits: P 0.881, 0.119, 0.5, 0.982
+    shape = Shape(layers=1, max_len=24, symmetric=True, distill_weight=0.5)
+    fine_tune(PAIRS, shape, seed=0, epochs=4, batch_size=8, lr=5e-5, threads=1, log_every=100, teacher=teacher)
+    by_pair = {(p["a"], p["b"]): 0.5 * p["label"] + 0.5 / (1 + np.exp(-t)) for p, t in zip(PAIRS, teacher)}
+    flipped = 0
+    for a, b, target in seen:
+        key = (a, b) if (a, b) in by_pair else (b, a)
+        flipped += key != (a, b)
+        assert target == pytest.approx(by_pair[key])
+    assert len(seen) == 64 and 16 < flipped < 48  # about half the rows read the other way round
+
+
+def test_without_a_teacher_the_target_is_the_label_and_the_order_is_kept(monkeypatch):
+    import evaluation.training.train_cross_encoder as tce
+
+    seen = []
+    real = tce._encode
+    monkeypatch.setattr(tce, "_encode", lambda tok, batch, n: seen.extend(batch) or real(tok, batch, n))
+    fine_tune(PAIRS, Shape(layers=1, max_len=24), seed=0, epochs=1, batch_size=8, lr=5e-5, threads=1, log_every=100)
+    assert {(p["a"], p["b"]) for p in seen} == {(p["a"], p["b"]) for p in PAIRS}
+    assert all("target" not in p for p in seen)
+
+
 def test_the_combiners_pairs_are_never_trained_on():
     pairs = [{"a": f"q{i}", "b": f"r{i}", "label": i % 2, "source": "qqp", "id": str(i)} for i in range(FIT_PAIRS + 50)]
     held = {p["id"] for p in combiner_pairs(pairs)}
