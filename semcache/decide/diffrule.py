@@ -16,7 +16,8 @@ The rule (run after the threshold and the guards, before the verifier)
 1. Texts equal after normalisation (NFKC, case, whitespace) pass.
 2. **Atoms** (:mod:`semcache.decide.atoms`: URLs, paths, UUIDs, hashes, base64 and
    other long tokens, long identifiers, numbers in any form) must agree as
-   multisets; one differing atom is a miss.
+   multisets; one differing atom is a miss. So is a name that is the other
+   text's with a letter or two in front (``pnpm`` / ``npm``: :mod:`semcache.decide.names`).
 3. The texts are diffed at token level (words and single punctuation marks).
    When they share fewer than :data:`SHARED_BODY` tokens and the similarity is
    below :data:`SIM_ONE`, the embedding saw the difference in proportion (a
@@ -58,6 +59,7 @@ import numpy as np
 from semcache.decide import guards
 from semcache.decide.atoms import atom_difference
 from semcache.decide.guards import PASSED, GuardVerdict
+from semcache.decide.names import front_extended
 
 SHARED_BODY = 32
 """Pairs sharing fewer tokens than this are short paraphrases: the embedding judges them."""
@@ -185,6 +187,9 @@ def _decide(policy: Any, query: str, cached: str, similarity: float, rules: Any)
     differing = atom_difference(query, cached)
     if differing:
         return GuardVerdict(False, "atoms", f"{differing[:4]}")
+    renamed = front_extended(query, cached)
+    if renamed:
+        return GuardVerdict(False, "atoms", f"another name: {renamed}")
     if similarity < SIM_ONE and min(len(_tokens(query)[1]), len(_tokens(cached)[1])) < SHARED_BODY:
         return PASSED  # a short text cannot share a long body: the embedding judged the whole pair
     diff = text_diff(query, cached)

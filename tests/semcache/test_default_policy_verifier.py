@@ -104,7 +104,6 @@ KNOWN_NEAR_MISSES = [  # still served by the shipped model and default policy: e
     ("How can I track my order?", "Where can I see my order history?"),
     ("modifying Gold account", "i need help to remove my Gold account"),  # p 0.97: over the actions bar
     ("How do I reset my password?", "how do i recover my username"),  # cosine 0.55-0.60: since pre-filter 0.55
-    ("How do I install packages with npm?", "How do I install packages with pnpm?"),  # p 0.79, no guard reads it
     ("What is the capital of the Dominican Republic?", "What is the capital of Dominica?"),  # p 0.90
 ]
 # Other words one letter or one prefix away, and counts the numbers guard must read (session 13's
@@ -130,6 +129,8 @@ ONE_LETTER_OR_PREFIX = [
     ("What should I do if I missed multiple doses of my antibiotics?",
      "What should I do if I missed one dose of my antibiotics?"),
     ("What are the main causes of World War II?", "Explain the reasons behind World War I."),
+    # Served at p 0.79 until the diff rule read names with a letter or two in front (semcache.decide.names).
+    ("How do I install packages with npm?", "How do I install packages with pnpm?"),
 ]
 
 
