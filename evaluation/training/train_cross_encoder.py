@@ -18,8 +18,9 @@ mixes a trained model's both-orders P into the targets (distillation), so that
 one row of a smaller or one-order model could stand in for the teacher's two
 rows. Measured (the card's ``teacher`` names its teacher): a 4-layer student
 (2.8 ms a row against the 6-layer pair's 7.7 ms here) served 820 calibration
-pairs at the shipped trap budget against the teacher's 1,005, so it does not
-ship (evaluation/RESULTS.md, "Cross-encoder verifier").
+pairs at the shipped trap budget against the teacher's 1,005; a 6-layer one
+(4.3 ms) 972 with 2 wrong, and twice the teacher's false hits on ComQA's
+groups. Neither ships (evaluation/RESULTS.md, "Cross-encoder verifier", "Model").
 """
 
 from __future__ import annotations
