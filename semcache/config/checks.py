@@ -29,7 +29,8 @@ class Guards(_Strict):
     """Code identifiers (snake_case, camelCase, dotted.names, `quoted`) must agree."""
     diff: bool = True
     """Judge by what differs (:mod:`semcache.decide.diffrule`): atoms (ids, hashes, URLs, paths, numbers in any
-    form) must agree, and prompts sharing a long body are served only if the changed part passes."""
+    form) must agree, so must names a letter or two apart at the front (pnpm / npm), and prompts sharing a
+    long body are served only if the changed part passes."""
 
 
 _Probability = Annotated[float, Field(ge=0.0, le=1.0)]
