@@ -132,9 +132,16 @@ def _pair_model(seed: int, layers: int):
     return PairClassifier()
 
 
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
 def teacher_logits(teacher: Path, pairs: list[dict], cache_dir: Path | None = None) -> np.ndarray:
     """The teacher's both-orders logit for each pair: the mean of its logits for (a, b) and (b, a),
-    read in one run per pair as the runtime serves it (``verifier.both_orders``).
+    read in one run per pair as the runtime's ``verifier.both_orders`` does (on the pair as written:
+    the runtime's focus and typo reading are not applied, as training never applies them).
 
     Cached under ``cache_dir`` by the teacher file's digest and the pairs, as the
     6-layer teacher takes ~8 ms a pair here (~5 minutes for the train split)."""
@@ -183,7 +190,7 @@ def fine_tune(pairs: list[dict], shape: Shape, seed: int, epochs: float, batch_s
     rng = random.Random(seed)
     if teacher is not None:  # the target rides with the pair through the shuffles
         w = shape.distill_weight
-        pairs = [{**p, "target": w / (1 + math.exp(-float(t))) + (1 - w) * p["label"]} for p, t in zip(pairs, teacher)]
+        pairs = [{**p, "target": w / (1 + math.exp(-float(t))) + (1 - w) * p["label"]} for p, t in zip(pairs, teacher, strict=True)]
     batches = []
     for _ in range(math.ceil(epochs)):
         batches += _batches(pairs, batch_size, rng)
@@ -271,11 +278,16 @@ def summary(scores: np.ndarray, pairs: list[dict]) -> dict:
 
 
 def card_flags(options: dict) -> str:
-    """The command-line flags that reproduce a run, for its card: every option but ``out``; a switch
-    only when on; the teacher's weight only with a teacher."""
+    """The command-line flags that reproduce a run, for its card: every option (``out`` only when it is
+    not the package's model directory), shell-quoted; a switch only when on; the teacher's weight
+    only with a teacher."""
+    import shlex
+
     shown = {k: v for k, v in options.items()
-             if k != "out" and v is not None and v is not False and (k != "distill_weight" or options.get("teacher"))}
-    return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in shown.items())
+             if v is not None and v is not False and (k != "out" or Path(v).resolve() != OUT.resolve())
+             and (k != "distill_weight" or options.get("teacher"))}
+    return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {shlex.quote(str(v))}")
+                    for k, v in shown.items())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -300,16 +312,22 @@ def main(argv: list[str] | None = None) -> None:
 
     shape = Shape(layers=args.layers, frozen_layers=args.frozen_layers, max_len=args.max_len, head_lr=args.head_lr,
                   symmetric=args.symmetric, distill_weight=args.distill_weight if args.teacher else 0.0)
+    teacher_card = None
+    if args.teacher:  # checked before minutes of data building
+        teacher_card = json.loads((args.teacher / "card.json").read_text())
+        if args.teacher.resolve() == args.out.resolve():
+            parser.error("--teacher and --out are one directory: the student would overwrite its teacher")
+        if teacher_card.get("seed") != args.seed:  # another seed, another split: it saw our held-out groups
+            parser.error(f"the teacher was trained with seed {teacher_card.get('seed')}, not {args.seed}")
     train = training_mix(build("train", args.seed), args.max_pairs)
     held_out = build("test", args.seed)
     test = random.Random(args.seed).sample(held_out, CARD_TEST_PAIRS)
     # The queries-only test pairs (no QQP / PAWS): the closest to a cache's traffic.
     queries = [p for p in held_out if p["source"] not in ("qqp", "paws")]
     print(f"{len(train)} training pairs, {len(test)} + {len(queries)} held-out test pairs", flush=True)
-    teacher, teacher_card = None, None
+    teacher = None
     if args.teacher:
         teacher = teacher_logits(args.teacher, train)
-        teacher_card = json.loads((args.teacher / "card.json").read_text())
     model, tokenizer, info = fine_tune(train, shape, args.seed, args.epochs, args.batch_size, args.lr, args.threads,
                                        teacher=teacher)
     int8 = export_onnx(model, tokenizer, args.out, shape.max_len)
@@ -357,8 +375,9 @@ def main(argv: list[str] | None = None) -> None:
     if teacher_card is not None:
         card["teacher"] = {"what": "targets mix the teacher's both-orders P (mean logit of (a, b) and (b, a), one run "
                                    "per pair) with the label; the teacher was trained on the same train split",
-                           "layers": teacher_card.get("layers"), "command": teacher_card.get("command"),
-                           "size_bytes": teacher_card.get("size_bytes")}
+                           "layers": teacher_card.get("layers"), "seed": teacher_card.get("seed"),
+                           "command": teacher_card.get("command"), "size_bytes": teacher_card.get("size_bytes"),
+                           "model_blake2b": _file_digest(args.teacher / "model.onnx")}
     (args.out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     from evaluation.training.cross_encoder_combiner import fit  # the logit + cosine combiner, into the same card
 

@@ -84,8 +84,22 @@ def test_the_combiners_pairs_are_never_trained_on():
 
 
 def test_the_cards_command_keeps_zero_values_and_names_switches_and_the_teacher_only_when_used():
+    from evaluation.training.train_cross_encoder import OUT
+
     plain = {"seed": 0, "epochs": 2.0, "frozen_layers": 0, "symmetric": False, "teacher": None,
-             "distill_weight": 0.5, "out": "x"}
+             "distill_weight": 0.5, "out": OUT}
     assert card_flags(plain) == "--seed 0 --epochs 2.0 --frozen-layers 0"
-    student = {**plain, "symmetric": True, "teacher": "/t"}
-    assert card_flags(student) == "--seed 0 --epochs 2.0 --frozen-layers 0 --symmetric --teacher /t --distill-weight 0.5"
+    student = {**plain, "symmetric": True, "teacher": "/my models/t", "out": "/tmp/s"}
+    assert card_flags(student) == ("--seed 0 --epochs 2.0 --frozen-layers 0 --symmetric --teacher '/my models/t' "
+                                   "--distill-weight 0.5 --out /tmp/s")
+
+
+def test_a_student_refuses_a_teacher_of_another_split_or_its_own_output_directory(tmp_path):
+    from evaluation.training.train_cross_encoder import main
+
+    (tmp_path / "card.json").write_text(json.dumps({"seed": 3}))
+    with pytest.raises(SystemExit):
+        main(["--teacher", str(tmp_path), "--out", str(tmp_path / "s"), "--max-pairs", "8"])
+    (tmp_path / "card.json").write_text(json.dumps({"seed": 0}))
+    with pytest.raises(SystemExit):
+        main(["--teacher", str(tmp_path), "--out", str(tmp_path), "--max-pairs", "8"])
