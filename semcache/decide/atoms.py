@@ -36,9 +36,9 @@ import re
 import unicodedata
 from collections import Counter
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 
 from semcache.decide.numbers import _NUMBER_WORDS, _WORD_RE, _roman_numbers
+from semcache.textcache import per_text
 
 LONG_TOKEN = 20
 """A chunk longer than this is an atom whatever it is made of (the embedder splits it into noise)."""
@@ -119,7 +119,7 @@ def _classify(chunk: str, out: Counter) -> None:
                 out["word:" + m.group("word").lower()] += 1
 
 
-@lru_cache(maxsize=1024)
+@per_text
 def atoms_in(text: str) -> tuple[tuple[str, int], ...]:
     """The atoms of ``text`` as a sorted multiset ``((kind:value, count), ...)``."""
     found: Counter = Counter()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from semcache.config.policy import Guards
 from semcache.decide.numbers import numbers_in, spelled_on_one_side_only, without_a_lone_one
+from semcache.textcache import per_text
 
 _WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _SIGN_UP_RE = re.compile(r"\bsign[\s-]+up\b", re.IGNORECASE)  # "Sign Up", "sign-up": one request word
@@ -201,7 +202,7 @@ def _stem(word: str) -> str:
     return word
 
 
-@lru_cache(maxsize=8192)
+@per_text
 def _negation_profile(text: str) -> tuple[int, frozenset[str]]:
     words = [w.replace("'", "") for w in _words(text)]
     negations = sum(1 for w in words if w in _NEGATORS)
@@ -230,7 +231,7 @@ _NEGATING_PREFIXES = ("non", "dis", "un", "in", "im", "il", "ir", "a")
 _NEGATING_PREFIX_RE = re.compile("|".join(_NEGATING_PREFIXES))  # at most one fits a word: they start apart
 
 
-@lru_cache(maxsize=8192)
+@per_text
 def _prefixed_words(text: str) -> tuple[tuple[str, str], ...]:
     """``(base, word)`` for each word of ``text`` (6+ letters) that is a negating prefix and a base
     of 4+ letters. Per text and cached, like its negation profile: a candidate's check then costs
@@ -255,7 +256,7 @@ def _prefixed(text: str, words: frozenset[str], other: frozenset[str]) -> str | 
     return None
 
 
-@lru_cache(maxsize=8192)
+@per_text
 def actions_in(text: str) -> frozenset[str]:
     """The requests (:data:`_ACTIONS`: delete, edit, pause, renew, track, ...) a text names."""
     found = (_action_of(w) for w in _words(_SIGN_UP_RE.sub("signup", text)))
@@ -270,7 +271,7 @@ def action_conflict(a: str, b: str) -> str | None:
     return f"{min(only_a)}/{min(only_b)}" if only_a and only_b else None
 
 
-@lru_cache(maxsize=8192)
+@per_text
 def identifiers_in(text: str) -> frozenset[str]:
     """Code identifiers: `quoted`, snake_case, camelCase, dotted.names, calls()."""
     found = set()
@@ -281,7 +282,7 @@ def identifiers_in(text: str) -> frozenset[str]:
     return frozenset(found)
 
 
-@lru_cache(maxsize=8192)
+@per_text
 def entities_in(text: str) -> frozenset[str]:
     """Capitalised names not at the start of a sentence, lower-cased."""
     return frozenset(m.lower() for m in _ENTITY_RE.findall(text) if m.lower() not in {"i", "i'm", "i've"})

@@ -26,18 +26,15 @@ a miss, never a wrong answer. Without the vocabulary the rule is off (it
 would be the wide rule above).
 
 Cost: a set difference, then up to two slices and set lookups per word that
-only one text has. Word sets of texts up to :data:`CACHED_CHARS` are cached
-(those are the texts a lookup meets again and again); longer ones are read
-each time (~3 ms for 100k characters, in the diff rule's worker thread), so
-the cache holds no long texts.
+only one text has. Word sets are remembered per text (:mod:`semcache.textcache`,
+bounded by characters).
 """
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
-
 from semcache.decide.guards import english_words
+from semcache.textcache import per_text
 
 _LETTERS_RE = re.compile(r"[a-z]+")
 MAX_FRONT = 2
@@ -46,18 +43,8 @@ MIN_BASE = 2
 """The shorter name's letters at least: a lone letter is no name."""
 
 
-CACHED_CHARS = 2048
-"""Texts up to this long keep their word set in a cache of 4,096 (at most ~8 MB of keys)."""
-
-
-@lru_cache(maxsize=4096)
-def _cached_words(text: str) -> frozenset[str]:
-    return frozenset(_LETTERS_RE.findall(text.lower()))
-
-
+@per_text
 def _words(text: str) -> frozenset[str]:
-    if len(text) <= CACHED_CHARS:
-        return _cached_words(text)
     return frozenset(_LETTERS_RE.findall(text.lower()))
 
 

@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+
+from semcache.textcache import per_text
 
 _NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
@@ -37,7 +38,7 @@ def _words(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower().replace("’", "'"))
 
 
-@lru_cache(maxsize=8192)
+@per_text
 def numbers_in(text: str) -> frozenset[str]:
     """Numbers, dates, versions, ordinals, months, weekdays and Roman numerals, normalised."""
     found = set()
@@ -75,7 +76,7 @@ def _roman_numbers(text: str) -> set[str]:
     return {str(_roman_value(numeral)) for numeral in found}
 
 
-@lru_cache(maxsize=8192)
+@per_text
 def _one_only_spelled(text: str) -> bool:
     """Whether ``text``'s number 1 comes from a word ("one", or a Roman "war I"), never from a digit."""
     return not any(m.lower().lstrip("v") == "1" for m in _NUMBER_RE.findall(text))

@@ -13,11 +13,11 @@ import math
 import re
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from semcache.decide import guards
+from semcache.textcache import per_text
 
 FEATURES = (
     "cosine", "word_jaccard", "stem_jaccard", "idf_overlap", "idf_diff_sum", "idf_diff_max",
@@ -42,7 +42,7 @@ def _bucket(word: str) -> int:
     return zlib.crc32(word.encode()) % IDF_BUCKETS  # stable across processes, unlike hash()
 
 
-_stem = lru_cache(maxsize=65536)(guards._stem)
+_stem = per_text(guards._stem, largest=64)  # words; a longer "word" is read each time
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class TextInfo:
     context_refs: int
 
 
-@lru_cache(maxsize=16384)
+@per_text
 def text_info(text: str) -> TextInfo:
     words = tuple(_TOKEN_RE.findall(text.lower().replace("'", "")))
     squashed = " ".join(words)
