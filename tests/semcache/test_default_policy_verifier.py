@@ -131,6 +131,10 @@ ONE_LETTER_OR_PREFIX = [
     ("What are the main causes of World War II?", "Explain the reasons behind World War I."),
     # Served at p 0.79 until the diff rule read names with a letter or two in front (semcache.decide.names).
     ("How do I install packages with npm?", "How do I install packages with pnpm?"),
+    # Acronyms that are WordPiece words, which that rule leaves to the model (refused by it in session 14).
+    ("How do I back up my SQL database?", "How do I back up my MySQL database?"),
+    ("How many CPU cores does this instance have?", "How many vCPU cores does this instance have?"),
+    ("How do I activate my SIM card?", "How do I activate my eSIM card?"),
 ]
 
 
