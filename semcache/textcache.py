@@ -6,11 +6,12 @@ cached query meets many lookups. ``functools.lru_cache(maxsize=8192)`` bounded
 the *entries* only: texts reach the guards at up to 100k characters, and the
 word set of one such text is ~1.9 MB (measured with tracemalloc), so 8,192 of
 them, sent by one tenant as rewordings of its own long entries, could hold
-~15 GB, and even the keys alone ~800 MB per cache. This cache is bounded by
-the characters of its keys (:data:`CHARS` per function: ~4 MB of text and at
-most ~80 MB of what was read from it) and keeps no text over :data:`LARGEST`,
-so one text never takes more than a sixteenth of it. Long texts must still
-be remembered: a lookup checks up to four candidates, and reading a 100k-
+~15 GB, and even the keys alone ~800 MB per cache. This cache (a
+:class:`semcache.lru.CountingLRU` weighing keys by ``len``) is bounded by the
+characters of its keys (:data:`CHARS` per function: ~4 MB of text and at most
+~80 MB of what was read from it) and keeps no text over :data:`LARGEST`, so
+one text never takes more than a sixteenth of it. Long texts must still be
+remembered: a lookup checks up to four candidates, and reading a 100k-
 character pair afresh for each made the guards' work per lookup 187 -> 1,064 ms
 (measured with the cache capped at 16k characters). A call costs ~1 µs more
 than ``lru_cache``.
@@ -19,10 +20,10 @@ than ``lru_cache``.
 from __future__ import annotations
 
 import functools
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
+
+from semcache.lru import CountingLRU
 
 T = TypeVar("T")
 
@@ -41,45 +42,31 @@ class CacheInfo(NamedTuple):
 
 class _PerText:
     def __init__(self, fn: Callable[[str], T], chars: int, largest: int):
-        self.fn, self.budget, self.largest = fn, chars, largest
-        self._items: OrderedDict[str, T] = OrderedDict()
-        self._chars = 0
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
+        self.fn, self.largest = fn, largest
+        self._memo: CountingLRU[str, T] = CountingLRU(chars, weigh=len)
         functools.update_wrapper(self, fn)
 
     def __call__(self, text: str) -> T:
         if len(text) > self.largest:
             return self.fn(text)
-        with self._lock:
-            if text in self._items:
-                self._items.move_to_end(text)
-                self.hits += 1
-                return self._items[text]
-            self.misses += 1
-        value = self.fn(text)  # outside the lock: a slow text never holds up another thread's lookups
-        with self._lock:
-            if text not in self._items:
-                self._items[text] = value
-                self._chars += len(text)
-                while self._chars > self.budget:
-                    old, _ = self._items.popitem(last=False)
-                    self._chars -= len(old)
+        value = self._memo.get(text)
+        if value is None:  # the functions decorated never return None
+            value = self.fn(text)  # outside the memo's lock: a slow text never holds up another thread
+            self._memo.put(text, value)
         return value
 
     def cache_clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._chars = 0
-            self.hits = self.misses = 0
+        self._memo.clear()
+        self._memo.hits = self._memo.misses = 0
 
     def cache_info(self) -> CacheInfo:
-        with self._lock:
-            return CacheInfo(self.hits, self.misses, len(self._items), self._chars)
+        memo = self._memo
+        return CacheInfo(memo.hits, memo.misses, len(memo), memo.weight)
 
 
 def per_text(fn: Callable[[str], T] | None = None, *, chars: int = CHARS, largest: int = LARGEST):
-    """Decorate a pure function of one ``str``: ``@per_text`` or ``@per_text(chars=..., largest=...)``."""
+    """Decorate a pure function of one ``str`` that never returns None: ``@per_text`` or
+    ``@per_text(chars=..., largest=...)``."""
     if fn is None:
         return lambda f: _PerText(f, chars, largest)
     return _PerText(fn, chars, largest)

@@ -33,6 +33,7 @@ bounded by characters).
 from __future__ import annotations
 
 import re
+
 from semcache.decide.guards import english_words
 from semcache.textcache import per_text
 

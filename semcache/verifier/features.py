@@ -42,7 +42,7 @@ def _bucket(word: str) -> int:
     return zlib.crc32(word.encode()) % IDF_BUCKETS  # stable across processes, unlike hash()
 
 
-_stem = per_text(guards._stem, largest=64)  # words; a longer "word" is read each time
+_stem = per_text(guards._stem, chars=400_000, largest=64)  # ~65k words, as before; a longer "word" is read each time
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,3 +81,19 @@ def test_threads_see_one_value_per_text():
         t.join()
     assert sorted(out) == sorted([len(str(i % 37)) for i in range(2000)] * 4)
     assert length.cache_info().currsize == 37
+
+
+def test_a_weighed_lru_counts_a_key_once_and_keeps_nothing_heavier_than_its_capacity():
+    from semcache.lru import CountingLRU
+
+    memo: CountingLRU[str, int] = CountingLRU(6, weigh=len)
+    memo.put("abc", 1)
+    memo.put("abc", 2)  # replaced, not weighed twice
+    assert memo.weight == 3 and memo.get("abc") == 2
+    memo.put("toolong", 3)  # 7 > 6: never kept, nothing evicted for it
+    assert memo.get("toolong") is None and memo.get("abc") == 2
+    memo.put("de", 4)
+    memo.put("fg", 5)  # 7 > 6: "abc", the least recently used, goes
+    assert memo.get("abc") is None and memo.weight == 4
+    memo.clear()
+    assert memo.weight == 0 and len(memo) == 0
