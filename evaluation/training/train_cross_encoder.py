@@ -149,8 +149,7 @@ def teacher_logits(teacher: Path, pairs: list[dict], cache_dir: Path | None = No
 
     from semcache.verifier.cross_encoder import CrossEncoderVerifier
 
-    digest = hashlib.blake2b(digest_size=12)
-    digest.update((teacher / "model.onnx").read_bytes())
+    digest = hashlib.blake2b(_file_digest(teacher / "model.onnx").encode(), digest_size=12)
     for p in pairs:
         digest.update(f"{p['a']}\x00{p['b']}\x01".encode("utf-8", "surrogatepass"))
     path = (cache_dir or Path(".semcache") / "verifier-data") / f"teacher-{digest.hexdigest()}.npy"
@@ -160,8 +159,7 @@ def teacher_logits(teacher: Path, pairs: list[dict], cache_dir: Path | None = No
     out = np.empty(len(pairs))
     started = time.perf_counter()
     for i, p in enumerate(pairs):
-        q = np.clip(model.scores([(p["b"], p["a"]), (p["a"], p["b"])]), 1e-6, 1 - 1e-6)
-        out[i] = float(np.log(q / (1 - q)).mean())
+        out[i] = model.both_orders_logit(p["b"], p["a"])  # (new, cached): the runtime's order
         if i % 2000 == 1999:
             print(f"teacher {i + 1}/{len(pairs)} {time.perf_counter() - started:.0f}s", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)

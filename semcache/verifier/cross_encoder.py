@@ -178,8 +178,12 @@ class CrossEncoderVerifier:
 
     def _both_orders(self, query: str, cached: str) -> float:
         """P from the mean logit of ``(query, cached)`` and ``(cached, query)``, read in one run."""
-        z = float(_logit(self.scores([(query, cached), (cached, query)])).mean())
-        return 1.0 / (1.0 + np.exp(-z))
+        return 1.0 / (1.0 + np.exp(-self.both_orders_logit(query, cached)))
+
+    def both_orders_logit(self, query: str, cached: str) -> float:
+        """The mean of the model's logits for ``(query, cached)`` and ``(cached, query)``, read in one
+        run, before the combiner (also a distilled student's target: ``train_cross_encoder --teacher``)."""
+        return float(_logit(self.scores([(query, cached), (cached, query)])).mean())
 
     def scores_alone(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """The model's P for each ``(query, cached query)`` pair, each in a run of its own (as served).
