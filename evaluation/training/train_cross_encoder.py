@@ -140,8 +140,8 @@ def _file_digest(path: Path) -> str:
 
 def teacher_logits(teacher: Path, pairs: list[dict], cache_dir: Path | None = None) -> np.ndarray:
     """The teacher's both-orders logit for each pair: the mean of its logits for (a, b) and (b, a),
-    read in one run per pair as the runtime's ``verifier.both_orders`` does (on the pair as written:
-    the runtime's focus and typo reading are not applied, as training never applies them).
+    each read in a run of its own as the runtime's ``verifier.both_orders`` does (on the pair as
+    written: the runtime's focus and typo reading are not applied, as training never applies them).
 
     Cached under ``cache_dir`` by the teacher file's digest and the pairs, as the
     6-layer teacher takes ~8 ms a pair here (~5 minutes for the train split)."""
@@ -149,7 +149,8 @@ def teacher_logits(teacher: Path, pairs: list[dict], cache_dir: Path | None = No
 
     from semcache.verifier.cross_encoder import CrossEncoderVerifier
 
-    digest = hashlib.blake2b(_file_digest(teacher / "model.onnx").encode(), digest_size=12)
+    # "alone": each order in a run of its own (until session 15 both shared one run, other numbers).
+    digest = hashlib.blake2b(_file_digest(teacher / "model.onnx").encode() + b"alone", digest_size=12)
     for p in pairs:
         digest.update(f"{p['a']}\x00{p['b']}\x01".encode("utf-8", "surrogatepass"))
     path = (cache_dir or Path(".semcache") / "verifier-data") / f"teacher-{digest.hexdigest()}.npy"

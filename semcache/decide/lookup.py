@@ -19,6 +19,7 @@ from semcache.decide import diffrule
 from semcache.entries.entry import CacheEntry
 from semcache.request.keys import CacheRequest, normalize, partition_id, text_digest
 from semcache.results import KeyContext, LookupResult
+from semcache.verifier import bars
 
 if TYPE_CHECKING:
     from semcache.cache import SemanticCache
@@ -103,12 +104,15 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
             reason, stage = verdict.reason + f" at similarity {sim:.3f}", "guard"
             continue
         verified = verdicts.get(cand_id)
+        overruling = [verdict.guard] if verdict.overruled else []
         if verified is None:
             batch = [(cand_id, meta.query, sim)]
             if rejected:  # the nearest was turned down: a miss is likely, so judge the rest in one thread hop
                 batch += _still_eligible(cache, found[position + 1:], fresh_at, eff.threshold, ctx.text_digest)
+            # A lone candidate's guards are known: its verdict need only decide the bars that apply to it.
+            cut_offs = bars(policy.verifier, eff.min_probability, overruling) if len(batch) == 1 else None
             judged = await cache.verifier.check_many(policy, norm.text, [(q, s) for _, q, s in batch],
-                                                     eff.min_probability)
+                                                     eff.min_probability, cut_offs)
             if judged is not None:
                 verdicts.update(zip([i for i, _, _ in batch], judged, strict=True))
                 verified = verdicts[cand_id]
@@ -116,7 +120,8 @@ async def decide(cache: SemanticCache, request: CacheRequest, search: bool) -> L
             # Served against a guard only if the verifier, run and sure enough, says so.
             cut = policy.verifier.min_probability if eff.min_probability is None else eff.min_probability
             bar = max(policy.verifier.overrule[verdict.guard], cut)
-            if verified is None or verified.probability < bar:
+            # (A verdict always decides its candidate's bars: ``cut_offs`` above, or all of them in a batch.)
+            if verified is None or verified.probability < bar or not verified.decides(bar):
                 cache.stats[policy.name].guard_rejections[verdict.guard] += 1
                 reason, stage = verdict.reason + f": verifier p {_p(verified)} < {bar:.2f}", "guard"
                 rejected = True

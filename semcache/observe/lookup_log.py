@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from semcache.decide import diffrule
+from semcache.verifier import VerifierVerdict
 
 if TYPE_CHECKING:
     from semcache.cache import SemanticCache
@@ -67,6 +68,9 @@ class Candidate:
     verifier decides, only if its probability is known (``None``: not known, the replay says "?")."""
     probability: float | None = None
     """The verifier's P(right) for this pair, where the lookup ran it."""
+    probability_margin: float = 0.0
+    """Log-odds within which the served score lies from ``probability`` (the first order's alone,
+    ``verifier.one_order_margin``); 0 when it is that score."""
     span_threshold: float | None = None
     """Set when the diff rule judged changed spans by embedding them against the category's
     threshold (long prompts): the verdict then holds only at that threshold."""
@@ -169,7 +173,7 @@ class LookupLog:
             cand = Candidate(cand_id, float(sim), now - meta.created_at, meta.expired(now),
                              ctx.text_digest in meta.blocked)
             if (verified := verdicts.get(cand_id)) is not None:
-                cand.probability = verified.probability
+                cand.probability, cand.probability_margin = verified.probability, verified.margin
             if cand_id == served:
                 cand.verdict, seen_served = PASS, True
                 unchecked.append((cand, meta.query))  # for its verdicts with a guard switched
@@ -216,7 +220,8 @@ class LookupLog:
             elif cand.verdict != VERIFIER:
                 cand.verdict = PASS
             if not _long(policy, text, cached):  # long texts would embed their spans once per switch
-                cand.flipped = await _flipped(policy, text, cached, cand.similarity, embed, cand.probability)
+                cand.flipped = await _flipped(policy, text, cached, cand.similarity, embed, cand.probability,
+                                              cand.probability_margin)
 
     def cancel(self) -> None:
         """Drop the pending checks (the cache is closing); their candidates stay unknown."""
@@ -262,10 +267,11 @@ GUARDS = ("numbers", "negation", "actions", "entities", "identifiers", "diff")
 
 
 async def _flipped(policy: Any, query: str, cached: str, similarity: float, embed,
-                   probability: float | None) -> dict[str, bool | None]:
+                   probability: float | None, margin: float = 0.0) -> dict[str, bool | None]:
     """Per guard, whether the pair would be served with that guard switched: the guards (an
     overrulable one left to the verifier) and, where the verifier decides, its probability at the
-    bar that then applies (unknown where the lookup did not run it)."""
+    bar that then applies (unknown where the lookup did not run it, or read one order only and
+    that bar is within ``margin`` of it)."""
     out: dict[str, bool | None] = {}
     for name in GUARDS:
         guards = policy.guards.model_copy(update={name: not getattr(policy.guards, name)})
@@ -276,6 +282,7 @@ async def _flipped(policy: Any, query: str, cached: str, similarity: float, embe
             bar = policy.verifier.min_probability
             if verdict.overruled:
                 bar = max(bar, policy.verifier.overrule[verdict.guard])
-            passed = None if probability is None else probability >= bar
+            known = probability is not None and VerifierVerdict(True, probability, "", margin).decides(bar)
+            passed = probability >= bar if known else None
         out[name] = passed
     return out

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from semcache.errors import CacheUnavailableError, ConfigError
 from semcache.verifier.cross_encoder import DEFAULT_DIR, CrossEncoderVerifier
@@ -30,11 +33,22 @@ log = logging.getLogger("semcache.verifier")
 
 def policy_probabilities(settings, model, triples: list[tuple[str, str, float]]):
     """P(right) for each ``(query, cached query, cosine)`` as the category's ``verifier`` settings
-    score it (both orders where they say so): the gate, ``semcache calibrate`` and ``semcache eval
-    pairs`` alike, so a cut-off certifies the numbers serving computes."""
+    score it (both orders, held within ``one_order_margin``, where they say so): ``semcache
+    calibrate`` and ``semcache eval pairs``; the gate computes the same score, or enough of it to
+    decide (:func:`policy_verdicts`), so a cut-off certifies the numbers serving compares."""
     if settings.both_orders:  # cross-encoder only (VerifierSettings checks it)
-        return model.probabilities_of(triples, both_orders=True)
+        return model.probabilities_of(triples, both_orders=True, margin=settings.one_order_margin)
     return model.probabilities_of(triples)
+
+
+def policy_verdicts(settings, model, triples: list[tuple[str, str, float]], bars: list[float]):
+    """``(P, exact)`` per triple, decided against every cut-off in ``bars``: P is
+    :func:`policy_probabilities`' score, or, with a ``one_order_margin``, one on the same side of
+    every bar (``exact`` False: the second order was not read)."""
+    if settings.both_orders and settings.one_order_margin is not None:
+        return model.judge(triples, margin=settings.one_order_margin, bars=bars)
+    probs = policy_probabilities(settings, model, triples)
+    return probs, np.ones(len(triples), dtype=bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +56,16 @@ class VerifierVerdict:
     passed: bool
     probability: float
     reason: str
+    margin: float = 0.0
+    """0: ``probability`` is the served score. Else (``one_order_margin``) it is the first order's
+    alone, and the served score lies within this many log-odds of it: :meth:`decides`."""
+
+    def decides(self, bar: float) -> bool:
+        """Is ``probability >= bar`` what the served score says at ``bar``?"""
+        if not self.margin:
+            return True
+        p = min(max(self.probability, 1e-12), 1 - 1e-12)
+        return abs(math.log(p / (1 - p)) - math.log(bar / (1 - bar))) > self.margin
 
 
 class VerifierGate:
@@ -91,13 +115,16 @@ class VerifierGate:
         return None if verdicts is None else verdicts[0]
 
     async def check_many(self, policy, query: str, candidates: list[tuple[str, float]],
-                         min_probability: float | None = None) -> list[VerifierVerdict] | None:
+                         min_probability: float | None = None,
+                         cut_offs: list[float] | None = None) -> list[VerifierVerdict] | None:
         """Verdicts for ``(cached query, similarity)`` candidates of ``query``, in one worker-thread hop.
 
         ``None`` when the policy does not use the verifier. ``min_probability``:
         the cut-off in force when load adaptation moved it (else the policy's). (The cross-encoder
         still runs each pair alone: its int8 scores depend on a run's other
-        pairs, see :meth:`CrossEncoderVerifier.probabilities_of`.)
+        pairs, see :meth:`CrossEncoderVerifier.probabilities_of`.) ``cut_offs``:
+        the bars each verdict must decide (:meth:`VerifierVerdict.decides`); by
+        default every one this lookup may compare it with (:func:`bars`).
         """
         settings = policy.verifier
         if not settings.enabled:
@@ -108,18 +135,33 @@ class VerifierGate:
             raise CacheUnavailableError(f"verifier unavailable: {exc}") from exc
         if settings.model == "trees":
             probs = [verifier.probability(query, cached, sim) for cached, sim in candidates]
+            exact = [True] * len(candidates)
         else:
             triples = [(query, cached, sim) for cached, sim in candidates]
-            probs = list(await asyncio.to_thread(policy_probabilities, settings, verifier, triples))
+            probs, exact = await asyncio.to_thread(policy_verdicts, settings, verifier, triples,
+                                                   cut_offs or bars(settings, min_probability))
         cut = settings.min_probability if min_probability is None else min_probability
         out = []
-        for p, (_, sim) in zip(probs, candidates, strict=True):
+        for p, whole, (_, sim) in zip(probs, exact, candidates, strict=True):
             p = float(p)
             passed = p >= cut
             op = ">=" if passed else "<"
-            out.append(VerifierVerdict(passed, p, f"verifier p={p:.3f} {op} {cut:.2f} "
-                                                  f"at similarity {sim:.3f} ({policy.name})"))
+            out.append(VerifierVerdict(passed, p, f"verifier p={p:.3f}{'' if whole else ' (one order)'} {op} "
+                                                  f"{cut:.2f} at similarity {sim:.3f} ({policy.name})",
+                                       0.0 if whole else settings.one_order_margin))
         return out
 
 
-__all__ = ["CrossEncoderVerifier", "Verifier", "VerifierGate", "VerifierVerdict", "policy_probabilities"]
+def bars(settings, min_probability: float | None = None, overruling: list[str] | None = None) -> list[float]:
+    """The cut-offs a verifier probability may be compared with in a lookup: ``min_probability``
+    (the one load adaptation set, and the policy's, which the what-if log replays), and the
+    ``overrule`` bar above either of each guard in ``overruling`` (default: of every guard the
+    policy lets the verifier overrule, for a candidate whose guards are not checked yet)."""
+    cuts = {settings.min_probability} | ({min_probability} if min_probability is not None else set())
+    over = settings.active_overrule
+    guards = over if overruling is None else [g for g in overruling if g in over]
+    return sorted(cuts | {max(over[g], cut) for g in guards for cut in cuts})
+
+
+__all__ = ["CrossEncoderVerifier", "Verifier", "VerifierGate", "VerifierVerdict", "bars", "policy_probabilities",
+           "policy_verdicts"]

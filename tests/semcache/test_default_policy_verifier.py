@@ -99,6 +99,8 @@ NEAR_MISSES = [  # (cached, asked): another question with the same words around 
     # Held-out Bitext groups: the misspelt request word went unseen and the model served it (p 0.82, 0.87).
     ("what do I have to do to deleet a premium account?", "update Premium account"),
     ("what do I have to do to deleet a premium account?", "edit premium account"),
+    # MeanCache's follow-up, served at p 0.79 while both orders shared one run (session 14).
+    ("Tell me about the history of the Internet.", "who developed the World Wide Web"),
 ]
 KNOWN_NEAR_MISSES = [  # still served by the shipped model and default policy: evaluation/RESULTS.md
     ("How can I track my order?", "Where can I see my order history?"),
@@ -192,9 +194,9 @@ async def test_the_shipped_default_on_the_hand_written_pairs_does_not_regress(tm
     kinds = Counter(row["kind"] for row in rows)
     assert kinds == {"key_word": 40, "reworded": 20, "near_repeat": 40, "negation": 30, "numbers": 30,
                      "entities": 25, "topic": 25}
-    assert served["key_word"] <= 2 and served["negation"] + served["numbers"] + served["topic"] == 0
+    assert served["key_word"] <= 1 and served["negation"] + served["numbers"] + served["topic"] == 0
     assert served["entities"] <= 3
-    assert served["reworded"] >= 11 and served["near_repeat"] >= 30, served
+    assert served["reworded"] >= 13 and served["near_repeat"] >= 32, served
 
 
 async def test_an_overruled_guard_needs_its_own_bar_not_the_cut_off(tmp_path, clock, model):
