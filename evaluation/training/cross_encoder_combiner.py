@@ -24,6 +24,7 @@ import numpy as np
 
 from evaluation.training.train_cross_encoder import CARD_TEST_PAIRS, OUT, combiner_pairs, summary
 from evaluation.training.verifier_data import build
+from semcache.verifier.cross_encoder import log_odds
 
 
 async def _cosines(pairs: list[dict]) -> np.ndarray:
@@ -36,11 +37,6 @@ async def _cosines(pairs: list[dict]) -> np.ndarray:
     finally:
         await emb.aclose()
     return np.array([float(vec[p["a"]] @ vec[p["b"]]) for p in pairs])
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 def fit(out: Path, seed: int) -> dict:
@@ -56,7 +52,7 @@ def fit(out: Path, seed: int) -> dict:
     cos_fit = asyncio.run(_cosines(unseen))
     raw_fit = model.scores_alone([(p["b"], p["a"]) for p in unseen])  # one pair per run, as served
     y = np.array([p["label"] for p in unseen])
-    lr = LogisticRegression(C=1.0).fit(np.c_[_logit(raw_fit), cos_fit], y)
+    lr = LogisticRegression(C=1.0).fit(np.c_[log_odds(raw_fit), cos_fit], y)
     combiner = {"bias": float(lr.intercept_[0]), "w_logit": float(lr.coef_[0][0]),
                 "w_cosine": float(lr.coef_[0][1]), "fit_pairs": len(unseen),
                 "fit_on": "train-split pairs the cross-encoder did not train on"}

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from semcache.errors import CacheUnavailableError, ConfigError
-from semcache.verifier.cross_encoder import DEFAULT_DIR, CrossEncoderVerifier
+from semcache.verifier.cross_encoder import DEFAULT_DIR, CrossEncoderVerifier, log_odds
 from semcache.verifier.model import DEFAULT_ARTEFACT, Verifier
 
 log = logging.getLogger("semcache.verifier")
@@ -61,11 +60,11 @@ class VerifierVerdict:
     alone, and the served score lies within this many log-odds of it: :meth:`decides`."""
 
     def decides(self, bar: float) -> bool:
-        """Is ``probability >= bar`` what the served score says at ``bar``?"""
+        """Is ``probability >= bar`` what the served score says at ``bar``? (Log-odds as
+        :meth:`CrossEncoderVerifier.judge` reads them, so a bar of 0 or 1 is a number too.)"""
         if not self.margin:
             return True
-        p = min(max(self.probability, 1e-12), 1 - 1e-12)
-        return abs(math.log(p / (1 - p)) - math.log(bar / (1 - bar))) > self.margin
+        return abs(float(log_odds(np.array([self.probability, bar])) @ [1.0, -1.0])) > self.margin
 
 
 class VerifierGate:

@@ -50,7 +50,8 @@ MEMO_PAIRS = 65_536
 the popular entries, one or two readings each."""
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def log_odds(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), p clipped to [1e-6, 1 - 1e-6]: the log-odds every cut-off and margin is read in."""
     q = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(q / (1 - q))
 
@@ -168,7 +169,7 @@ class CrossEncoderVerifier:
         c = self.card.get("combiner")
         if not c:
             return p
-        z = c["bias"] + c["w_logit"] * _logit(p) + c["w_cosine"] * np.asarray(cosines, dtype=np.float64)
+        z = c["bias"] + c["w_logit"] * log_odds(p) + c["w_cosine"] * np.asarray(cosines, dtype=np.float64)
         return 1.0 / (1.0 + np.exp(-z))
 
     def probabilities_of(self, triples: list[tuple[str, str, float]], *, both_orders: bool = False,
@@ -196,8 +197,8 @@ class CrossEncoderVerifier:
         if not both_orders:
             return self._combine(_sigmoid(first), cos)
         second = np.array([self._order(q, c, second=True) for q, c, _ in triples])
-        z_first = _logit(self._combine(_sigmoid(first), cos))
-        z_both = _logit(self._combine(_sigmoid((first + second) / 2), cos))
+        z_first = log_odds(self._combine(_sigmoid(first), cos))
+        z_both = log_odds(self._combine(_sigmoid((first + second) / 2), cos))
         return _sigmoid(held_within(z_both, z_first, margin))
 
     def judge(self, triples: list[tuple[str, str, float]], *, margin: float,
@@ -218,14 +219,14 @@ class CrossEncoderVerifier:
             return np.zeros(0), np.zeros(0, dtype=bool)
         cos = np.array([s for _, _, s in triples], dtype=np.float64)
         first = np.array([self._order(q, c) for q, c, _ in triples])
-        z_first = _logit(self._combine(_sigmoid(first), cos))
-        cuts = _logit(np.asarray(bars, dtype=np.float64))
+        z_first = log_odds(self._combine(_sigmoid(first), cos))
+        cuts = log_odds(np.asarray(bars, dtype=np.float64))
         near = np.array([bool(np.any(np.abs(z - cuts) <= margin)) for z in z_first], dtype=bool)
         z = z_first.copy()
         for i in np.flatnonzero(near):
             q, c, _ = triples[i]
             mean = (first[i] + self._order(q, c, second=True)) / 2
-            z_both = _logit(self._combine(_sigmoid(np.array([mean])), cos[i:i + 1]))
+            z_both = log_odds(self._combine(_sigmoid(np.array([mean])), cos[i:i + 1]))
             z[i] = held_within(z_both, z_first[i:i + 1], margin)[0]
         return _sigmoid(z), near
 
@@ -240,7 +241,7 @@ class CrossEncoderVerifier:
             fq, fc = focus(query, cached)
             fq, fc = fold(fq[:MAX_CHARS], fc[:MAX_CHARS])
             pair = (fc, fq) if second else (fq, fc)
-            logit = float(_logit(self.scores([pair]))[0])
+            logit = float(log_odds(self.scores([pair]))[0])
             self.memo.put(key, logit)
         return logit
 
@@ -248,7 +249,7 @@ class CrossEncoderVerifier:
         """The mean of the model's logits for ``(query, cached)`` and ``(cached, query)``, each read
         in a run of its own, before the combiner (also a distilled student's target:
         ``train_cross_encoder --teacher``). Not memoised, and the texts are read as given."""
-        return float(_logit(self.scores_alone([(query, cached), (cached, query)])).mean())
+        return float(log_odds(self.scores_alone([(query, cached), (cached, query)])).mean())
 
     def scores_alone(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """The model's P for each ``(query, cached query)`` pair, each in a run of its own (as served).

@@ -189,6 +189,15 @@ def test_a_first_order_verdict_decides_only_bars_beyond_its_margin():
     assert first.decides(0.73) and not first.decides(0.95) and not first.decides(0.98) and first.decides(0.9995)
     low = VerifierVerdict(False, 0.05, "", margin=2.0)  # log-odds -2.9
     assert low.decides(0.73) and not low.decides(0.2)
+    # Bars of 0 and 1 (an overrule of 1.0 is allowed) are far from any score the model gives.
+    assert first.decides(1.0) and first.decides(0.0) and low.decides(1.0) and low.decides(0.0)
+
+
+def test_a_bar_of_one_or_zero_is_decided_as_the_held_score_decides_it():
+    table = _Table({("q", "c", False): 12.0, ("q", "c", True): -12.0})
+    held = table.probabilities_of([("q", "c", 1.0)], both_orders=True, margin=2.0)
+    probs, exact = table.judge([("q", "c", 1.0)], margin=2.0, bars=[0.0, 1.0])
+    assert not exact[0] and (probs[0] >= 1.0) == (held[0] >= 1.0) and (probs[0] >= 0.0) == (held[0] >= 0.0)
 
 
 async def test_the_what_if_log_leaves_a_bar_a_first_order_probability_cannot_decide_unknown():
