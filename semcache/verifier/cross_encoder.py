@@ -193,10 +193,11 @@ class CrossEncoderVerifier:
         if not triples:
             return np.zeros(0)
         cos = np.array([s for _, _, s in triples], dtype=np.float64)
-        first = np.array([self._order(q, c) for q, c, _ in triples])
+        readings: dict[tuple[str, str], tuple[str, str]] = {}
+        first = np.array([self._order(q, c, readings=readings) for q, c, _ in triples])
         if not both_orders:
             return self._combine(_sigmoid(first), cos)
-        second = np.array([self._order(q, c, second=True) for q, c, _ in triples])
+        second = np.array([self._order(q, c, second=True, readings=readings) for q, c, _ in triples])
         z_first = log_odds(self._combine(_sigmoid(first), cos))
         z_both = log_odds(self._combine(_sigmoid((first + second) / 2), cos))
         return _sigmoid(held_within(z_both, z_first, margin))
@@ -218,28 +219,36 @@ class CrossEncoderVerifier:
         if not triples:
             return np.zeros(0), np.zeros(0, dtype=bool)
         cos = np.array([s for _, _, s in triples], dtype=np.float64)
-        first = np.array([self._order(q, c) for q, c, _ in triples])
+        readings: dict[tuple[str, str], tuple[str, str]] = {}
+        first = np.array([self._order(q, c, readings=readings) for q, c, _ in triples])
         z_first = log_odds(self._combine(_sigmoid(first), cos))
         cuts = log_odds(np.asarray(bars, dtype=np.float64))
         near = np.array([bool(np.any(np.abs(z - cuts) <= margin)) for z in z_first], dtype=bool)
         z = z_first.copy()
         for i in np.flatnonzero(near):
             q, c, _ = triples[i]
-            mean = (first[i] + self._order(q, c, second=True)) / 2
+            mean = (first[i] + self._order(q, c, second=True, readings=readings)) / 2
             z_both = log_odds(self._combine(_sigmoid(np.array([mean])), cos[i:i + 1]))
             z[i] = held_within(z_both, z_first[i:i + 1], margin)[0]
         return _sigmoid(z), near
 
-    def _order(self, query: str, cached: str, *, second: bool = False) -> float:
+    def _order(self, query: str, cached: str, *, second: bool = False,
+               readings: dict[tuple[str, str], tuple[str, str]] | None = None) -> float:
         """The model's logit for the pair read ``(cached, new)`` (as trained) or, ``second``, the
-        other way round; memoised."""
+        other way round; memoised. ``readings``: the pairs' model inputs already worked out in
+        this call, so a pair read both ways is focused once (~4.6 ms for an 84k-character pair)."""
         key = PairMemo.key(query, cached, second)
         logit = self.memo.get(key)
         if logit is None:
-            # A long pair is read as its changed spans (semcache.verifier.focus), not its shared
-            # head; a word misspelt on one side as the other side spells it (semcache.verifier.typos).
-            fq, fc = focus(query, cached)
-            fq, fc = fold(fq[:MAX_CHARS], fc[:MAX_CHARS])
+            reading = None if readings is None else readings.get((query, cached))
+            if reading is None:
+                # A long pair is read as its changed spans (semcache.verifier.focus), not its shared
+                # head; a word misspelt on one side as the other side spells it (semcache.verifier.typos).
+                fq, fc = focus(query, cached)
+                reading = fold(fq[:MAX_CHARS], fc[:MAX_CHARS])
+                if readings is not None:
+                    readings[(query, cached)] = reading
+            fq, fc = reading
             pair = (fc, fq) if second else (fq, fc)
             logit = float(log_odds(self.scores([pair]))[0])
             self.memo.put(key, logit)
