@@ -123,7 +123,8 @@ class VerifierGate:
         still runs each pair alone: its int8 scores depend on a run's other
         pairs, see :meth:`CrossEncoderVerifier.probabilities_of`.) ``cut_offs``:
         the bars each verdict must decide (:meth:`VerifierVerdict.decides`); by
-        default every one this lookup may compare it with (:func:`bars`).
+        default every one this lookup may compare it with (:func:`bars`). The cut-off
+        ``passed`` is read against is always one of them.
         """
         settings = policy.verifier
         if not settings.enabled:
@@ -132,14 +133,14 @@ class VerifierGate:
             verifier = await self.model(settings.model)
         except ConfigError as exc:
             raise CacheUnavailableError(f"verifier unavailable: {exc}") from exc
+        cut = settings.min_probability if min_probability is None else min_probability
         if settings.model == "trees":
             probs = [verifier.probability(query, cached, sim) for cached, sim in candidates]
             exact = [True] * len(candidates)
         else:
             triples = [(query, cached, sim) for cached, sim in candidates]
-            probs, exact = await asyncio.to_thread(policy_verdicts, settings, verifier, triples,
-                                                   cut_offs or bars(settings, min_probability))
-        cut = settings.min_probability if min_probability is None else min_probability
+            decide = bars(settings, min_probability) if cut_offs is None else sorted({cut, *cut_offs})
+            probs, exact = await asyncio.to_thread(policy_verdicts, settings, verifier, triples, decide)
         out = []
         for p, whole, (_, sim) in zip(probs, exact, candidates, strict=True):
             p = float(p)

@@ -237,3 +237,14 @@ def test_a_pair_read_both_ways_is_focused_once(model, monkeypatch):
     calls.clear()
     _, exact = fresh.judge([(tq, tc, 0.93)], margin=2.0, bars=[0.73])
     assert exact[0] and len(calls) == 1  # both orders read, one focus
+
+
+async def test_the_gate_always_decides_its_own_cut_off_whatever_bars_it_is_asked_for():
+    # The first reading alone: z 1.5 (P 0.82), far from 0.99's 4.6; both: held at z1 - 2 = -0.5 (P 0.38).
+    table = _Table({("q", "c", False): (1.5 - COMBINER["bias"]) / COMBINER["w_logit"], ("q", "c", True): -20.0})
+    policy = load_policies_text("categories: {default: {verifier: {enabled: true, model: cross-encoder, "
+                                "min_probability: 0.5, both_orders: true, one_order_margin: 2.0}}}").default
+    held = table.probabilities_of([("q", "c", 0.0)], both_orders=True, margin=2.0)[0]
+    assert held < 0.5
+    [verdict] = await VerifierGate(cross_encoder=table).check_many(policy, "q", [("c", 0.0)], None, [0.99])
+    assert not verdict.passed and verdict.probability == pytest.approx(held, abs=1e-12)
