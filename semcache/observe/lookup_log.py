@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from semcache.decide import diffrule
-from semcache.verifier import VerifierVerdict
+from semcache.verifier import decides
 
 if TYPE_CHECKING:
     from semcache.cache import SemanticCache
@@ -282,7 +282,7 @@ async def _flipped(policy: Any, query: str, cached: str, similarity: float, embe
             bar = policy.verifier.min_probability
             if verdict.overruled:
                 bar = max(bar, policy.verifier.overrule[verdict.guard])
-            known = probability is not None and VerifierVerdict(True, probability, "", margin).decides(bar)
+            known = probability is not None and decides(probability, margin, bar)
             passed = probability >= bar if known else None
         out[name] = passed
     return out

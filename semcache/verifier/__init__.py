@@ -60,11 +60,17 @@ class VerifierVerdict:
     alone, and the served score lies within this many log-odds of it: :meth:`decides`."""
 
     def decides(self, bar: float) -> bool:
-        """Is ``probability >= bar`` what the served score says at ``bar``? (Log-odds as
-        :meth:`CrossEncoderVerifier.judge` reads them, so a bar of 0 or 1 is a number too.)"""
-        if not self.margin:
-            return True
-        return abs(float(log_odds(np.array([self.probability, bar])) @ [1.0, -1.0])) > self.margin
+        """Is ``probability >= bar`` what the served score says at ``bar``? (:func:`decides`)"""
+        return decides(self.probability, self.margin, bar)
+
+
+def decides(probability: float, margin: float, bar: float) -> bool:
+    """Does a verifier ``probability`` known to within ``margin`` log-odds of the served score
+    (0: it is that score) say at ``bar`` what the served score says? Log-odds as
+    :meth:`CrossEncoderVerifier.judge` reads them, so a bar of 0 or 1 is a number too."""
+    if not margin:
+        return True
+    return abs(float(log_odds(np.array([probability, bar])) @ [1.0, -1.0])) > margin
 
 
 class VerifierGate:
@@ -163,5 +169,5 @@ def bars(settings, min_probability: float | None = None, overruling: list[str] |
     return sorted(cuts | {max(over[g], cut) for g in guards for cut in cuts})
 
 
-__all__ = ["CrossEncoderVerifier", "Verifier", "VerifierGate", "VerifierVerdict", "bars", "policy_probabilities",
-           "policy_verdicts"]
+__all__ = ["CrossEncoderVerifier", "Verifier", "VerifierGate", "VerifierVerdict", "bars", "decides",
+           "policy_probabilities", "policy_verdicts"]
