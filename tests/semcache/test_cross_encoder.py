@@ -88,8 +88,11 @@ categories:
 """
 
 
-async def _cache(tmp_path, clock, gate: VerifierGate, min_probability: float = 0.5) -> SemanticCache:
-    c = SemanticCache(policies=load_policies_text(POLICY % min_probability), store=SQLiteStore(tmp_path / "v.db"),
+async def _cache(tmp_path, clock, gate: VerifierGate, min_probability: float = 0.5, *,
+                 policy: str | None = None) -> SemanticCache:
+    """A started cache (SQLite, hash embedder) judged by ``gate`` under ``policy`` (default: :data:`POLICY`)."""
+    text = POLICY % min_probability if policy is None else policy
+    c = SemanticCache(policies=load_policies_text(text), store=SQLiteStore(tmp_path / "v.db"),
                       embedder=HashEmbedder(), clock=clock, purge_interval_s=0, verifier=gate)
     await c.start()
     return c
@@ -285,10 +288,7 @@ def test_both_orders_is_the_mean_logit_of_the_two_readings_each_alone_and_is_mem
 
 async def test_a_both_orders_policy_decides_by_both_readings(tmp_path, clock, model):
     text = POLICY.replace("min_probability: %s}", "min_probability: 0.5, both_orders: true}")
-    cache = SemanticCache(policies=load_policies_text(text), store=SQLiteStore(tmp_path / "b.db"),
-                          embedder=HashEmbedder(), clock=clock, purge_interval_s=0,
-                          verifier=VerifierGate(cross_encoder=model))
-    await cache.start()
+    cache = await _cache(tmp_path, clock, VerifierGate(cross_encoder=model), policy=text)
     try:
         await put(cache, chat(LARGER[0]))
         miss = await cache.lookup(chat(LARGER[1]))

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from semcache import SemanticCache, SQLiteStore, load_policies_text
+from semcache import load_policies_text
 from semcache.errors import PolicyError
 from semcache.verifier import CrossEncoderVerifier, VerifierGate, bars, policy_probabilities, policy_verdicts
 from semcache.verifier.cross_encoder import DEFAULT_DIR, held_within
 
-from .fakes import HashEmbedder
 from .test_cache import chat, put
+from .test_cross_encoder import _cache
 
 COMBINER = {"bias": -0.16, "w_logit": 0.79, "w_cosine": 0.14}
 
@@ -152,10 +152,7 @@ def test_shipped_model_a_clear_rewording_costs_one_run_and_a_trap_near_the_cut_o
 @needs_model
 async def test_a_lookup_serves_on_the_first_order_and_says_so(tmp_path, clock, model):
     runs = _Runs(model)
-    cache = SemanticCache(policies=load_policies_text(POLICY), store=SQLiteStore(tmp_path / "m.db"),
-                          embedder=HashEmbedder(), clock=clock, purge_interval_s=0,
-                          verifier=VerifierGate(cross_encoder=runs))
-    await cache.start()
+    cache = await _cache(tmp_path, clock, VerifierGate(cross_encoder=runs), policy=POLICY)
     try:
         await put(cache, chat(CLEAR[0]))
         await put(cache, chat(LARGER[0]))
@@ -171,13 +168,14 @@ async def test_a_lookup_serves_on_the_first_order_and_says_so(tmp_path, clock, m
         await cache.close()
 
 
-@needs_model
-def test_calibration_and_evaluation_score_the_held_score(model):
+def test_calibration_and_evaluation_score_the_held_score():
+    # Orders that disagree by far more than the margin: the held score is not the plain mean.
+    table = _Table({("q", "c", False): 8.0, ("q", "c", True): -8.0})
     settings_ = load_policies_text(POLICY).default.verifier
-    (c, q), (tc, tq) = CLEAR, LARGER
-    triples = [(q, c, 0.9), (tq, tc, 0.93)]
-    held = model.probabilities_of(triples, both_orders=True, margin=2.0)
-    assert policy_probabilities(settings_, model, triples).tolist() == held.tolist()
+    held = table.probabilities_of([("q", "c", 0.9)], both_orders=True, margin=2.0)
+    mean = table.probabilities_of([("q", "c", 0.9)], both_orders=True)
+    assert held[0] > mean[0] + 0.1
+    assert policy_probabilities(settings_, table, [("q", "c", 0.9)]).tolist() == held.tolist()
 
 
 def test_a_first_order_verdict_decides_only_bars_beyond_its_margin():
